@@ -1,0 +1,1 @@
+//! cleanup: canonicalizes headers and writes queue files durably.

@@ -1,0 +1,1 @@
+//! main.cf and master.cf: parsing, the parameter table, expansion.

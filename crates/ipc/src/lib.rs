@@ -1,0 +1,1 @@
+//! Typed, length-framed, versioned messages between Postern processes, with descriptor passing.

@@ -1,0 +1,1 @@
+//! Local delivery: aliases, .forward, Maildir, mbox, pipes and files.

@@ -1,0 +1,1 @@
+//! Lookup tables, aliases and mailbox users shared by smtpd and local.

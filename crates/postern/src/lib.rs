@@ -1,0 +1,1 @@
+//! The postern admin command (also sendmail, mailq, newaliases).

@@ -1,0 +1,1 @@
+//! The mail queue: directories, queue IDs, the queue file format, durable writes.

@@ -1,0 +1,1 @@
+//! The SMTP server: talks to clients, applies policy, streams mail to cleanup.
