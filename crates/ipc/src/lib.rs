@@ -1,1 +1,20 @@
-//! Typed, length-framed, versioned messages between Postern processes, with descriptor passing.
+//! Typed, length-framed, versioned messages between Postern processes, with
+//! descriptor passing.
+//!
+//! Nothing crosses a process boundary as text for the receiver to interpret:
+//! each conversation has its own message enum ([`messages`]), every frame
+//! carries a version byte, and a decoder that does not use up the whole frame
+//! fails ([`codec`]). Queue files travel to delivery agents as open
+//! descriptors ([`Channel::send_with_fd`]), so agents need no access to the
+//! queue directories.
+
+pub mod channel;
+pub mod codec;
+pub mod messages;
+
+pub use channel::{send_trigger, BlockingChannel, Channel, IpcError};
+pub use codec::{DecodeError, Message, CHUNK_SIZE, MAX_FRAME, VERSION};
+pub use messages::{
+    cleanup_flags, CleanupReply, CleanupRequest, DeliveryOutcome, DeliveryRecipient, DeliveryReply,
+    DeliveryRequest, Trigger,
+};

@@ -1,1 +1,36 @@
 //! Lookup tables, aliases and mailbox users shared by smtpd and local.
+//!
+//! What lives here:
+//! - [`Aliases`]: aliases(5) files (`name: target, target`), and
+//!   [`parse_targets`] for `.forward` / `:include:` files.
+//! - [`UsersFile`]: the Dovecot-style passwd-file of virtual mail users.
+//! - [`Table`]: Postfix-style `type:name` lookup tables (texthash, hash, inline,
+//!   static, cidr, regexp, unix:passwd.byname).
+//! - [`NetworkList`]: mynetworks-style address/prefix lists.
+//! - [`LocalDomains`] / [`is_local_domain`]: mydestination matching.
+//! - [`AliasMaps`] / [`LocalRecipients`]: the alias_maps and
+//!   local_recipient_maps sets, reloaded when a source file changes.
+//!
+//! SECURITY: everything here parses files written by the administrator and
+//! keys taken from mail (local parts, domains, client addresses). Keys are only
+//! ever used as lookup keys; nothing here runs programs or opens paths named by
+//! mail data. Malformed files give a [`MapError`] with file and line, never a
+//! panic.
+//!
+//! Parameters read: alias_maps, local_recipient_maps, users_file,
+//! recipient_delimiter, mydestination, config_directory.
+#![forbid(unsafe_code)]
+
+mod aliases;
+mod error;
+mod network;
+mod recipients;
+mod table;
+mod users;
+
+pub use aliases::{AliasTarget, Aliases, parse_targets};
+pub use error::MapError;
+pub use network::NetworkList;
+pub use recipients::{AliasMaps, LocalDomains, LocalRecipients, is_local_domain, split_map_list, strip_extension};
+pub use table::Table;
+pub use users::{MailUser, UsersFile};

@@ -1,1 +1,647 @@
-//! The queue manager: schedules deliveries, retries, marks recipients done.
+//! qmgr — the queue manager.
+//!
+//! Owns the queue from incoming/ on: moves new messages to active/, hands
+//! each recipient to its transport (a delivery agent listening on
+//! private/TRANSPORT) together with the open queue file, marks recipients
+//! done durably as agents report success or permanent failure, returns
+//! undeliverable mail to the sender, defers the rest to deferred/ with
+//! backoff, and removes a message once nothing is left to do.
+//!
+//! Crash rules (docs/queue.md): at start-up everything in active/ goes back
+//! to incoming/ and is tried again; recipients already marked done are never
+//! delivered twice by the queue; a message whose recipients are all done is
+//! removed. Nothing is acknowledged here, so no directory fsync is needed for
+//! the moves qmgr makes: after a crash a file is in one directory or the
+//! other, and both are scanned.
+//!
+//! SECURITY: qmgr reads and renames queue files; it parses only the queue
+//! file format (postern-queue) and delivery agents' typed replies.
+//!
+//! PARAMETERS: queue_directory, mydestination, local_transport,
+//! default_transport, relayhost, queue_run_delay, minimal_backoff_time,
+//! maximal_backoff_time, maximal_queue_lifetime, bounce_queue_lifetime,
+//! qmgr_message_active_limit, default_destination_concurrency_limit,
+//! local_destination_concurrency_limit, local_destination_recipient_limit,
+//! ipc_timeout, myhostname, mail_name.
+
+pub mod bounce;
+pub mod transport;
+
+use postern_config::MainCf;
+use postern_ipc::{Channel, DeliveryOutcome, DeliveryRecipient, DeliveryReply, DeliveryRequest, Trigger};
+use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use transport::{Route, Router};
+
+/// qmgr's settings, read once at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    queue_dir: PathBuf,
+    queue_run_delay: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    max_lifetime: Duration,
+    bounce_lifetime: Duration,
+    active_limit: usize,
+    transport_limit: usize,
+    destination_limit: usize,
+    local_destination_limit: usize,
+    local_recipient_limit: usize,
+    default_recipient_limit: usize,
+    ipc_timeout: Duration,
+    delivery_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads the parameters qmgr uses.
+    pub fn from_config(main: &MainCf) -> Result<Settings, String> {
+        let e = |e: postern_config::ConfigError| e.to_string();
+        let pos = |v: i64| v.max(1) as usize;
+        Ok(Settings {
+            queue_dir: main.path("queue_directory"),
+            queue_run_delay: main.time("queue_run_delay").map_err(e)?.max(Duration::from_secs(1)),
+            min_backoff: main.time("minimal_backoff_time").map_err(e)?,
+            max_backoff: main.time("maximal_backoff_time").map_err(e)?,
+            max_lifetime: main.time("maximal_queue_lifetime").map_err(e)?,
+            bounce_lifetime: main.time("bounce_queue_lifetime").map_err(e)?,
+            active_limit: pos(main.int("qmgr_message_active_limit").map_err(e)?),
+            transport_limit: pos(main.int("default_process_limit").map_err(e)?),
+            destination_limit: pos(main.int("default_destination_concurrency_limit").map_err(e)?),
+            local_destination_limit: pos(main.int("local_destination_concurrency_limit").map_err(e)?),
+            local_recipient_limit: pos(main.int("local_destination_recipient_limit").map_err(e)?),
+            default_recipient_limit: 50,
+            ipc_timeout: main.time("ipc_timeout").map_err(e)?,
+            delivery_timeout: main.time("daemon_timeout").map_err(e)?,
+        })
+    }
+}
+
+/// One message in the active queue.
+struct Active {
+    file: QueueFile,
+    /// Requests handed to agents and not finished yet.
+    outstanding: usize,
+    /// Some recipient got a temporary failure this round.
+    deferred: bool,
+    /// Recipients that bounced this round: (address, reason).
+    bounced: Vec<(String, String, String)>,
+}
+
+/// A unit of work for a delivery agent.
+struct Job {
+    id: QueueId,
+    route: Route,
+    recipients: Vec<usize>,
+}
+
+/// What a delivery task reports back to the scheduler.
+struct Done {
+    id: QueueId,
+    route: Route,
+    results: Vec<(usize, DeliveryOutcome, String, String)>,
+}
+
+/// The queue manager's state.
+pub struct Qmgr {
+    settings: Settings,
+    dirs: QueueDirs,
+    router: Router,
+    main: MainCf,
+    active: HashMap<QueueId, Active>,
+    /// Jobs waiting for a free slot, per transport.
+    pending: BTreeMap<String, Vec<Job>>,
+    /// Deliveries in progress per transport and per (transport, nexthop).
+    busy_transport: HashMap<String, usize>,
+    busy_destination: HashMap<(String, String), usize>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    /// incoming/ may hold more than the active limit let us take.
+    incoming_left: bool,
+}
+
+impl Qmgr {
+    fn new(main: &MainCf, done_tx: mpsc::UnboundedSender<Done>) -> Result<Qmgr, String> {
+        let settings = Settings::from_config(main)?;
+        Ok(Qmgr {
+            dirs: QueueDirs::new(&settings.queue_dir),
+            router: Router::from_config(main)?,
+            main: main.clone(),
+            settings,
+            active: HashMap::new(),
+            pending: BTreeMap::new(),
+            busy_transport: HashMap::new(),
+            busy_destination: HashMap::new(),
+            done_tx,
+            incoming_left: false,
+        })
+    }
+
+    /// Start-up recovery: whatever a previous qmgr left in active/ goes back
+    /// to incoming/, where it is picked up like new mail.
+    fn recover(&mut self) {
+        match self.dirs.list(Queue::Active) {
+            Ok(ids) => {
+                for id in ids {
+                    if let Err(e) = self.rename(&id, Queue::Active, Queue::Incoming) {
+                        warn!("{id}: cannot move back to incoming: {e}");
+                    }
+                }
+            }
+            Err(e) => warn!("cannot read {}: {e}", self.dirs.dir(Queue::Active).display()),
+        }
+        match self.dirs.remove_stale_temp(Duration::from_secs(86400)) {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} stale temporary queue files"),
+            Err(e) => warn!("cannot clean up temporary files: {e}"),
+        }
+    }
+
+    fn rename(&self, id: &QueueId, from: Queue, to: Queue) -> std::io::Result<()> {
+        std::fs::rename(self.dirs.file(from, id), self.dirs.file(to, id))
+    }
+
+    /// Takes new mail from incoming/ into the active queue.
+    fn scan_incoming(&mut self) {
+        let ids = match self.dirs.list(Queue::Incoming) {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!("cannot read {}: {e}", self.dirs.dir(Queue::Incoming).display());
+                return;
+            }
+        };
+        self.incoming_left = false;
+        for id in ids {
+            if self.active.len() >= self.settings.active_limit {
+                self.incoming_left = true;
+                break;
+            }
+            if self.active.contains_key(&id) {
+                continue;
+            }
+            if let Err(e) = self.rename(&id, Queue::Incoming, Queue::Active) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!("{id}: cannot move to active: {e}");
+                }
+                continue;
+            }
+            self.activate(id);
+        }
+    }
+
+    /// Takes deferred mail whose time has come (or all of it on flush).
+    fn scan_deferred(&mut self, flush: bool) {
+        let ids = match self.dirs.list(Queue::Deferred) {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!("cannot read {}: {e}", self.dirs.dir(Queue::Deferred).display());
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        for id in ids {
+            if self.active.len() >= self.settings.active_limit {
+                break;
+            }
+            let path = self.dirs.file(Queue::Deferred, &id);
+            if !flush {
+                match postern_queue::next_attempt(&path) {
+                    Ok(t) if t > now => continue,
+                    Ok(_) => {}
+                    Err(_) => continue,
+                }
+            }
+            if self.rename(&id, Queue::Deferred, Queue::Active).is_ok() {
+                self.activate(id);
+            }
+        }
+    }
+
+    /// Opens a message now in active/ and schedules its recipients.
+    fn activate(&mut self, id: QueueId) {
+        let path = self.dirs.file(Queue::Active, &id);
+        let file = match QueueFile::open(&path, id.clone()) {
+            Ok(f) => f,
+            Err(QueueError::Corrupt(why)) => {
+                warn!("{id}: corrupt queue file: {why}; moved to corrupt/");
+                if let Err(e) = self.rename(&id, Queue::Active, Queue::Corrupt) {
+                    warn!("{id}: cannot move to corrupt: {e}");
+                }
+                return;
+            }
+            Err(QueueError::Io(e)) => {
+                warn!("{id}: cannot open queue file: {e}");
+                return;
+            }
+        };
+        let env = file.envelope();
+        let pending = file.pending();
+        if pending.is_empty() {
+            // All recipients were done before a crash: finish the removal.
+            self.remove(&id);
+            return;
+        }
+        info!("{id}: from=<{}>, size={}, nrcpt={} (queue active)", env.sender, file.content_len(), env.recipients.len());
+        let arrival = env.arrival;
+        let age = SystemTime::now().duration_since(arrival).unwrap_or_default();
+        let lifetime = if env.sender.is_empty() { self.settings.bounce_lifetime } else { self.settings.max_lifetime };
+        let mut active = Active { file, outstanding: 0, deferred: false, bounced: Vec::new() };
+        if age > lifetime {
+            // Too old: every remaining recipient bounces.
+            let reasons: Vec<(usize, DeliveryOutcome, String, String)> = pending
+                .iter()
+                .map(|&i| (i, DeliveryOutcome::Bounced, "4.4.7".to_string(), "message delivery timed out".to_string()))
+                .collect();
+            for (i, _, dsn, text) in &reasons {
+                let addr = active.file.envelope().recipients[*i].address.clone();
+                info!("{id}: to=<{addr}>, relay=none, delay={}, dsn={dsn}, status=expired, returned to sender ({text})", age.as_secs());
+                active.bounced.push((addr, dsn.clone(), text.clone()));
+            }
+            let idx: Vec<usize> = reasons.iter().map(|r| r.0).collect();
+            if let Err(e) = active.file.mark_done(&idx) {
+                warn!("{id}: cannot update queue file: {e}");
+            }
+            self.active.insert(id.clone(), active);
+            self.finish(&id);
+            return;
+        }
+        // Group recipients by route, split by the transport's recipient limit.
+        let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
+        for i in pending {
+            let route = self.router.route(&active.file.envelope().recipients[i].address);
+            groups.entry(route).or_default().push(i);
+        }
+        for (route, rcpts) in groups {
+            let limit = if route.transport == self.router.local_transport() {
+                self.settings.local_recipient_limit
+            } else {
+                self.settings.default_recipient_limit
+            };
+            for chunk in rcpts.chunks(limit) {
+                active.outstanding += 1;
+                self.pending
+                    .entry(route.transport.clone())
+                    .or_default()
+                    .push(Job { id: id.clone(), route: route.clone(), recipients: chunk.to_vec() });
+            }
+        }
+        self.active.insert(id, active);
+    }
+
+    fn destination_limit(&self, route: &Route) -> usize {
+        if route.transport == self.router.local_transport() {
+            self.settings.local_destination_limit
+        } else {
+            self.settings.destination_limit
+        }
+    }
+
+    /// Starts as many waiting jobs as the concurrency limits allow.
+    fn dispatch(&mut self) {
+        let transports: Vec<String> = self.pending.keys().cloned().collect();
+        for t in transports {
+            let Some(mut jobs) = self.pending.remove(&t) else { continue };
+            let mut keep = Vec::new();
+            for job in jobs.drain(..) {
+                let busy_t = self.busy_transport.get(&t).copied().unwrap_or(0);
+                let key = (t.clone(), job.route.nexthop.clone());
+                let busy_d = self.busy_destination.get(&key).copied().unwrap_or(0);
+                if busy_t >= self.settings.transport_limit || busy_d >= self.destination_limit(&job.route) {
+                    keep.push(job);
+                    continue;
+                }
+                *self.busy_transport.entry(t.clone()).or_insert(0) += 1;
+                *self.busy_destination.entry(key).or_insert(0) += 1;
+                self.start(job);
+            }
+            if !keep.is_empty() {
+                self.pending.insert(t, keep);
+            }
+        }
+    }
+
+    /// Hands one job to its delivery agent in a task of its own.
+    fn start(&mut self, job: Job) {
+        let Some(active) = self.active.get(&job.id) else { return };
+        let env = active.file.envelope();
+        let req = DeliveryRequest {
+            queue_id: job.id.to_string(),
+            sender: env.sender.clone(),
+            arrival: env.arrival,
+            content_offset: active.file.content_offset(),
+            content_len: active.file.content_len(),
+            nexthop: job.route.nexthop.clone(),
+            recipients: job
+                .recipients
+                .iter()
+                .map(|&i| DeliveryRecipient {
+                    index: i as u32,
+                    address: env.recipients[i].address.clone(),
+                    original: env.recipients[i].original.clone(),
+                })
+                .collect(),
+            attributes: env.attributes.clone(),
+        };
+        let file = match active.file.file().try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                let results = defer_all(&job.recipients, &format!("cannot duplicate queue file descriptor: {e}"));
+                let _ = self.done_tx.send(Done { id: job.id, route: job.route, results });
+                return;
+            }
+        };
+        let socket = self.settings.queue_dir.join("private").join(&job.route.transport);
+        let tx = self.done_tx.clone();
+        let connect_timeout = self.settings.ipc_timeout.min(Duration::from_secs(30));
+        let timeout = self.settings.delivery_timeout;
+        tokio::task::spawn_local(async move {
+            let results = match deliver(&socket, &req, &file, connect_timeout, timeout).await {
+                Ok(r) => r,
+                Err(why) => {
+                    let why = format!("delivery temporarily suspended: {why}");
+                    for r in &req.recipients {
+                        info!(
+                            "{}: to=<{}>, relay={}, delay={}, dsn=4.3.0, status=deferred ({why})",
+                            req.queue_id,
+                            r.address,
+                            job.route.transport,
+                            delay_secs(req.arrival)
+                        );
+                    }
+                    defer_all(&job.recipients, &why)
+                }
+            };
+            let _ = tx.send(Done { id: job.id, route: job.route, results });
+        });
+    }
+
+    /// Records a finished job; finishes the message when it was the last.
+    fn completed(&mut self, done: Done) {
+        if let Some(n) = self.busy_transport.get_mut(&done.route.transport) {
+            *n = n.saturating_sub(1);
+        }
+        let key = (done.route.transport.clone(), done.route.nexthop.clone());
+        if let Some(n) = self.busy_destination.get_mut(&key) {
+            *n = n.saturating_sub(1);
+        }
+        let Some(active) = self.active.get_mut(&done.id) else { return };
+        let mut finished = Vec::new();
+        for (i, outcome, dsn, text) in done.results {
+            match outcome {
+                DeliveryOutcome::Sent => finished.push(i),
+                DeliveryOutcome::Bounced => {
+                    finished.push(i);
+                    let addr = active.file.envelope().recipients.get(i).map(|r| r.address.clone()).unwrap_or_default();
+                    active.bounced.push((addr, dsn, text));
+                }
+                DeliveryOutcome::Deferred => active.deferred = true,
+            }
+        }
+        if !finished.is_empty() {
+            if let Err(e) = active.file.mark_done(&finished) {
+                // Not marked: those recipients may be delivered again later
+                // (at least once, never zero times).
+                warn!("{}: cannot mark recipients done: {e}", done.id);
+                active.deferred = true;
+            }
+        }
+        active.outstanding = active.outstanding.saturating_sub(1);
+        if active.outstanding == 0 {
+            self.finish(&done.id);
+        }
+    }
+
+    /// All of a message's jobs are done: bounce, defer or remove it.
+    fn finish(&mut self, id: &QueueId) {
+        let Some(active) = self.active.remove(id) else { return };
+        if !active.bounced.is_empty() {
+            let env = active.file.envelope();
+            if env.sender.is_empty() {
+                info!("{id}: undeliverable bounce discarded (null sender)");
+            } else {
+                match bounce::send_bounce(&self.main, &self.settings.queue_dir, id, &active.file, &active.bounced) {
+                    Ok(bid) => info!("{id}: sender non-delivery notification: {bid}"),
+                    Err(e) => {
+                        // The bounced recipients are already marked done; keep
+                        // the message so the notice is tried again later.
+                        warn!("{id}: cannot send non-delivery notification: {e}");
+                    }
+                }
+            }
+        }
+        if active.deferred || !active.file.all_done() {
+            let age = SystemTime::now().duration_since(active.file.envelope().arrival).unwrap_or_default();
+            let backoff = age.clamp(self.settings.min_backoff, self.settings.max_backoff.max(self.settings.min_backoff));
+            drop(active);
+            if let Err(e) = self.rename(id, Queue::Active, Queue::Deferred) {
+                warn!("{id}: cannot move to deferred: {e}");
+                return;
+            }
+            let path = self.dirs.file(Queue::Deferred, id);
+            if let Err(e) = postern_queue::set_next_attempt(&path, SystemTime::now() + backoff) {
+                warn!("{id}: cannot set retry time: {e}");
+            }
+        } else {
+            drop(active);
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: &QueueId) {
+        match std::fs::remove_file(self.dirs.file(Queue::Active, id)) {
+            Ok(()) => info!("{id}: removed"),
+            Err(e) => warn!("{id}: cannot remove queue file: {e}"),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.active.is_empty()
+    }
+}
+
+fn delay_secs(arrival: SystemTime) -> String {
+    let d = SystemTime::now().duration_since(arrival).unwrap_or_default();
+    format!("{:.2}", d.as_secs_f64())
+}
+
+fn defer_all(recipients: &[usize], why: &str) -> Vec<(usize, DeliveryOutcome, String, String)> {
+    recipients.iter().map(|&i| (i, DeliveryOutcome::Deferred, "4.3.0".to_string(), why.to_string())).collect()
+}
+
+/// Talks to one delivery agent for one request.
+async fn deliver(
+    socket: &std::path::Path,
+    req: &DeliveryRequest,
+    file: &std::fs::File,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<Vec<(usize, DeliveryOutcome, String, String)>, String> {
+    let mut ch = tokio::time::timeout(connect_timeout, Channel::connect(socket))
+        .await
+        .map_err(|_| format!("connect to {}: timed out", socket.display()))?
+        .map_err(|e| format!("connect to {}: {e}", socket.display()))?;
+    ch.send_with_fd(req, file.as_fd()).await.map_err(|e| format!("send request: {e}"))?;
+    let wanted: HashSet<u32> = req.recipients.iter().map(|r| r.index).collect();
+    let mut results = Vec::new();
+    let mut seen = HashSet::new();
+    let work = async {
+        loop {
+            match ch.recv::<DeliveryReply>().await {
+                Ok(Some(DeliveryReply::Status { index, outcome, dsn, text })) => {
+                    if !wanted.contains(&index) || !seen.insert(index) {
+                        return Err(format!("agent sent a status for unexpected recipient {index}"));
+                    }
+                    results.push((index as usize, outcome, dsn, text));
+                }
+                Ok(Some(DeliveryReply::Finished)) => return Ok(()),
+                Ok(None) => return Err("agent closed the connection early".to_string()),
+                Err(e) => return Err(format!("bad reply from agent: {e}")),
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(timeout, work).await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            if results.is_empty() {
+                return Err(e);
+            }
+            warn!("{}: {e}", req.queue_id);
+        }
+        Err(_) => {
+            if results.is_empty() {
+                return Err("agent timed out".into());
+            }
+        }
+    }
+    // Recipients the agent never answered for are deferred.
+    for r in &req.recipients {
+        if !seen.contains(&r.index) {
+            results.push((r.index as usize, DeliveryOutcome::Deferred, "4.3.0".into(), "no status from delivery agent".into()));
+        }
+    }
+    Ok(results)
+}
+
+/// Reads the trigger bytes a client wrote, until it closes (bounded).
+async fn read_triggers(mut s: tokio::net::UnixStream) -> Vec<Trigger> {
+    let mut buf = [0u8; 64];
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend(buf[..n].iter().filter_map(|&b| Trigger::from_byte(b))),
+            }
+            if out.len() > 64 {
+                break;
+            }
+        }
+    });
+    let _ = read.await;
+    out
+}
+
+/// The scheduler loop.
+pub async fn run(
+    ctx: std::sync::Arc<postern_service::ServiceContext>,
+    listener: postern_service::Listener,
+    mut lifecycle: tokio::sync::watch::Receiver<postern_service::Lifecycle>,
+) -> Result<(), String> {
+    use postern_service::{Lifecycle, Listener};
+    let Listener::Unix(listener) = listener else {
+        return Err("qmgr must be a unix service in master.cf".into());
+    };
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let qmgr = Rc::new(RefCell::new(Qmgr::new(&ctx.config, done_tx)?));
+    let (trig_tx, mut trig_rx) = mpsc::unbounded_channel::<Trigger>();
+    {
+        let mut q = qmgr.borrow_mut();
+        q.recover();
+        q.scan_incoming();
+        q.scan_deferred(false);
+        q.dispatch();
+    }
+    let run_delay = qmgr.borrow().settings.queue_run_delay;
+    let mut timer = tokio::time::interval(run_delay);
+    timer.tick().await;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let tx = trig_tx.clone();
+                    tokio::task::spawn_local(async move {
+                        for t in read_triggers(stream).await {
+                            let _ = tx.send(t);
+                        }
+                    });
+                }
+            }
+            Some(t) = trig_rx.recv() => {
+                if !draining {
+                    let mut q = qmgr.borrow_mut();
+                    match t {
+                        Trigger::ScanIncoming => q.scan_incoming(),
+                        Trigger::Wakeup => { q.scan_incoming(); q.scan_deferred(false); }
+                        Trigger::Flush => { q.scan_incoming(); q.scan_deferred(true); }
+                    }
+                    q.dispatch();
+                }
+            }
+            Some(done) = done_rx.recv() => {
+                let mut q = qmgr.borrow_mut();
+                q.completed(done);
+                if draining {
+                    if q.busy_transport.values().all(|&n| n == 0) {
+                        return Ok(());
+                    }
+                } else {
+                    if q.incoming_left {
+                        q.scan_incoming();
+                    }
+                    q.dispatch();
+                }
+            }
+            _ = timer.tick() => {
+                if !draining {
+                    let mut q = qmgr.borrow_mut();
+                    q.scan_incoming();
+                    q.scan_deferred(false);
+                    q.dispatch();
+                }
+            }
+            changed = lifecycle.changed() => {
+                let state = if changed.is_ok() { *lifecycle.borrow() } else { Lifecycle::Stop };
+                match state {
+                    Lifecycle::Running => {}
+                    Lifecycle::Stop => return Ok(()),
+                    Lifecycle::Drain => {
+                        draining = true;
+                        let q = qmgr.borrow();
+                        if q.busy_transport.values().all(|&n| n == 0) {
+                            return Ok(());
+                        }
+                        info!("reload: finishing {} deliveries in progress", q.busy_transport.values().sum::<usize>());
+                    }
+                }
+            }
+        }
+        let q = qmgr.borrow();
+        if draining && (q.idle() || q.busy_transport.values().all(|&n| n == 0)) {
+            // Messages still in active/ are picked up again by the next qmgr.
+            return Ok(());
+        }
+    }
+}
+
+/// The program: a long-running service that drives its own listener.
+pub fn main() -> ! {
+    postern_service::event_server("qmgr", |_ctx| Ok(()), run)
+}

@@ -1,1 +1,150 @@
-//! The SMTP server: talks to clients, applies policy, streams mail to cleanup.
+//! smtpd — the SMTP server.
+//!
+//! Talks SMTP with one client at a time (RFC 5321 with PIPELINING, SIZE,
+//! 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8), decides per recipient whether
+//! the mail is for this site, may be relayed, or is refused, and streams the
+//! accepted message to cleanup. It never writes the queue itself: "250 Ok:
+//! queued as ID" is sent only after cleanup reports the queue file durable.
+//!
+//! SECURITY: smtpd is where untrusted network input enters. All parsing is in
+//! postern-smtp-proto (pure, fuzzed); this crate is the driver. Every limit
+//! (line length, recipients, message size, errors, junk commands, time) is a
+//! main.cf parameter. End of data is only CRLF.CRLF, so a bare LF or bare CR
+//! can never smuggle a second message. VRFY is off by default and never tells
+//! whether a user exists; unknown local users are refused at RCPT with the
+//! same reply whatever the reason.
+//!
+//! STANDARDS: RFC 5321, RFC 1870, RFC 2920, RFC 2034/3463, RFC 6152, RFC 6531.
+//!
+//! PARAMETERS: myhostname, smtpd_banner, mydestination, mynetworks,
+//! relay_domains, local_recipient_maps, message_size_limit,
+//! smtpd_recipient_limit, smtpd_timeout, smtpd_hard_error_limit,
+//! smtpd_soft_error_limit, smtpd_error_sleep_time, smtpd_junk_command_limit,
+//! line_length_limit, disable_vrfy_command, smtpd_helo_required,
+//! smtpd_forbid_bare_newline, smtputf8_enable, strict_rfc821_envelopes.
+
+pub mod policy;
+pub mod session;
+
+use postern_config::MainCf;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How smtpd treats a bare LF in commands or message content
+/// (`smtpd_forbid_bare_newline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BareNewline {
+    /// Accept it as content (the default): end of data still needs CRLF.CRLF.
+    Normalize,
+    /// Refuse the message with 550 5.5.2.
+    Reject,
+    /// Accept silently.
+    Allow,
+}
+
+/// smtpd's settings, read once at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Our name in the greeting and EHLO reply.
+    pub myhostname: String,
+    /// Text after "220 " in the greeting.
+    pub banner: String,
+    /// message_size_limit (0 = none).
+    pub message_size_limit: u64,
+    /// smtpd_recipient_limit.
+    pub recipient_limit: usize,
+    /// smtpd_timeout: how long to wait for a command or data.
+    pub timeout: Duration,
+    /// smtpd_hard_error_limit.
+    pub hard_error_limit: u32,
+    /// smtpd_soft_error_limit.
+    pub soft_error_limit: u32,
+    /// smtpd_error_sleep_time.
+    pub error_sleep: Duration,
+    /// smtpd_junk_command_limit.
+    pub junk_limit: u32,
+    /// line_length_limit for command lines.
+    pub line_limit: usize,
+    /// disable_vrfy_command.
+    pub vrfy_disabled: bool,
+    /// smtpd_helo_required.
+    pub helo_required: bool,
+    /// smtpd_forbid_bare_newline.
+    pub bare_newline: BareNewline,
+    /// smtputf8_enable.
+    pub smtputf8: bool,
+    /// strict_rfc821_envelopes.
+    pub strict_envelopes: bool,
+    /// Where cleanup listens.
+    pub cleanup_socket: PathBuf,
+    /// ipc_timeout, for waiting on cleanup.
+    pub ipc_timeout: Duration,
+    /// myorigin, to complete "<Postmaster>".
+    pub myorigin: String,
+    /// Service name (for the Received header's protocol is per session).
+    pub service_name: String,
+}
+
+impl Settings {
+    /// Reads the parameters smtpd uses; a bad value is a start-up error.
+    pub fn from_config(main: &MainCf, service_name: &str) -> Result<Settings, String> {
+        let e = |e: postern_config::ConfigError| e.to_string();
+        let bare = match main.str("smtpd_forbid_bare_newline").to_ascii_lowercase().as_str() {
+            "normalize" | "yes" => BareNewline::Normalize,
+            "reject" => BareNewline::Reject,
+            "no" => BareNewline::Allow,
+            other => return Err(format!("bad smtpd_forbid_bare_newline value: {other} (want normalize, reject or no)")),
+        };
+        Ok(Settings {
+            myhostname: main.str("myhostname"),
+            banner: main.str("smtpd_banner"),
+            message_size_limit: main.size("message_size_limit").map_err(e)?,
+            recipient_limit: main.int("smtpd_recipient_limit").map_err(e)?.max(1) as usize,
+            timeout: main.time("smtpd_timeout").map_err(e)?,
+            hard_error_limit: main.int("smtpd_hard_error_limit").map_err(e)?.max(1) as u32,
+            soft_error_limit: main.int("smtpd_soft_error_limit").map_err(e)?.max(0) as u32,
+            error_sleep: main.time("smtpd_error_sleep_time").map_err(e)?,
+            junk_limit: main.int("smtpd_junk_command_limit").map_err(e)?.max(1) as u32,
+            line_limit: main.int("line_length_limit").map_err(e)?.max(512) as usize,
+            vrfy_disabled: main.bool("disable_vrfy_command").map_err(e)?,
+            helo_required: main.bool("smtpd_helo_required").map_err(e)?,
+            bare_newline: bare,
+            smtputf8: main.bool("smtputf8_enable").map_err(e)?,
+            strict_envelopes: main.bool("strict_rfc821_envelopes").map_err(e)?,
+            cleanup_socket: main.path("queue_directory").join("public").join("cleanup"),
+            ipc_timeout: main.time("ipc_timeout").map_err(e)?,
+            myorigin: main.str("myorigin"),
+            service_name: service_name.to_string(),
+        })
+    }
+}
+
+/// Everything one smtpd process keeps between clients.
+pub struct Smtpd {
+    /// Settings from main.cf.
+    pub settings: Settings,
+    /// Recipient policy (local users, relay rules).
+    pub policy: std::cell::RefCell<policy::Policy>,
+}
+
+/// The program: a one-client-at-a-time service on the skeleton.
+pub fn main() -> ! {
+    postern_service::single_server(
+        "smtpd",
+        |ctx| {
+            let settings = Settings::from_config(&ctx.config, &ctx.service_name)?;
+            let policy = policy::Policy::from_config(&ctx.config)?;
+            Ok(Smtpd { settings, policy: std::cell::RefCell::new(policy) })
+        },
+        |smtpd: std::rc::Rc<Smtpd>, conn| async move {
+            match conn {
+                postern_service::Connection::Tcp { stream, peer, .. } => {
+                    session::run(&smtpd, stream, peer).await;
+                }
+                postern_service::Connection::Unix { .. } => {
+                    tracing::warn!("smtpd does not serve unix-domain clients");
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,613 @@
+//! The parameter table: every main.cf parameter Postern knows, with its
+//! default, its kind and a one-line description, plus the parsers for typed
+//! values and the generator of the documentation table.
+//!
+//! There is exactly one table ([`PARAMETERS`]); `postern config`, the
+//! validation in [`crate::MainCf::validate`] and the parameter table in
+//! docs/configuration.md are all derived from it (a unit test fails when the
+//! documentation drifts).
+
+use std::time::Duration;
+
+/// The type of a parameter's value, which decides how it is validated and
+/// which accessor of [`crate::MainCf`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    /// Free text (after `$name` expansion).
+    Str,
+    /// yes/no/true/false/1/0/on/off, case-insensitive.
+    Bool,
+    /// A signed decimal integer (a count or a limit).
+    Int,
+    /// A duration: a number with an optional unit s, m, h, d or w (seconds if none).
+    Time,
+    /// A size in bytes: a plain non-negative decimal integer (no suffixes, as Postfix).
+    Size,
+    /// A list, separated by commas and/or white space.
+    List,
+}
+
+impl ParamKind {
+    /// The name used in documentation and `postern config` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamKind::Str => "string",
+            ParamKind::Bool => "boolean",
+            ParamKind::Int => "integer",
+            ParamKind::Time => "time",
+            ParamKind::Size => "size",
+            ParamKind::List => "list",
+        }
+    }
+}
+
+/// One parameter: its name, its default as it would be written in main.cf,
+/// its kind and a one-line description for the documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamDef {
+    /// The main.cf name.
+    pub name: &'static str,
+    /// The default, in main.cf syntax (may contain `$name` references).
+    /// For parameters whose default is computed at run time (myhostname,
+    /// mydomain, config_directory) this is a placeholder; read the value
+    /// through [`crate::MainCf`].
+    pub default: &'static str,
+    /// How the value is parsed and validated.
+    pub kind: ParamKind,
+    /// One line saying what the parameter does.
+    pub doc: &'static str,
+}
+
+/// Parameters whose value is restricted to a fixed set of words.
+/// For a list parameter every element must be one of the words.
+const CHOICES: &[(&str, &[&str])] = &[
+    ("allow_mail_to_commands", &["alias", "forward", "include"]),
+    ("allow_mail_to_files", &["alias", "forward", "include"]),
+    ("inet_protocols", &["all", "ipv4", "ipv6"]),
+    (
+        "propagate_unmatched_extensions",
+        &[
+            "canonical",
+            "virtual",
+            "alias",
+            "forward",
+            "include",
+            "generic",
+        ],
+    ),
+    ("smtpd_forbid_bare_newline", &["normalize", "reject", "no"]),
+];
+
+/// Parameters that main.cf does NOT `$`-expand, because the program that
+/// uses them expands them itself with per-message values (`$home`, `$user`,
+/// ...), as Postfix does for forward_path.
+const RAW: &[&str] = &["forward_path", "luser_relay", "mailbox_command"];
+
+/// Parameters whose default is computed at run time, with how the docs show it.
+const COMPUTED: &[(&str, &str)] = &[
+    (
+        "config_directory",
+        "the directory main.cf was read from (/etc/postern)",
+    ),
+    (
+        "mydomain",
+        "$myhostname minus its first label (localdomain if none)",
+    ),
+    (
+        "myhostname",
+        "the system host name; .localdomain appended if it has no dot",
+    ),
+];
+
+impl ParamDef {
+    /// The only values this parameter accepts, when it is an enumeration.
+    pub fn choices(&self) -> Option<&'static [&'static str]> {
+        CHOICES
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, c)| *c)
+    }
+
+    /// True when main.cf leaves `$name` in this value alone (the program
+    /// that uses it expands per-message variables such as `$home` itself).
+    pub fn is_raw(&self) -> bool {
+        RAW.contains(&self.name)
+    }
+
+    /// True when the default is computed at run time rather than taken from
+    /// [`ParamDef::default`].
+    pub fn is_computed(&self) -> bool {
+        COMPUTED.iter().any(|(n, _)| *n == self.name)
+    }
+}
+
+macro_rules! p {
+    ($name:literal, $default:literal, $kind:ident, $doc:literal) => {
+        ParamDef {
+            name: $name,
+            default: $default,
+            kind: ParamKind::$kind,
+            doc: $doc,
+        }
+    };
+}
+
+/// Every main.cf parameter, sorted by name (a test checks the order, so
+/// [`param_def`] can binary-search).
+#[rustfmt::skip]
+pub static PARAMETERS: &[ParamDef] = &[
+    p!("alias_database", "hash:/etc/aliases", List, "Alias files that `postern map` / newaliases compiles."),
+    p!("alias_maps", "hash:/etc/aliases", List, "Lookup tables that local searches for aliases of a local recipient."),
+    p!("allow_mail_to_commands", "alias, forward", List, "Where local allows `|command` delivery: alias, forward, include."),
+    p!("allow_mail_to_files", "alias, forward", List, "Where local allows `/file` delivery: alias, forward, include."),
+    p!("always_add_missing_headers", "no", Bool, "Whether cleanup adds missing From/To/Date/Message-ID headers to mail from the network too."),
+    p!("biff", "no", Bool, "Whether local notifies the comsat service of new mail."),
+    p!("bounce_queue_lifetime", "5d", Time, "How long a bounce message stays queued before it is given up."),
+    p!("command_directory", "/usr/sbin", Str, "Where the administrative command (postern) is installed."),
+    p!("command_time_limit", "1000s", Time, "Time limit for a delivery by local to a `|command`."),
+    p!("config_directory", "/etc/postern", Str, "Directory of main.cf and master.cf (set by the -c option or MAIL_CONFIG)."),
+    p!("content_filter", "", Str, "After-queue content filter, as transport:destination; empty = none."),
+    p!("daemon_directory", "/usr/libexec/postern", Str, "Where the service programs started by master are installed."),
+    p!("daemon_timeout", "18000s", Time, "How long a service may take to handle one request before it is killed."),
+    p!("data_directory", "/var/lib/postern", Str, "Directory for data files written at run time (caches, random seed)."),
+    p!("default_destination_concurrency_limit", "20", Int, "Default number of parallel deliveries qmgr makes to one destination."),
+    p!("default_privs", "nobody", Str, "User that local runs commands and writes files as for mail to an alias with no owner."),
+    p!("default_process_limit", "100", Int, "Default number of processes of a service (master.cf maxproc `-`)."),
+    p!("default_transport", "smtp", Str, "Transport for mail to domains that are not local."),
+    p!("disable_vrfy_command", "yes", Bool, "Whether smtpd refuses the VRFY command (stops address harvesting)."),
+    p!("forward_path", "$home/.forward", List, "Where local looks for .forward files; $home, $user, $local, $domain, $extension are expanded per recipient."),
+    p!("header_size_limit", "102400", Size, "Largest message header (in bytes) that cleanup keeps; the rest is truncated."),
+    p!("home_mailbox", "", Str, "Mailbox path relative to the home directory; ends in / = Maildir; empty = mbox in mail_spool_directory."),
+    p!("hopcount_limit", "50", Int, "Most Received: headers a message may have before it is bounced as a loop."),
+    p!("inet_interfaces", "all", List, "Addresses inet services listen on: all, loopback-only, or a list of addresses."),
+    p!("inet_protocols", "all", List, "IP versions used: all, ipv4, ipv6, or ipv4, ipv6."),
+    p!("ipc_timeout", "3600s", Time, "Time limit for one read or write on an internal socket between services."),
+    p!("line_length_limit", "2048", Size, "Longest SMTP command or message line (in bytes) accepted as one line."),
+    p!("local_command_shell", "", Str, "Shell for `|command` delivery; empty = /bin/sh -c."),
+    p!("local_destination_concurrency_limit", "2", Int, "Number of parallel deliveries qmgr makes to one local recipient."),
+    p!("local_destination_recipient_limit", "1", Int, "Most recipients handed to local in one delivery request."),
+    p!("local_recipient_maps", "unix:passwd.byname $alias_maps", List, "Tables of valid local recipients; smtpd rejects others; empty = accept any."),
+    p!("local_transport", "local", Str, "Transport for mail to domains in mydestination."),
+    p!("luser_relay", "", Str, "Where local sends mail for unknown local recipients; empty = bounce it."),
+    p!("mail_name", "Postern", Str, "The name of the mail system, shown in the SMTP banner and in bounces."),
+    p!("mail_owner", "postern", Str, "Owner of the queue and default user of the unprivileged services."),
+    p!("mail_spool_directory", "/var/mail", Str, "Directory of mbox files (USER files) used when home_mailbox is empty."),
+    p!("mailbox_command", "", Str, "Command local runs to deliver to a mailbox instead of writing it; empty = none."),
+    p!("mailbox_size_limit", "51200000", Size, "Largest mbox or delivered file local will write (bytes); 0 = no limit."),
+    p!("maillog_file", "", Str, "File services log to; empty = syslog."),
+    p!("max_idle", "100s", Time, "How long an idle service process waits for a new client before it exits."),
+    p!("max_use", "100", Int, "How many clients a service process serves before it exits."),
+    p!("maximal_backoff_time", "4000s", Time, "Longest time qmgr waits before retrying a deferred message."),
+    p!("maximal_queue_lifetime", "5d", Time, "How long a message may stay deferred before it is bounced."),
+    p!("message_size_limit", "10240000", Size, "Largest message (bytes) smtpd and cleanup accept, envelope included."),
+    p!("minimal_backoff_time", "300s", Time, "Shortest time qmgr waits before retrying a deferred message."),
+    p!("mydestination", "$myhostname, localhost.$mydomain, localhost", List, "Domains delivered by local_transport."),
+    p!("mydomain", "", Str, "The internet domain of this host."),
+    p!("myhostname", "", Str, "The fully qualified host name of this system."),
+    p!("mynetworks", "127.0.0.0/8 [::1]/128", List, "Client networks trusted to relay (permit_mynetworks)."),
+    p!("myorigin", "$myhostname", Str, "Domain appended to addresses of locally posted mail that have none."),
+    p!("propagate_unmatched_extensions", "canonical, virtual", List, "Which rewrites keep an address extension (user+ext) that the table did not match."),
+    p!("qmgr_message_active_limit", "20000", Int, "Most messages in the active queue at once."),
+    p!("queue_directory", "/var/spool/postern", Str, "Root of the queue directories and of the private/public sockets."),
+    p!("queue_run_delay", "300s", Time, "How often qmgr scans the deferred queue."),
+    p!("recipient_delimiter", "", Str, "Characters that separate a user name from an address extension (user+ext); empty = none."),
+    p!("relay_domains", "", List, "Remote domains this server relays to for any client."),
+    p!("relayhost", "", Str, "Smart host for all non-local mail ([host]:port skips MX lookup); empty = direct delivery."),
+    p!("service_throttle_time", "60s", Time, "How long master waits before restarting a service that failed to start."),
+    p!("smtp_connect_timeout", "30s", Time, "Time limit for the SMTP client to connect to a server."),
+    p!("smtp_helo_name", "$myhostname", Str, "Name the SMTP client sends in HELO/EHLO."),
+    p!("smtp_tls_security_level", "", Str, "TLS policy of the SMTP client: none, may, encrypt, verify, secure; empty = none."),
+    p!("smtpd_banner", "$myhostname ESMTP $mail_name", Str, "Text after 220 in the SMTP greeting."),
+    p!("smtpd_client_connection_count_limit", "50", Int, "Most simultaneous connections from one client address; 0 = no limit."),
+    p!("smtpd_error_sleep_time", "1s", Time, "Delay before smtpd replies to a client that has made soft_error_limit errors."),
+    p!("smtpd_forbid_bare_newline", "normalize", Str, "What smtpd does with a bare LF line ending: normalize (accept as CRLF), reject, or no (accept)."),
+    p!("smtpd_hard_error_limit", "20", Int, "Errors after which smtpd disconnects the client."),
+    p!("smtpd_helo_required", "no", Bool, "Whether smtpd requires HELO/EHLO before MAIL FROM."),
+    p!("smtpd_junk_command_limit", "100", Int, "Most NOOP/RSET/VRFY/ETRN commands per session before they count as errors."),
+    p!("smtpd_recipient_limit", "1000", Int, "Most recipients smtpd accepts for one message."),
+    p!("smtpd_recipient_restrictions", "", List, "Restrictions smtpd applies to RCPT TO, after smtpd_relay_restrictions."),
+    p!("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination", List, "Restrictions on RCPT TO that decide who may relay (mail to non-local domains)."),
+    p!("smtpd_sasl_auth_enable", "no", Bool, "Whether smtpd offers SMTP AUTH."),
+    p!("smtpd_sender_login_maps", "", List, "Tables of which SASL login may use which MAIL FROM address."),
+    p!("smtpd_soft_error_limit", "10", Int, "Errors after which smtpd delays each reply by smtpd_error_sleep_time."),
+    p!("smtpd_timeout", "300s", Time, "How long smtpd waits for a client command or data before it disconnects."),
+    p!("smtpd_tls_auth_only", "yes", Bool, "Whether smtpd offers AUTH only after STARTTLS."),
+    p!("smtpd_tls_cert_file", "", Str, "PEM file with the server certificate (and chain) of smtpd."),
+    p!("smtpd_tls_chain_files", "", List, "PEM files each holding a key followed by its certificate chain (replaces cert/key files)."),
+    p!("smtpd_tls_key_file", "", Str, "PEM file with the private key of smtpd_tls_cert_file."),
+    p!("smtpd_tls_security_level", "", Str, "TLS policy of smtpd: none, may (offer STARTTLS), encrypt (require it); empty = none."),
+    p!("smtpd_tls_wrappermode", "no", Bool, "Whether smtpd starts TLS at connect (implicit TLS, port 465)."),
+    p!("smtputf8_enable", "yes", Bool, "Whether smtpd announces and accepts SMTPUTF8 (RFC 6531)."),
+    p!("strict_rfc821_envelopes", "no", Bool, "Whether smtpd requires <> around MAIL FROM/RCPT TO addresses and nothing else."),
+    p!("syslog_name", "postern", Str, "Prefix of the program name in log lines (postern/smtpd)."),
+    p!("users_file", "", Str, "Dovecot-style passwd-file of mailbox users (name:{SCHEME}hash:uid:gid::home::); empty = none."),
+    p!("virtual_mailbox_base", "", Str, "Directory that holds the homes of users_file users whose home field is empty."),
+];
+
+/// The table entry for `name`, if it is a known parameter.
+pub fn param_def(name: &str) -> Option<&'static ParamDef> {
+    PARAMETERS
+        .binary_search_by(|d| d.name.cmp(name))
+        .ok()
+        .and_then(|i| PARAMETERS.get(i))
+}
+
+/// The system host name (gethostname), with ".localdomain" appended when it
+/// has no dot: the run-time default of myhostname.
+pub fn default_hostname() -> String {
+    let name = nix::unistd::gethostname()
+        .ok()
+        .and_then(|n| n.into_string().ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    if name.contains('.') {
+        name
+    } else {
+        format!("{name}.localdomain")
+    }
+}
+
+/// mydomain's default from a host name: everything after the first label,
+/// or "localdomain" when there is nothing after it.
+pub fn domain_of_hostname(host: &str) -> String {
+    match host.split_once('.') {
+        Some((_, rest)) if !rest.is_empty() => rest.to_string(),
+        _ => "localdomain".to_string(),
+    }
+}
+
+/// True for a valid parameter name: one or more of [A-Za-z0-9_].
+pub fn is_param_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parses a boolean: yes/no/true/false/1/0/on/off, case-insensitive.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" | "on" => Some(true),
+        "no" | "false" | "0" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses a signed decimal integer.
+pub fn parse_int(value: &str) -> Option<i64> {
+    value.trim().parse::<i64>().ok()
+}
+
+/// Parses a size: a plain non-negative decimal integer of bytes.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<u64>().ok()
+}
+
+/// Parses a time: digits with an optional unit s (seconds), m (minutes),
+/// h (hours), d (days) or w (weeks); a bare number is seconds.
+pub fn parse_time(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    let digits_end = v
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(digits_end);
+    if num.is_empty() {
+        return None;
+    }
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" | "s" | "S" => 1,
+        "m" | "M" => 60,
+        "h" | "H" => 3600,
+        "d" | "D" => 86_400,
+        "w" | "W" => 604_800,
+        _ => return None,
+    };
+    n.checked_mul(mult).map(Duration::from_secs)
+}
+
+/// Checks that `value` (already expanded) is acceptable for `def`; on
+/// failure returns the reason in Postfix's wording, naming the parameter.
+pub(crate) fn check_value(def: &ParamDef, value: &str) -> Result<(), String> {
+    let ok = match def.kind {
+        ParamKind::Bool => parse_bool(value).is_some(),
+        ParamKind::Int => parse_int(value).is_some(),
+        ParamKind::Time => parse_time(value).is_some(),
+        ParamKind::Size => parse_size(value).is_some(),
+        ParamKind::Str | ParamKind::List => true,
+    };
+    if !ok {
+        let what = match def.kind {
+            ParamKind::Bool => "boolean",
+            ParamKind::Time => "time",
+            _ => "numerical",
+        };
+        return Err(format!(
+            "bad {what} parameter value: {} = {value}",
+            def.name
+        ));
+    }
+    if let Some(choices) = def.choices() {
+        let bad = if def.kind == ParamKind::List {
+            split_list(value)
+                .iter()
+                .any(|v| !choices.contains(&v.as_str()))
+        } else {
+            !choices.contains(&value)
+        };
+        if bad {
+            return Err(format!(
+                "bad parameter value: {} = {value} (expected one of: {})",
+                def.name,
+                choices.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a list value on commas and white space, dropping empty elements.
+/// Text inside `{ ... }` is kept together (as Postfix does), so
+/// `inline:{ a=b, c=d }` stays one element.
+pub fn split_list(value: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                cur.push(c);
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                cur.push(c);
+            }
+            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
+                if !cur.is_empty() {
+                    items.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        items.push(cur);
+    }
+    items
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The markdown table of every parameter, as it appears between the
+/// `<!-- params:begin -->` and `<!-- params:end -->` markers of
+/// docs/configuration.md (a unit test keeps the two identical).
+pub fn parameter_table_markdown() -> String {
+    let mut out = String::new();
+    out.push_str("| Parameter | Type | Default | Description |\n");
+    out.push_str("|---|---|---|---|\n");
+    for def in PARAMETERS {
+        let default = if let Some((_, how)) = COMPUTED.iter().find(|(n, _)| *n == def.name) {
+            format!("*{}*", md_escape(how))
+        } else if def.default.is_empty() {
+            "*(empty)*".to_string()
+        } else {
+            format!("`{}`", md_escape(def.default))
+        };
+        let mut kind = def.kind.as_str().to_string();
+        if let Some(choices) = def.choices() {
+            kind = format!("{kind}: {}", choices.join(" \\| "));
+        }
+        if def.is_raw() {
+            kind.push_str(" (not expanded)");
+        }
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            def.name,
+            kind,
+            default,
+            md_escape(def.doc)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for w in PARAMETERS.windows(2) {
+            assert!(w[0].name < w[1].name, "{} !< {}", w[0].name, w[1].name);
+        }
+    }
+
+    #[test]
+    fn every_entry_documented_and_default_valid() {
+        for def in PARAMETERS {
+            assert!(is_param_name(def.name), "{}", def.name);
+            assert!(!def.doc.trim().is_empty(), "{} has no doc", def.name);
+            assert!(!def.doc.contains('\n'), "{} doc is not one line", def.name);
+            if !def.default.contains('$') {
+                assert_eq!(check_value(def, def.default), Ok(()), "{}", def.name);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_reference_only_known_parameters() {
+        for def in PARAMETERS.iter().filter(|d| !d.is_raw()) {
+            for name in crate::main_cf::referenced_names(def.default) {
+                assert!(
+                    param_def(&name).is_some(),
+                    "{} refers to unknown ${name}",
+                    def.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn required_parameters_present() {
+        for (name, default) in [
+            ("queue_directory", "/var/spool/postern"),
+            (
+                "mydestination",
+                "$myhostname, localhost.$mydomain, localhost",
+            ),
+            ("mynetworks", "127.0.0.0/8 [::1]/128"),
+            ("smtpd_banner", "$myhostname ESMTP $mail_name"),
+            ("message_size_limit", "10240000"),
+            ("maximal_queue_lifetime", "5d"),
+            ("local_recipient_maps", "unix:passwd.byname $alias_maps"),
+            ("smtpd_forbid_bare_newline", "normalize"),
+            ("forward_path", "$home/.forward"),
+        ] {
+            assert_eq!(param_def(name).map(|d| d.default), Some(default), "{name}");
+        }
+        assert!(param_def("no_such_parameter").is_none());
+        assert!(param_def("").is_none());
+    }
+
+    #[test]
+    fn bool_values() {
+        for (v, want) in [
+            ("yes", Some(true)),
+            ("YES", Some(true)),
+            ("True", Some(true)),
+            ("1", Some(true)),
+            ("on", Some(true)),
+            ("no", Some(false)),
+            ("false", Some(false)),
+            ("0", Some(false)),
+            ("OFF", Some(false)),
+            ("", None),
+            ("y", None),
+            ("2", None),
+            ("yess", None),
+        ] {
+            assert_eq!(parse_bool(v), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn time_values() {
+        for (v, want) in [
+            ("300s", Some(300)),
+            ("300", Some(300)),
+            ("5m", Some(300)),
+            ("1h", Some(3600)),
+            ("2d", Some(172_800)),
+            ("1w", Some(604_800)),
+            ("0", Some(0)),
+            ("", None),
+            ("s", None),
+            ("5x", None),
+            ("5ms", None),
+            ("-5s", None),
+            ("1.5h", None),
+            ("5 m", None),
+            ("99999999999999999999w", None),
+            ("18446744073709551615w", None),
+        ] {
+            assert_eq!(parse_time(v), want.map(Duration::from_secs), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn size_and_int_values() {
+        assert_eq!(parse_size("10240000"), Some(10_240_000));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in [
+            "",
+            "10k",
+            "1m",
+            "-1",
+            "+1",
+            "abc",
+            "1 2",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_int("42"), Some(42));
+        assert_eq!(parse_int("-1"), Some(-1));
+        for bad in ["", "4 2", "x", "1.0", "99999999999999999999999"] {
+            assert_eq!(parse_int(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn check_value_messages() {
+        let d = param_def("message_size_limit").expect("in table");
+        assert_eq!(
+            check_value(d, "abc"),
+            Err("bad numerical parameter value: message_size_limit = abc".into())
+        );
+        let d = param_def("smtpd_helo_required").expect("in table");
+        assert_eq!(
+            check_value(d, "maybe"),
+            Err("bad boolean parameter value: smtpd_helo_required = maybe".into())
+        );
+        let d = param_def("smtpd_timeout").expect("in table");
+        assert_eq!(
+            check_value(d, "5y"),
+            Err("bad time parameter value: smtpd_timeout = 5y".into())
+        );
+        let d = param_def("smtpd_recipient_limit").expect("in table");
+        assert!(check_value(d, "many").is_err());
+        let d = param_def("smtpd_forbid_bare_newline").expect("in table");
+        assert_eq!(check_value(d, "reject"), Ok(()));
+        assert_eq!(check_value(d, "no"), Ok(()));
+        assert_eq!(
+            check_value(d, "yes"),
+            Err("bad parameter value: smtpd_forbid_bare_newline = yes (expected one of: normalize, reject, no)".into())
+        );
+    }
+
+    #[test]
+    fn list_splitting() {
+        assert_eq!(split_list("a, b ,c\td  e,,"), vec!["a", "b", "c", "d", "e"]);
+        assert_eq!(split_list(""), Vec::<String>::new());
+        assert_eq!(split_list(" , ,"), Vec::<String>::new());
+        assert_eq!(
+            split_list("hash:/a, inline:{ x=y, z=w } static:q"),
+            vec!["hash:/a", "inline:{ x=y, z=w }", "static:q"]
+        );
+        assert_eq!(split_list("a} b"), vec!["a}", "b"]);
+    }
+
+    #[test]
+    fn list_choices() {
+        let d = param_def("inet_protocols").expect("in table");
+        assert_eq!(check_value(d, "ipv4, ipv6"), Ok(()));
+        assert_eq!(
+            check_value(d, "ipv4 ipv5"),
+            Err("bad parameter value: inet_protocols = ipv4 ipv5 (expected one of: all, ipv4, ipv6)".into())
+        );
+    }
+
+    #[test]
+    fn hostname_helpers() {
+        let h = default_hostname();
+        assert!(h.contains('.'), "{h}");
+        assert_eq!(domain_of_hostname("mail.example.com"), "example.com");
+        assert_eq!(domain_of_hostname("host"), "localdomain");
+        assert_eq!(domain_of_hostname("host."), "localdomain");
+    }
+
+    #[test]
+    fn markdown_has_every_parameter() {
+        let md = parameter_table_markdown();
+        assert_eq!(md.lines().count(), PARAMETERS.len() + 2);
+        for def in PARAMETERS {
+            assert!(md.contains(&format!("| `{}` |", def.name)), "{}", def.name);
+        }
+    }
+}

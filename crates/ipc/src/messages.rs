@@ -1,0 +1,388 @@
+//! The messages Postern's processes exchange, one enum per conversation.
+//!
+//! Who talks to whom (docs/ipc.md has the full picture):
+//! - smtpd, pickup, local (forwarding) and qmgr (bounces) → cleanup:
+//!   [`CleanupRequest`] in, [`CleanupReply`] out, one message per connection.
+//! - qmgr → a delivery agent (local, later smtp): one [`DeliveryRequest`]
+//!   carrying the open queue file as a descriptor, answered by one
+//!   [`DeliveryReply::Status`] per recipient and a [`DeliveryReply::Finished`].
+//! - cleanup and master → qmgr: a one-byte [`Trigger`].
+
+use crate::codec::{DecodeError, Decoder, Encoder, Message};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a client of cleanup sends, in this order: `Open`, `Sender`,
+/// `Recipient`+, `Content`*, `End`. Closing the connection before `End`
+/// abandons the message (cleanup removes its temporary file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanupRequest {
+    /// Starts a message. Attributes describe where it came from (client_name,
+    /// client_address, client_port, helo_name, protocol, origin, ...); they go
+    /// into the queue file and the Received header.
+    Open { attributes: Vec<(String, String)>, flags: u32 },
+    /// The envelope sender ("" = null sender).
+    Sender { address: String },
+    /// One envelope recipient, and the address as originally received.
+    Recipient { address: String, original: String },
+    /// A chunk of message content with LF line endings (header, blank line, body).
+    Content { data: Vec<u8> },
+    /// All content sent: write the queue file durably and answer.
+    End,
+}
+
+/// Flags for [`CleanupRequest::Open`].
+pub mod cleanup_flags {
+    /// Add Message-ID/Date/From headers when missing (mail from local programs;
+    /// Postfix also does it for SMTP mail unless configured otherwise).
+    pub const ADD_MISSING_HEADERS: u32 = 1;
+    /// Do not add a Received header (re-injected or locally generated mail).
+    pub const NO_RECEIVED: u32 = 2;
+}
+
+/// cleanup's answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanupReply {
+    /// Sent right after `Open`: the queue ID the message will have.
+    Opened { queue_id: String },
+    /// Sent after `End`: the queue file is written, fsync'd and in incoming/.
+    Queued { queue_id: String },
+    /// The message was not queued. `temporary` decides 4xx versus 5xx.
+    Rejected { temporary: bool, dsn: String, reason: String },
+}
+
+const K_OPEN: u8 = 1;
+const K_SENDER: u8 = 2;
+const K_RCPT: u8 = 3;
+const K_CONTENT: u8 = 4;
+const K_END: u8 = 5;
+const K_OPENED: u8 = 65;
+const K_QUEUED: u8 = 66;
+const K_REJECTED: u8 = 67;
+const K_DELIVER: u8 = 10;
+const K_STATUS: u8 = 74;
+const K_FINISHED: u8 = 75;
+
+impl Message for CleanupRequest {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            CleanupRequest::Open { attributes, flags } => {
+                let mut e = Encoder::new(K_OPEN);
+                e.u32(*flags).pairs(attributes);
+                e.finish()
+            }
+            CleanupRequest::Sender { address } => {
+                let mut e = Encoder::new(K_SENDER);
+                e.str(address);
+                e.finish()
+            }
+            CleanupRequest::Recipient { address, original } => {
+                let mut e = Encoder::new(K_RCPT);
+                e.str(address).str(original);
+                e.finish()
+            }
+            CleanupRequest::Content { data } => {
+                let mut e = Encoder::new(K_CONTENT);
+                e.bytes(data);
+                e.finish()
+            }
+            CleanupRequest::End => Encoder::new(K_END).finish(),
+        }
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind {
+            K_OPEN => {
+                let flags = d.u32()?;
+                CleanupRequest::Open { flags, attributes: d.pairs()? }
+            }
+            K_SENDER => CleanupRequest::Sender { address: d.str()? },
+            K_RCPT => CleanupRequest::Recipient { address: d.str()?, original: d.str()? },
+            K_CONTENT => CleanupRequest::Content { data: d.bytes()?.to_vec() },
+            K_END => CleanupRequest::End,
+            k => return Err(DecodeError::UnknownKind(k)),
+        })
+    }
+}
+
+impl Message for CleanupReply {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            CleanupReply::Opened { queue_id } => {
+                let mut e = Encoder::new(K_OPENED);
+                e.str(queue_id);
+                e.finish()
+            }
+            CleanupReply::Queued { queue_id } => {
+                let mut e = Encoder::new(K_QUEUED);
+                e.str(queue_id);
+                e.finish()
+            }
+            CleanupReply::Rejected { temporary, dsn, reason } => {
+                let mut e = Encoder::new(K_REJECTED);
+                e.u8(u8::from(*temporary)).str(dsn).str(reason);
+                e.finish()
+            }
+        }
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind {
+            K_OPENED => CleanupReply::Opened { queue_id: d.str()? },
+            K_QUEUED => CleanupReply::Queued { queue_id: d.str()? },
+            K_REJECTED => {
+                let temporary = match d.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadValue("boolean")),
+                };
+                CleanupReply::Rejected { temporary, dsn: d.str()?, reason: d.str()? }
+            }
+            k => return Err(DecodeError::UnknownKind(k)),
+        })
+    }
+}
+
+/// One recipient in a delivery request. `index` is its position in the queue
+/// file, so the agent's status can be matched back to the record to mark done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecipient {
+    /// Position of the recipient in the queue file's envelope.
+    pub index: u32,
+    /// Address to deliver to.
+    pub address: String,
+    /// Address as originally received (for orig_to= and X-Original-To).
+    pub original: String,
+}
+
+/// qmgr's request to a delivery agent. The queue file itself travels with the
+/// frame as a descriptor (SCM_RIGHTS); the agent reads the content range from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRequest {
+    /// Queue ID, for logging.
+    pub queue_id: String,
+    /// Envelope sender ("" = null sender).
+    pub sender: String,
+    /// When the message entered the queue (for delay= in logs).
+    pub arrival: SystemTime,
+    /// Where the content starts in the passed file.
+    pub content_offset: u64,
+    /// Content length in bytes.
+    pub content_len: u64,
+    /// The next-hop destination the transport was chosen for (a domain, or empty).
+    pub nexthop: String,
+    /// Recipients to deliver in this request.
+    pub recipients: Vec<DeliveryRecipient>,
+    /// Message attributes from the queue file (client info, ...).
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The result class of one recipient's delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Delivered: mark the recipient done.
+    Sent,
+    /// Temporary failure: try again later.
+    Deferred,
+    /// Permanent failure: return to sender, mark done.
+    Bounced,
+}
+
+/// A delivery agent's answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryReply {
+    /// The outcome for one recipient of the request.
+    Status { index: u32, outcome: DeliveryOutcome, dsn: String, text: String },
+    /// Every recipient of the request has a status.
+    Finished,
+}
+
+fn put_time(e: &mut Encoder, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    e.u64(d.as_secs()).u32(d.subsec_micros());
+}
+
+fn get_time(d: &mut Decoder<'_>) -> Result<SystemTime, DecodeError> {
+    let secs = d.u64()?;
+    let micros = d.u32()?;
+    if micros >= 1_000_000 {
+        return Err(DecodeError::BadValue("microseconds"));
+    }
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs) + Duration::from_micros(u64::from(micros)))
+        .ok_or(DecodeError::BadValue("time"))
+}
+
+impl Message for DeliveryRequest {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new(K_DELIVER);
+        e.str(&self.queue_id).str(&self.sender);
+        put_time(&mut e, self.arrival);
+        e.u64(self.content_offset).u64(self.content_len).str(&self.nexthop);
+        e.u32(self.recipients.len() as u32);
+        for r in &self.recipients {
+            e.u32(r.index).str(&r.address).str(&r.original);
+        }
+        e.pairs(&self.attributes);
+        e.finish()
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        if kind != K_DELIVER {
+            return Err(DecodeError::UnknownKind(kind));
+        }
+        let queue_id = d.str()?;
+        let sender = d.str()?;
+        let arrival = get_time(d)?;
+        let content_offset = d.u64()?;
+        let content_len = d.u64()?;
+        let nexthop = d.str()?;
+        let n = d.u32()? as usize;
+        let mut recipients = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            recipients.push(DeliveryRecipient { index: d.u32()?, address: d.str()?, original: d.str()? });
+        }
+        let attributes = d.pairs()?;
+        Ok(DeliveryRequest { queue_id, sender, arrival, content_offset, content_len, nexthop, recipients, attributes })
+    }
+}
+
+impl Message for DeliveryReply {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            DeliveryReply::Status { index, outcome, dsn, text } => {
+                let mut e = Encoder::new(K_STATUS);
+                let o = match outcome {
+                    DeliveryOutcome::Sent => 0,
+                    DeliveryOutcome::Deferred => 1,
+                    DeliveryOutcome::Bounced => 2,
+                };
+                e.u32(*index).u8(o).str(dsn).str(text);
+                e.finish()
+            }
+            DeliveryReply::Finished => Encoder::new(K_FINISHED).finish(),
+        }
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind {
+            K_STATUS => {
+                let index = d.u32()?;
+                let outcome = match d.u8()? {
+                    0 => DeliveryOutcome::Sent,
+                    1 => DeliveryOutcome::Deferred,
+                    2 => DeliveryOutcome::Bounced,
+                    _ => return Err(DecodeError::BadValue("delivery outcome")),
+                };
+                DeliveryReply::Status { index, outcome, dsn: d.str()?, text: d.str()? }
+            }
+            K_FINISHED => DeliveryReply::Finished,
+            k => return Err(DecodeError::UnknownKind(k)),
+        })
+    }
+}
+
+/// One-byte requests written to a service's socket to make it look at the
+/// queue (Postfix's triggers). Unknown bytes are ignored by the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// New mail in incoming/ (from cleanup).
+    ScanIncoming,
+    /// Periodic wakeup (from master): look at deferred/ too.
+    Wakeup,
+    /// Deliver deferred mail now (`postern flush`).
+    Flush,
+}
+
+impl Trigger {
+    /// The byte on the wire.
+    pub fn byte(self) -> u8 {
+        match self {
+            Trigger::ScanIncoming => b'I',
+            Trigger::Wakeup => b'W',
+            Trigger::Flush => b'F',
+        }
+    }
+    /// Parses a byte from the wire.
+    pub fn from_byte(b: u8) -> Option<Trigger> {
+        match b {
+            b'I' => Some(Trigger::ScanIncoming),
+            b'W' => Some(Trigger::Wakeup),
+            b'F' => Some(Trigger::Flush),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode_frame, VERSION};
+    use proptest::prelude::*;
+
+    fn round<M: Message + PartialEq + std::fmt::Debug>(m: M) {
+        let f = m.encode();
+        assert_eq!(decode_frame::<M>(&f).unwrap(), m);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round(CleanupRequest::Open { flags: 3, attributes: vec![("client_name".into(), "x".into())] });
+        round(CleanupRequest::Sender { address: String::new() });
+        round(CleanupRequest::Recipient { address: "a@b".into(), original: "A@b".into() });
+        round(CleanupRequest::Content { data: vec![0, 255, b'\n'] });
+        round(CleanupRequest::End);
+        round(CleanupReply::Opened { queue_id: "ABC".into() });
+        round(CleanupReply::Queued { queue_id: "ABC".into() });
+        round(CleanupReply::Rejected { temporary: true, dsn: "4.3.0".into(), reason: "disk full".into() });
+        round(DeliveryRequest {
+            queue_id: "Q".into(),
+            sender: "s@x".into(),
+            arrival: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+            content_offset: 99,
+            content_len: 1234,
+            nexthop: "example.test".into(),
+            recipients: vec![DeliveryRecipient { index: 2, address: "a@b".into(), original: "a@b".into() }],
+            attributes: vec![],
+        });
+        round(DeliveryReply::Status { index: 7, outcome: DeliveryOutcome::Bounced, dsn: "5.1.1".into(), text: "no".into() });
+        round(DeliveryReply::Finished);
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut f = CleanupRequest::Sender { address: "a".into() }.encode();
+        f.push(0);
+        let len = (f.len() - 4) as u32;
+        f[..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(decode_frame::<CleanupRequest>(&f), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn wrong_version_and_kind_are_errors() {
+        let mut f = CleanupRequest::End.encode();
+        f[4] = VERSION + 1;
+        assert_eq!(decode_frame::<CleanupRequest>(&f), Err(DecodeError::Version(VERSION + 1)));
+        let f = CleanupReply::Opened { queue_id: "x".into() }.encode();
+        assert!(matches!(decode_frame::<CleanupRequest>(&f), Err(DecodeError::UnknownKind(65))));
+    }
+
+    #[test]
+    fn truncated_fields_are_errors() {
+        let f = CleanupRequest::Recipient { address: "a@b".into(), original: "c".into() }.encode();
+        // Cut the last byte off but keep the length field consistent.
+        let mut g = f[..f.len() - 1].to_vec();
+        let len = (g.len() - 4) as u32;
+        g[..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(decode_frame::<CleanupRequest>(&g), Err(DecodeError::Truncated));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_frame::<CleanupRequest>(&data);
+            let _ = decode_frame::<CleanupReply>(&data);
+            let _ = decode_frame::<DeliveryRequest>(&data);
+            let _ = decode_frame::<DeliveryReply>(&data);
+        }
+        #[test]
+        fn content_round_trips(data in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            round(CleanupRequest::Content { data });
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The local delivery agent as a service: takes qmgr's delivery requests
+//! (with the queue file as an open descriptor), delivers each recipient with
+//! [`LocalDelivery`], and answers one status per recipient.
+//!
+//! SECURITY: local never opens the queue directory; it reads the message
+//! from the descriptor qmgr passes. Mail for non-local alias targets is
+//! re-injected through cleanup ([`CleanupForwarder`]), never sent directly.
+
+use crate::{LocalConfig, LocalDelivery, Message, Outcome};
+use postern_ipc::{
+    BlockingChannel, Channel, CleanupReply, CleanupRequest, DeliveryOutcome, DeliveryReply, DeliveryRequest, CHUNK_SIZE,
+};
+use std::cell::RefCell;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::warn;
+
+/// Re-injects mail for remote alias/.forward targets through cleanup, with
+/// the original envelope sender (as Postfix's local does).
+pub struct CleanupForwarder {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl CleanupForwarder {
+    /// A forwarder that talks to cleanup at QUEUE_DIR/public/cleanup.
+    pub fn new(queue_dir: &std::path::Path, timeout: Duration) -> CleanupForwarder {
+        CleanupForwarder { socket: queue_dir.join("public").join("cleanup"), timeout }
+    }
+
+    fn try_forward(&self, msg: &Message, recipients: &[String]) -> Result<String, String> {
+        let mut ch = BlockingChannel::connect(&self.socket, self.timeout).map_err(|e| format!("connect to {}: {e}", self.socket.display()))?;
+        let io = |e: std::io::Error| e.to_string();
+        ch.send(&CleanupRequest::Open {
+            attributes: vec![
+                ("origin".into(), "local".into()),
+                ("protocol".into(), "local".into()),
+                ("forwarded_from".into(), msg.queue_id.to_string()),
+            ],
+            flags: postern_ipc::cleanup_flags::NO_RECEIVED,
+        })
+        .map_err(io)?;
+        match ch.recv::<CleanupReply>() {
+            Ok(Some(CleanupReply::Opened { .. })) => {}
+            Ok(Some(CleanupReply::Rejected { reason, .. })) => return Err(reason),
+            other => return Err(format!("unexpected answer from cleanup: {other:?}")),
+        }
+        ch.send(&CleanupRequest::Sender { address: msg.sender.to_string() }).map_err(io)?;
+        for r in recipients {
+            ch.send(&CleanupRequest::Recipient { address: r.clone(), original: r.clone() }).map_err(io)?;
+        }
+        let mut reader = postern_queue::content_reader_for(msg.content, msg.content_offset, msg.content_len);
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| format!("read queue file: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            ch.send(&CleanupRequest::Content { data: buf[..n].to_vec() }).map_err(io)?;
+        }
+        ch.send(&CleanupRequest::End).map_err(io)?;
+        match ch.recv::<CleanupReply>() {
+            Ok(Some(CleanupReply::Queued { queue_id })) => Ok(queue_id),
+            Ok(Some(CleanupReply::Rejected { reason, .. })) => Err(reason),
+            other => Err(format!("no answer from cleanup: {other:?}")),
+        }
+    }
+}
+
+impl crate::Forwarder for CleanupForwarder {
+    fn forward(&mut self, msg: &Message, recipients: &[String]) -> Result<(), Outcome> {
+        match self.try_forward(msg, recipients) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Outcome::Deferred { dsn: "4.3.0".into(), reason: format!("cannot forward mail: {e}") }),
+        }
+    }
+}
+
+/// The per-process state of the local service.
+pub struct LocalService {
+    delivery: RefCell<LocalDelivery>,
+    forwarder: RefCell<CleanupForwarder>,
+}
+
+impl LocalService {
+    /// Serves one qmgr connection: one request, one status per recipient.
+    pub async fn serve(&self, mut ch: Channel) {
+        let req = match ch.recv::<DeliveryRequest>().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                warn!("bad delivery request: {e}");
+                return;
+            }
+        };
+        let Some(fd) = ch.take_fd() else {
+            warn!("{}: delivery request without queue file descriptor", req.queue_id);
+            for r in &req.recipients {
+                let st = DeliveryReply::Status {
+                    index: r.index,
+                    outcome: DeliveryOutcome::Deferred,
+                    dsn: "4.3.0".into(),
+                    text: "internal error: no queue file".into(),
+                };
+                if ch.send(&st).await.is_err() {
+                    return;
+                }
+            }
+            let _ = ch.send(&DeliveryReply::Finished).await;
+            return;
+        };
+        let file = std::fs::File::from(fd);
+        let msg = Message {
+            queue_id: &req.queue_id,
+            sender: &req.sender,
+            arrival: req.arrival,
+            content: &file,
+            content_offset: req.content_offset,
+            content_len: req.content_len,
+        };
+        for r in &req.recipients {
+            // Delivery is blocking file I/O; this process serves one client,
+            // so blocking its runtime thread delays nobody else.
+            let outcome = {
+                let mut d = self.delivery.borrow_mut();
+                let mut f = self.forwarder.borrow_mut();
+                d.deliver(&msg, &r.address, &r.original, &mut *f)
+            };
+            let (o, dsn, text) = match outcome {
+                Outcome::Sent { detail } => (DeliveryOutcome::Sent, "2.0.0".to_string(), detail),
+                Outcome::Deferred { dsn, reason } => (DeliveryOutcome::Deferred, dsn, reason),
+                Outcome::Bounced { dsn, reason } => (DeliveryOutcome::Bounced, dsn, reason),
+            };
+            if ch.send(&DeliveryReply::Status { index: r.index, outcome: o, dsn, text }).await.is_err() {
+                return;
+            }
+        }
+        let _ = ch.send(&DeliveryReply::Finished).await;
+    }
+}
+
+/// The program: a one-client-at-a-time service on the skeleton.
+pub fn main() -> ! {
+    postern_service::single_server(
+        "local",
+        |ctx| {
+            let config = LocalConfig::from_main(&ctx.config)?;
+            let delivery = LocalDelivery::new(config)?;
+            let timeout = ctx.config.time("ipc_timeout").map_err(|e| e.to_string())?.min(Duration::from_secs(300));
+            Ok(LocalService {
+                delivery: RefCell::new(delivery),
+                forwarder: RefCell::new(CleanupForwarder::new(&ctx.queue_dir(), timeout)),
+            })
+        },
+        |svc: std::rc::Rc<LocalService>, conn| async move {
+            match conn {
+                postern_service::Connection::Unix { stream } => svc.serve(Channel::new(stream)).await,
+                postern_service::Connection::Tcp { peer, .. } => warn!("refusing TCP client {peer}: local is a unix service"),
+            }
+        },
+    )
+}

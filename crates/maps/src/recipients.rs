@@ -1,0 +1,460 @@
+//! The configured sets of maps: alias_maps, local_recipient_maps and
+//! mydestination, with reload-when-the-file-changed.
+//!
+//! A file is re-read when its (mtime, size, inode) differ from when it was
+//! last read, checked on every lookup with one stat(2) per file; a file that
+//! cannot be re-read makes the lookup fail with a temporary error rather than
+//! silently using stale or empty data.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::aliases::{AliasTarget, Aliases, parse_targets};
+use crate::error::MapError;
+use crate::table::{Table, hash_source};
+use crate::users::UsersFile;
+
+/// Splits a map list parameter ("a:x, inline:{ k=v, k2=v2 } b:y") on commas
+/// and white space outside braces. `MainCf::list` would cut inline tables apart.
+pub fn split_map_list(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                cur.push(c);
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                cur.push(c);
+            }
+            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Splits "user+ext" at the first character that is one of `delimiters`
+/// (recipient_delimiter may list several). Returns (user, Some((delimiter, ext))).
+/// A delimiter in the first position does not split (the user would be empty).
+pub fn strip_extension<'a>(local: &'a str, delimiters: &str) -> (&'a str, Option<(char, &'a str)>) {
+    if delimiters.is_empty() {
+        return (local, None);
+    }
+    match local.char_indices().find(|&(i, c)| i > 0 && delimiters.contains(c)) {
+        Some((i, c)) => (&local[..i], Some((c, &local[i + c.len_utf8()..]))),
+        None => (local, None),
+    }
+}
+
+/// The configuration directory, for resolving relative table names.
+fn config_dir(main: &postern_config::MainCf) -> PathBuf {
+    main.config_dir().to_path_buf()
+}
+
+/// What identifies one version of a file, for reload-on-change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    mtime: i64,
+    mtime_nsec: i64,
+    size: u64,
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> Result<Stamp, MapError> {
+    let m = std::fs::metadata(path).map_err(|e| MapError::new(path, 0, format!("cannot stat: {e}")))?;
+    Ok(Stamp { mtime: m.mtime(), mtime_nsec: m.mtime_nsec(), size: m.size(), ino: m.ino() })
+}
+
+#[derive(Debug)]
+enum Kind {
+    Aliases(Aliases),
+    Table(Table),
+    Users(UsersFile),
+}
+
+/// One map with the file it came from, reloadable.
+#[derive(Debug)]
+struct Source {
+    spec: String,
+    base_dir: PathBuf,
+    kind: Kind,
+    file: Option<(PathBuf, Stamp)>,
+}
+
+impl Source {
+    /// Opens `spec`; `alias_syntax` makes hash-like tables read as aliases(5).
+    fn open(spec: &str, base_dir: &Path, alias_syntax: bool) -> Result<Source, MapError> {
+        if alias_syntax {
+            if let Some(path) = hash_source(spec, base_dir) {
+                let st = stamp(&path)?;
+                let a = Aliases::load(&path)?;
+                for w in a.warnings() {
+                    tracing::warn!("{w}");
+                }
+                return Ok(Source {
+                    spec: spec.to_string(),
+                    base_dir: base_dir.to_path_buf(),
+                    kind: Kind::Aliases(a),
+                    file: Some((path, st)),
+                });
+            }
+        }
+        let t = Table::open(spec, base_dir)?;
+        let file = match t.source_file() {
+            Some(p) => Some((p.to_path_buf(), stamp(p)?)),
+            None => None,
+        };
+        Ok(Source { spec: spec.to_string(), base_dir: base_dir.to_path_buf(), kind: Kind::Table(t), file })
+    }
+
+    fn users(path: &Path) -> Result<Source, MapError> {
+        let st = stamp(path)?;
+        let u = UsersFile::load(path)?;
+        for w in u.warnings() {
+            tracing::warn!("{w}");
+        }
+        Ok(Source {
+            spec: path.display().to_string(),
+            base_dir: PathBuf::new(),
+            kind: Kind::Users(u),
+            file: Some((path.to_path_buf(), st)),
+        })
+    }
+
+    /// Re-reads the file if it changed since it was read.
+    fn refresh(&mut self) -> Result<(), MapError> {
+        let Some((path, old)) = &self.file else { return Ok(()) };
+        let now = stamp(path)?;
+        if now == *old {
+            return Ok(());
+        }
+        let fresh = match &self.kind {
+            Kind::Users(_) => Source::users(path)?,
+            Kind::Aliases(_) => Source::open(&self.spec, &self.base_dir, true)?,
+            Kind::Table(_) => Source::open(&self.spec, &self.base_dir, false)?,
+        };
+        tracing::info!("reloaded {}", path.display());
+        *self = fresh;
+        Ok(())
+    }
+
+    /// For alias use: the targets of `name`, if this map has it.
+    fn alias_lookup(&self, name: &str) -> Result<Option<Vec<AliasTarget>>, MapError> {
+        match &self.kind {
+            Kind::Aliases(a) => Ok(a.lookup(name).map(|t| t.to_vec())),
+            Kind::Table(t) => match t.lookup(name)? {
+                Some(v) => parse_targets(&v)
+                    .map(Some)
+                    .map_err(|r| MapError::new(&self.spec, 0, format!("bad value for \"{name}\": {r}"))),
+                None => Ok(None),
+            },
+            Kind::Users(_) => Ok(None),
+        }
+    }
+
+    fn has(&self, key: &str) -> Result<bool, MapError> {
+        match &self.kind {
+            Kind::Aliases(a) => Ok(a.lookup(key).is_some()),
+            Kind::Table(t) => Ok(t.lookup(key)?.is_some()),
+            Kind::Users(u) => Ok(u.get(key).is_some()),
+        }
+    }
+}
+
+/// The alias_maps set: aliases looked up in order, first map with the name wins.
+///
+/// Local delivery uses it for alias expansion. Hash-like tables are read in
+/// aliases(5) syntax; other table types give a value in .forward syntax.
+#[derive(Debug)]
+pub struct AliasMaps {
+    sources: Vec<Source>,
+}
+
+impl AliasMaps {
+    /// Opens every map in `specs`; relative names resolve against `base_dir`.
+    pub fn open(specs: &[String], base_dir: &Path) -> Result<AliasMaps, MapError> {
+        let sources = specs.iter().map(|s| Source::open(s, base_dir, true)).collect::<Result<_, _>>()?;
+        Ok(AliasMaps { sources })
+    }
+
+    /// Opens main.cf's alias_maps.
+    pub fn from_config(main: &postern_config::MainCf) -> Result<AliasMaps, MapError> {
+        AliasMaps::open(&split_map_list(&main.str("alias_maps")), &config_dir(main))
+    }
+
+    /// The targets of alias `name` (case-insensitive), re-reading changed files
+    /// first. Err = a map could not be read: the caller should defer.
+    pub fn lookup(&mut self, name: &str) -> Result<Option<Vec<AliasTarget>>, MapError> {
+        let name = name.to_lowercase();
+        for s in &mut self.sources {
+            s.refresh()?;
+            if let Some(t) = s.alias_lookup(&name)? {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Answers "does this local part exist?" for smtpd (reject unknown users at RCPT) and local.
+/// Built from local_recipient_maps (+ users_file always); reloads a file when its mtime changed.
+/// An empty local_recipient_maps means "accept every local part" (Postfix semantics).
+/// Strips recipient_delimiter extensions (user+ext → user) and lower-cases.
+/// "postmaster" (and "mailer-daemon"?) — smtpd always accepts postmaster itself; here just lookup.
+#[derive(Debug)]
+pub struct LocalRecipients {
+    accept_all: bool,
+    sources: Vec<Source>,
+    delimiters: String,
+}
+
+impl LocalRecipients {
+    /// Opens local_recipient_maps (hash-like maps that also appear in
+    /// alias_maps are read as aliases) and users_file. A map that cannot be
+    /// opened is an error here, as in Postfix (the daemon should not start).
+    pub fn from_config(main: &postern_config::MainCf) -> Result<LocalRecipients, MapError> {
+        let base = config_dir(main);
+        let specs = split_map_list(&main.str("local_recipient_maps"));
+        let alias_files: HashSet<PathBuf> =
+            split_map_list(&main.str("alias_maps")).iter().filter_map(|s| hash_source(s, &base)).collect();
+        let mut sources = Vec::new();
+        for spec in &specs {
+            let as_alias = hash_source(spec, &base).is_some_and(|p| alias_files.contains(&p));
+            sources.push(Source::open(spec, &base, as_alias)?);
+        }
+        let users_file = main.str("users_file");
+        if !users_file.is_empty() {
+            sources.push(Source::users(Path::new(&users_file))?);
+        }
+        Ok(LocalRecipients { accept_all: specs.is_empty(), sources, delimiters: main.str("recipient_delimiter") })
+    }
+
+    /// True if `local_part` (with or without extension) is a known recipient.
+    /// Err = a map could not be (re)read: a temporary failure (451 4.3.0).
+    pub fn exists(&mut self, local_part: &str) -> Result<bool, MapError> {
+        if self.accept_all {
+            return Ok(true);
+        }
+        let full = local_part.to_lowercase();
+        let (base, ext) = strip_extension(&full, &self.delimiters);
+        let mut keys = vec![full.as_str()];
+        if ext.is_some() {
+            keys.push(base);
+        }
+        for s in &mut self.sources {
+            s.refresh()?;
+            for k in &keys {
+                if s.has(k)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// One mydestination entry.
+#[derive(Debug)]
+enum DomainEntry {
+    Name(String),
+    Table(Table),
+}
+
+/// mydestination, parsed once: the domains this host is the final destination for.
+///
+/// smtpd and local call [`LocalDomains::contains`] for every address; build it
+/// once rather than using [`is_local_domain`] in a loop.
+#[derive(Debug)]
+pub struct LocalDomains {
+    entries: Vec<DomainEntry>,
+}
+
+fn normalize_domain(d: &str) -> String {
+    d.trim().trim_end_matches('.').to_lowercase()
+}
+
+impl LocalDomains {
+    /// Parses a list of names, "type:table" maps and "/file" names (files of
+    /// domain names, '#' comments).
+    pub fn parse(items: &[String], base_dir: &Path) -> Result<LocalDomains, MapError> {
+        let mut entries = Vec::new();
+        for item in items {
+            if item.starts_with('/') {
+                let text = crate::error::read_file(Path::new(item))?;
+                for line in text.lines() {
+                    let line = line.split('#').next().unwrap_or("");
+                    for w in line.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
+                        entries.push(DomainEntry::Name(normalize_domain(w)));
+                    }
+                }
+            } else if item.contains(':') && !item.starts_with('[') {
+                entries.push(DomainEntry::Table(Table::open(item, base_dir)?));
+            } else {
+                entries.push(DomainEntry::Name(normalize_domain(item)));
+            }
+        }
+        Ok(LocalDomains { entries })
+    }
+
+    /// Reads main.cf's mydestination.
+    pub fn from_config(main: &postern_config::MainCf) -> Result<LocalDomains, MapError> {
+        LocalDomains::parse(&split_map_list(&main.str("mydestination")), &config_dir(main))
+    }
+
+    /// True if `domain` is local (case-insensitive, trailing dot ignored).
+    /// A table that fails to answer counts as "not local" and is logged.
+    pub fn contains(&self, domain: &str) -> bool {
+        let d = normalize_domain(domain);
+        if d.is_empty() {
+            return false;
+        }
+        self.entries.iter().any(|e| match e {
+            DomainEntry::Name(n) => *n == d,
+            DomainEntry::Table(t) => match t.lookup(&d) {
+                Ok(v) => v.is_some(),
+                Err(e) => {
+                    tracing::warn!("mydestination lookup failed: {e}");
+                    false
+                }
+            },
+        })
+    }
+}
+
+/// True if `domain` is one of mydestination's entries (case-insensitive, trailing dot ignored;
+/// entries may also be "type:table" maps — look the domain up in them).
+///
+/// Opens the tables on each call; long-running code should keep a [`LocalDomains`].
+pub fn is_local_domain(main: &postern_config::MainCf, domain: &str) -> bool {
+    match LocalDomains::from_config(main) {
+        Ok(l) => l.contains(domain),
+        Err(e) => {
+            tracing::warn!("mydestination: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_config::MainCf;
+
+    #[test]
+    fn split_lists_respect_braces() {
+        assert_eq!(
+            split_map_list("hash:/a, inline:{ a=b, c=d },static:x\tunix:passwd.byname"),
+            vec!["hash:/a", "inline:{ a=b, c=d }", "static:x", "unix:passwd.byname"]
+        );
+        assert!(split_map_list("  ").is_empty());
+    }
+
+    #[test]
+    fn extension_stripping() {
+        assert_eq!(strip_extension("joe+news", "+"), ("joe", Some(('+', "news"))));
+        assert_eq!(strip_extension("joe-a+b", "+-"), ("joe", Some(('-', "a+b"))));
+        assert_eq!(strip_extension("+joe", "+"), ("+joe", None));
+        assert_eq!(strip_extension("joe+news", ""), ("joe+news", None));
+    }
+
+    fn config(dir: &Path, extra: &[(&str, &str)]) -> MainCf {
+        let mut m = MainCf::parse("", &dir.join("main.cf")).unwrap();
+        m.set("myhostname", "mail.example.org");
+        for (k, v) in extra {
+            m.set(k, v);
+        }
+        m
+    }
+
+    #[test]
+    fn local_recipients_from_aliases_users_and_reload() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("aliases"), "postmaster: root\nsales: joe, ann\n").unwrap();
+        let users = d.path().join("users");
+        std::fs::write(&users, "vera:{PLAIN}x\n").unwrap();
+        let m = config(
+            d.path(),
+            &[
+                ("alias_maps", "hash:aliases"),
+                ("local_recipient_maps", "$alias_maps inline:{ extra=1 }"),
+                ("users_file", &users.display().to_string()),
+                ("recipient_delimiter", "+"),
+            ],
+        );
+        let mut r = LocalRecipients::from_config(&m).unwrap();
+        assert!(r.exists("Sales").unwrap());
+        assert!(r.exists("sales+promo").unwrap());
+        assert!(r.exists("VERA+x").unwrap());
+        assert!(r.exists("extra").unwrap());
+        assert!(!r.exists("nobody").unwrap());
+        // Change the aliases file: the next lookup sees it.
+        std::fs::write(d.path().join("aliases"), "postmaster: root\nsales: joe\nnewbie: joe\n").unwrap();
+        assert!(r.exists("newbie").unwrap());
+        // A broken file is a temporary error, not "unknown user".
+        std::fs::write(d.path().join("aliases"), "postmaster: root\nbroken line\n").unwrap();
+        let e = r.exists("sales").unwrap_err();
+        assert_eq!(e.line, 2);
+        std::fs::remove_file(d.path().join("aliases")).unwrap();
+        assert!(r.exists("sales").is_err());
+    }
+
+    #[test]
+    fn empty_local_recipient_maps_accepts_all_and_passwd_works() {
+        let d = tempfile::tempdir().unwrap();
+        let m = config(d.path(), &[("local_recipient_maps", "")]);
+        assert!(LocalRecipients::from_config(&m).unwrap().exists("whoever").unwrap());
+        let m = config(d.path(), &[("local_recipient_maps", "unix:passwd.byname"), ("alias_maps", "")]);
+        let mut r = LocalRecipients::from_config(&m).unwrap();
+        assert!(r.exists("root").unwrap());
+        assert!(!r.exists("no-such-user-postern").unwrap());
+        let m = config(d.path(), &[("alias_maps", "hash:missing")]);
+        assert!(LocalRecipients::from_config(&m).is_err());
+    }
+
+    #[test]
+    fn alias_maps_from_tables_and_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("aliases"), "a: b, |/bin/true\n").unwrap();
+        let mut am = AliasMaps::open(
+            &["texthash:aliases".to_string(), "inline:{ a=ignored, { c = x, \"|y, z\" } }".to_string()],
+            d.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            am.lookup("A").unwrap().unwrap(),
+            vec![AliasTarget::Address("b".into()), AliasTarget::Command("/bin/true".into())]
+        );
+        assert_eq!(am.lookup("c").unwrap().unwrap(), vec![AliasTarget::Address("x".into()), AliasTarget::Command("y, z".into())]);
+        assert_eq!(am.lookup("zz").unwrap(), None);
+    }
+
+    #[test]
+    fn local_domains() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("doms"), "a.example OK\n").unwrap();
+        std::fs::write(d.path().join("list"), "# more\nlisted.example other.example\n").unwrap();
+        let list = d.path().join("list").display().to_string();
+        let m = config(d.path(), &[("mydestination", &format!("$myhostname, localhost, texthash:doms {list}"))]);
+        for yes in ["mail.example.org", "MAIL.example.org.", "localhost", "a.example", "Listed.Example"] {
+            assert!(is_local_domain(&m, yes), "{yes}");
+        }
+        for no in ["example.org", "", "b.example", "."] {
+            assert!(!is_local_domain(&m, no), "{no}");
+        }
+        let m = config(d.path(), &[("mydestination", "texthash:missing")]);
+        assert!(!is_local_domain(&m, "x"));
+        assert!(LocalDomains::from_config(&m).is_err());
+    }
+}

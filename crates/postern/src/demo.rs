@@ -1,0 +1,226 @@
+//! `postern demo`: a complete, working instance in one directory.
+//!
+//! Everything lives under DIR (configuration, queue, mailboxes, log), the
+//! services listen on 127.0.0.1 at 1000 + their standard port, the domain is
+//! example.test with one mailbox user, `demo`. It needs no root and no
+//! install step; running it again on the same DIR reuses what is there.
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The demo's SMTP port (1000 + 25).
+pub const SMTP_PORT: u16 = 1025;
+
+fn write_new(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("postern: cannot write {}: {e}", path.display()))
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| format!("postern: cannot read /dev/urandom: {e}"))?;
+    Ok(buf)
+}
+
+/// A password that is easy to type: 16 characters of a-z and 2-9.
+fn new_password() -> Result<String, String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    Ok(random_bytes(16)?.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect())
+}
+
+/// An argon2id hash in the passwd-file form "{ARGON2ID}$argon2id$...".
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::encode_b64(&random_bytes(16)?).map_err(|e| format!("salt: {e}"))?;
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| format!("password hash: {e}"))?;
+    Ok(format!("{{ARGON2ID}}{hash}"))
+}
+
+/// Where the service binaries are: next to this `postern` binary.
+fn daemon_directory() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("postern: cannot find my own binary: {e}"))?;
+    exe.parent().map(Path::to_path_buf).ok_or_else(|| "postern: binary has no directory".to_string())
+}
+
+/// The demo's main.cf.
+pub fn main_cf(dir: &Path, daemon_dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "\
+# main.cf of a Postern demo instance, written by `postern demo`.
+# Every path is inside this directory; nothing here needs root.
+
+# Where the queue, the service sockets and the pid file live.
+queue_directory = {d}/queue
+# Where master finds the service programs (smtpd, cleanup, qmgr, local).
+daemon_directory = {daemon}
+# Where long-lived state lives.
+data_directory = {d}/data
+# Log to master's standard output (the terminal), Postfix's format.
+maillog_file = /dev/stdout
+
+# The demo mail domain and this host's name in it.
+myhostname = mail.example.test
+mydomain = example.test
+myorigin = $mydomain
+# Mail for these domains is delivered here.
+mydestination = $mydomain, $myhostname, localhost
+# Clients allowed to relay to other domains (none leave: no smtp client yet).
+mynetworks = 127.0.0.0/8 [::1]/128
+# Listen on the loopback interface only.
+inet_interfaces = loopback-only
+
+# Aliases (/etc/aliases syntax) and the mailbox users (Dovecot passwd-file).
+alias_maps = hash:{d}/aliases
+users_file = {d}/users
+# Only aliases and users_file users are valid recipients (not system users).
+local_recipient_maps = $alias_maps
+# Users' mailboxes: {d}/mail/USER/Maildir/
+virtual_mailbox_base = {d}/mail
+home_mailbox = Maildir/
+# Retry deferred mail quickly in a demo.
+minimal_backoff_time = 30s
+maximal_backoff_time = 300s
+queue_run_delay = 30s
+",
+        daemon = daemon_dir.display()
+    )
+}
+
+/// The demo's master.cf.
+pub fn master_cf(smtp_port: u16) -> String {
+    format!(
+        "\
+# master.cf of a Postern demo instance, written by `postern demo`.
+# ==========================================================================
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+#               (yes)   (yes)   (no)    (never) (100)
+# ==========================================================================
+# SMTP on 1000 + 25, loopback only.
+127.0.0.1:{smtp_port} inet n - n - - smtpd
+# Writes queue files; smtpd and local talk to it.
+cleanup   unix  n       -       n       -       0       cleanup
+# The queue manager, woken every 300 s and whenever mail arrives.
+qmgr      unix  n       -       n       300     1       qmgr
+# Delivers to the mailboxes.
+local     unix  -       n       n       -       -       local
+"
+    )
+}
+
+/// Creates DIR if needed (or reuses it), prints how to use it, runs master
+/// in the foreground until Ctrl-C.
+pub fn run(dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("postern: cannot create {}: {e}", dir.display()))?;
+    let dir = fs::canonicalize(dir).map_err(|e| format!("postern: {}: {e}", dir.display()))?;
+    let daemon_dir = daemon_directory()?;
+    let main_path = dir.join("main.cf");
+    let fresh = !main_path.exists();
+    if fresh {
+        write_new(&main_path, &main_cf(&dir, &daemon_dir))?;
+        write_new(&dir.join("master.cf"), &master_cf(SMTP_PORT))?;
+        write_new(
+            &dir.join("aliases"),
+            "# Aliases of the demo instance (/etc/aliases syntax).\npostmaster: demo\nroot: demo\nabuse: postmaster\n",
+        )?;
+        let password = new_password()?;
+        write_new(
+            &dir.join("users"),
+            &format!("# Mailbox users (Dovecot passwd-file format).\ndemo:{}::::::\n", hash_password(&password)?),
+        )?;
+        let pw_path = dir.join("demo-password");
+        write_new(&pw_path, &format!("{password}\n"))?;
+        set_mode(&pw_path, 0o600)?;
+        set_mode(&dir.join("users"), 0o600)?;
+    } else {
+        // Reuse the instance, but follow the binaries if they moved
+        // (a debug build, then a release build).
+        refresh_daemon_directory(&main_path, &daemon_dir)?;
+    }
+    for sub in ["queue", "data", "mail"] {
+        fs::create_dir_all(dir.join(sub)).map_err(|e| format!("postern: cannot create {sub}: {e}"))?;
+    }
+    crate::check(&dir, true).map_err(|f| f.message)?;
+    let password = fs::read_to_string(dir.join("demo-password")).unwrap_or_default();
+    let d = dir.display();
+    println!(
+        "\
+Postern demo instance in {d} ({state})
+  SMTP        127.0.0.1:{SMTP_PORT}
+  domain      example.test
+  user        demo@example.test   password: {pw}
+Send a test message (from another terminal):
+  python3 -c \"import smtplib; smtplib.SMTP('127.0.0.1', {SMTP_PORT}).sendmail('you@example.test', ['demo@example.test'], 'Subject: hello\\n\\nIt works.\\n')\"
+It lands in {d}/mail/demo/Maildir/new/
+Log lines follow; stop with Ctrl-C.
+",
+        state = if fresh { "created" } else { "reused" },
+        pw = password.trim()
+    );
+    postern_master::run_foreground(&dir)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("postern: chmod {}: {e}", path.display()))
+}
+
+fn refresh_daemon_directory(main_path: &Path, daemon_dir: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(main_path).map_err(|e| format!("postern: cannot read {}: {e}", main_path.display()))?;
+    let wanted = format!("daemon_directory = {}", daemon_dir.display());
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("daemon_directory") && l != wanted {
+                changed = true;
+                wanted.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if changed {
+        write_new(main_path, &(lines.join("\n") + "\n"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_configuration_is_valid_and_self_contained() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("main.cf"), main_cf(dir.path(), Path::new("/opt/postern/bin"))).unwrap();
+        fs::write(dir.path().join("master.cf"), master_cf(SMTP_PORT)).unwrap();
+        let main = postern_config::MainCf::load(dir.path()).unwrap();
+        assert!(main.warnings().is_empty(), "{:?}", main.warnings());
+        assert!(main.path("queue_directory").starts_with(dir.path()));
+        assert!(main.list("mydestination").contains(&"example.test".to_string()));
+        let master = postern_config::MasterCf::load(dir.path()).unwrap();
+        let smtp = master.services.iter().find(|s| s.command == "smtpd").unwrap();
+        assert_eq!(smtp.inet_addresses(&main).unwrap(), vec!["127.0.0.1:1025".parse().unwrap()]);
+    }
+
+    #[test]
+    fn passwords_are_hashed_with_argon2id() {
+        let h = hash_password("secret").unwrap();
+        assert!(h.starts_with("{ARGON2ID}$argon2id$"), "{h}");
+        assert_ne!(h, hash_password("secret").unwrap(), "salted");
+    }
+
+    #[test]
+    fn daemon_directory_follows_the_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("main.cf");
+        fs::write(&p, "a = b\ndaemon_directory = /old\n").unwrap();
+        refresh_daemon_directory(&p, Path::new("/new")).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "a = b\ndaemon_directory = /new\n");
+    }
+}

@@ -1,0 +1,104 @@
+//! Which transport (delivery agent service) and next hop a recipient goes to.
+//!
+//! Local domains (mydestination) go to local_transport with the recipient as
+//! the "next hop" (so the per-destination concurrency limit is per user, as
+//! in Postfix); everything else goes to default_transport, to relayhost when
+//! one is set, else to the recipient's domain.
+
+use postern_config::MainCf;
+
+/// A delivery agent service (master.cf name, socket private/NAME) and the
+/// destination it is asked to deliver to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Route {
+    /// master.cf service name of the delivery agent.
+    pub transport: String,
+    /// Destination for that agent (domain, relay host, or local recipient).
+    pub nexthop: String,
+}
+
+/// Decides routes from main.cf.
+#[derive(Clone, Debug)]
+pub struct Router {
+    main: MainCf,
+    local_transport: String,
+    default_transport: String,
+    default_nexthop: Option<String>,
+    relayhost: String,
+}
+
+/// "transport:nexthop" → (transport, optional nexthop).
+fn split_transport(spec: &str) -> (String, Option<String>) {
+    match spec.split_once(':') {
+        Some((t, n)) if !n.is_empty() => (t.trim().to_string(), Some(n.trim().to_string())),
+        Some((t, _)) => (t.trim().to_string(), None),
+        None => (spec.trim().to_string(), None),
+    }
+}
+
+impl Router {
+    /// Reads local_transport, default_transport and relayhost.
+    pub fn from_config(main: &MainCf) -> Result<Router, String> {
+        let (local_transport, _) = split_transport(&main.str("local_transport"));
+        let (default_transport, default_nexthop) = split_transport(&main.str("default_transport"));
+        if local_transport.is_empty() || default_transport.is_empty() {
+            return Err("local_transport and default_transport must name a transport".into());
+        }
+        Ok(Router { main: main.clone(), local_transport, default_transport, default_nexthop, relayhost: main.str("relayhost") })
+    }
+
+    /// The transport that delivers to local mailboxes.
+    pub fn local_transport(&self) -> &str {
+        &self.local_transport
+    }
+
+    /// Where mail for `address` goes.
+    pub fn route(&self, address: &str) -> Route {
+        let (local, domain) = match address.rsplit_once('@') {
+            Some((l, d)) => (l, d),
+            None => (address, ""),
+        };
+        if domain.is_empty() || postern_maps::is_local_domain(&self.main, domain) {
+            return Route { transport: self.local_transport.clone(), nexthop: local.to_ascii_lowercase() };
+        }
+        let nexthop = if let Some(n) = &self.default_nexthop {
+            n.clone()
+        } else if !self.relayhost.is_empty() {
+            self.relayhost.clone()
+        } else {
+            domain.to_ascii_lowercase()
+        };
+        Route { transport: self.default_transport.clone(), nexthop }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(extra: &str) -> Router {
+        let text = format!("myhostname = mx.example.test\nmydestination = example.test, localhost\n{extra}");
+        let main = MainCf::parse(&text, std::path::Path::new("/x/main.cf")).unwrap();
+        Router::from_config(&main).unwrap()
+    }
+
+    #[test]
+    fn local_domains_go_to_local_per_user() {
+        let r = router("");
+        assert_eq!(r.route("Joe@Example.TEST"), Route { transport: "local".into(), nexthop: "joe".into() });
+        assert_eq!(r.route("postmaster"), Route { transport: "local".into(), nexthop: "postmaster".into() });
+    }
+
+    #[test]
+    fn remote_domains_go_to_smtp_or_relayhost() {
+        assert_eq!(router("").route("a@Remote.example"), Route { transport: "smtp".into(), nexthop: "remote.example".into() });
+        assert_eq!(
+            router("relayhost = [smart.example]:587").route("a@remote.example"),
+            Route { transport: "smtp".into(), nexthop: "[smart.example]:587".into() }
+        );
+        assert_eq!(
+            router("default_transport = relay:[gw.example]").route("a@remote.example"),
+            Route { transport: "relay".into(), nexthop: "[gw.example]".into() }
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Reading an existing queue file and marking recipients done in place.
+//!
+//! qmgr opens files in active/ with [`QueueFile::open`]; a delivery agent
+//! that was handed only the descriptor uses [`QueueFile::from_file`] or
+//! [`content_reader_for`]. All reads are positional (pread), so several
+//! readers can share one descriptor without moving each other's offset.
+//!
+//! The only modification ever made to a committed queue file is
+//! [`QueueFile::mark_done`]: one byte per recipient, `R` → `D`, followed by
+//! a single `fdatasync`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::format::{Envelope, QueueError, REC_DONE, parse};
+use crate::id::QueueId;
+
+/// An open queue file (qmgr reads it from active/; local gets it as an fd).
+#[derive(Debug)]
+pub struct QueueFile {
+    file: File,
+    id: QueueId,
+    envelope: Envelope,
+    rcpt_offsets: Vec<u64>,
+    content_offset: u64,
+    content_len: u64,
+}
+
+impl QueueFile {
+    /// Opens `path` read+write and parses it. `Corrupt` means: move it to corrupt/.
+    pub fn open(path: &Path, id: QueueId) -> Result<QueueFile, QueueError> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        QueueFile::from_file(file, id)
+    }
+
+    /// Parses an already open queue file (e.g. a descriptor received over a
+    /// socket). Needs write access only for [`QueueFile::mark_done`].
+    pub fn from_file(file: File, id: QueueId) -> Result<QueueFile, QueueError> {
+        let p = parse(&file)?;
+        Ok(QueueFile {
+            file,
+            id,
+            envelope: p.envelope,
+            rcpt_offsets: p.rcpt_offsets,
+            content_offset: p.content_offset,
+            content_len: p.content_len,
+        })
+    }
+
+    /// The message's queue ID (for log lines).
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Sender, recipients with their done flags, arrival time, attributes.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The open file, to pass the descriptor to a delivery agent.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// File offset of the first content byte.
+    pub fn content_offset(&self) -> u64 {
+        self.content_offset
+    }
+
+    /// Length of the content in bytes.
+    pub fn content_len(&self) -> u64 {
+        self.content_len
+    }
+
+    /// Reads the whole content into memory (tests and small uses).
+    pub fn read_content(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.content_reader().read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// A reader over the content range (pread based, does not move other readers).
+    pub fn content_reader(&self) -> ContentReader<'_> {
+        content_reader_for(&self.file, self.content_offset, self.content_len)
+    }
+
+    /// Indexes of recipients not yet done.
+    pub fn pending(&self) -> Vec<usize> {
+        self.envelope
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.done)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Marks recipients done: writes 'D' over each one's type byte (pwrite),
+    /// then ONE fdatasync. Idempotent. Updates the in-memory envelope only
+    /// once the marks are durable. An index out of range is InvalidInput
+    /// and nothing is written.
+    pub fn mark_done(&mut self, indexes: &[usize]) -> io::Result<()> {
+        let count = self.envelope.recipients.len();
+        if let Some(bad) = indexes.iter().find(|&&i| i >= count) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("recipient index {bad} out of range ({count} recipients)"),
+            ));
+        }
+        let mut todo: Vec<usize> = indexes
+            .iter()
+            .copied()
+            .filter(|&i| !self.envelope.recipients[i].done)
+            .collect();
+        todo.sort_unstable();
+        todo.dedup();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        for &i in &todo {
+            self.file.write_all_at(&[REC_DONE], self.rcpt_offsets[i])?;
+        }
+        self.file.sync_data()?;
+        for i in todo {
+            self.envelope.recipients[i].done = true;
+        }
+        Ok(())
+    }
+
+    /// True when no recipient is left: the file may be removed.
+    pub fn all_done(&self) -> bool {
+        self.envelope.recipients.iter().all(|r| r.done)
+    }
+}
+
+/// Content access for a delivery agent that only has an fd: pread-based
+/// reader of [offset, offset+len). A file shorter than promised is an
+/// `UnexpectedEof` error, never a silently short message.
+#[derive(Debug, Clone)]
+pub struct ContentReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+/// Builds a [`ContentReader`] from a descriptor and the range qmgr sent along.
+pub fn content_reader_for(file: &File, offset: u64, len: u64) -> ContentReader<'_> {
+    ContentReader {
+        file,
+        pos: offset,
+        end: offset.saturating_add(len),
+    }
+}
+
+impl ContentReader<'_> {
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end - self.pos;
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        let got = self.file.read_at(&mut buf[..n], self.pos)?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "queue file shorter than its content length",
+            ));
+        }
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+/// Deferred-queue timing uses the file's mtime as "next attempt time"
+/// (Postfix's trick): sets mtime to `when` and atime to now, without
+/// following a symbolic link. Times before 1970 are stored as 1970.
+pub fn set_next_attempt(path: &Path, when: SystemTime) -> io::Result<()> {
+    use nix::fcntl::AT_FDCWD;
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let since = when.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = libc::time_t::try_from(since.as_secs()).unwrap_or(libc::time_t::MAX);
+    let mtime = TimeSpec::new(secs, libc::c_long::from(since.subsec_nanos() as i32));
+    utimensat(
+        AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_NOW,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// The next attempt time of a deferred message (its file's mtime).
+pub fn next_attempt(path: &Path) -> io::Result<SystemTime> {
+    std::fs::symlink_metadata(path)?.modified()
+}

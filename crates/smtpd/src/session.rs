@@ -1,0 +1,603 @@
+//! One SMTP session: the command loop, the mail transaction, DATA.
+//!
+//! Replies are queued and written when the client has no more pipelined
+//! commands waiting in our buffer (RFC 2920), and always before we wait for
+//! input. When a limit is hit we drain to the end of the line or of the data
+//! before replying, so the stream never gets out of step.
+
+use crate::policy::Verdict;
+use crate::{BareNewline, Smtpd};
+use postern_ipc::{Channel, CleanupReply, CleanupRequest, CHUNK_SIZE};
+use postern_smtp_proto::{
+    parse_command, Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader, ParseOptions,
+    Reply, ReversePath,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+fn reply(code: u16, ec: (u8, u16, u16), text: impl Into<String>) -> Reply {
+    Reply::new(code, Some(EnhancedCode(ec.0, ec.1, ec.2)), text)
+}
+
+/// Why the session ended early.
+enum End {
+    /// The client went away.
+    Lost,
+    /// The client was too slow.
+    Timeout,
+    /// We hung up on the client (reply already sent).
+    HungUp,
+}
+
+/// The state of the current mail transaction.
+struct Transaction {
+    sender: String,
+    recipients: Vec<String>,
+    cleanup: Option<Channel>,
+    queue_id: Option<String>,
+}
+
+struct Session<'a> {
+    smtpd: &'a Smtpd,
+    stream: TcpStream,
+    peer: SocketAddr,
+    client: String,
+    reader: LineReader,
+    out: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    junk: u32,
+    counts: BTreeMap<&'static str, u32>,
+    last_command: &'static str,
+}
+
+/// Serves one client until it quits or the connection ends.
+pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    // No reverse lookup yet (the policy issue adds DNS): Postfix's "unknown".
+    let client = format!("unknown[{}]", peer.ip());
+    info!("connect from {client}");
+    let mut s = Session {
+        smtpd,
+        stream,
+        peer,
+        client,
+        reader: LineReader::new(smtpd.settings.line_limit),
+        out: Vec::with_capacity(512),
+        helo: None,
+        esmtp: false,
+        tx: None,
+        errors: 0,
+        junk: 0,
+        counts: BTreeMap::new(),
+        last_command: "CONNECT",
+    };
+    let banner = format!("220 {}\r\n", s.smtpd.settings.banner.replace(['\r', '\n'], " "));
+    s.out.extend_from_slice(banner.as_bytes());
+    let end = s.command_loop().await;
+    match end {
+        Ok(()) | Err(End::HungUp) => {}
+        Err(End::Lost) => info!("lost connection after {} from {}", s.last_command, s.client),
+        Err(End::Timeout) => {
+            info!("timeout after {} from {}", s.last_command, s.client);
+            let r = format!("421 4.4.2 {} Error: timeout exceeded\r\n", s.smtpd.settings.myhostname);
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.stream.write_all(r.as_bytes())).await;
+        }
+    }
+    let mut stats: Vec<String> = s.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let total: u32 = s.counts.values().sum();
+    stats.push(format!("commands={total}"));
+    info!("disconnect from {} {}", s.client, stats.join(" "));
+}
+
+impl Session<'_> {
+    fn settings(&self) -> &crate::Settings {
+        &self.smtpd.settings
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let t = self.settings().timeout;
+        match tokio::time::timeout(t, self.stream.write_all(&self.out)).await {
+            Ok(Ok(())) => {
+                self.out.clear();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(End::Lost),
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    /// Reads more input into the line reader (flushing replies first).
+    async fn fill(&mut self) -> Result<(), End> {
+        self.flush().await?;
+        let mut buf = [0u8; 8192];
+        let t = self.settings().timeout;
+        match tokio::time::timeout(t, self.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(End::Lost),
+            Ok(Ok(n)) => {
+                self.reader.push(&buf[..n]);
+                Ok(())
+            }
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    fn send(&mut self, r: &Reply) {
+        r.encode(&mut self.out);
+    }
+
+    fn count(&mut self, name: &'static str) {
+        *self.counts.entry(name).or_insert(0) += 1;
+        self.last_command = match name {
+            "ehlo" => "EHLO",
+            "helo" => "HELO",
+            "mail" => "MAIL",
+            "rcpt" => "RCPT",
+            "data" => "DATA",
+            "rset" => "RSET",
+            "noop" => "NOOP",
+            "quit" => "QUIT",
+            "vrfy" => "VRFY",
+            "help" => "HELP",
+            _ => "UNKNOWN",
+        };
+    }
+
+    /// Counts an error; past the soft limit we slow down, at the hard limit we hang up.
+    async fn error(&mut self, r: Reply) -> Result<(), End> {
+        self.errors += 1;
+        self.send(&r);
+        if self.errors >= self.settings().hard_error_limit {
+            info!("too many errors after {} from {}", self.last_command, self.client);
+            self.send(&reply(421, (4, 7, 0), format!("{} Error: too many errors", self.settings().myhostname)));
+            let _ = self.flush().await;
+            return Err(End::HungUp);
+        }
+        if self.errors > self.settings().soft_error_limit {
+            self.flush().await?;
+            tokio::time::sleep(self.settings().error_sleep).await;
+        }
+        Ok(())
+    }
+
+    async fn junk(&mut self) -> Result<(), End> {
+        self.junk += 1;
+        if self.junk > self.settings().junk_limit {
+            self.errors += 1;
+            if self.errors >= self.settings().hard_error_limit {
+                info!("too many errors after {} from {}", self.last_command, self.client);
+                self.send(&reply(421, (4, 7, 0), format!("{} Error: too many errors", self.settings().myhostname)));
+                let _ = self.flush().await;
+                return Err(End::HungUp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn command_loop(&mut self) -> Result<(), End> {
+        let opts = ParseOptions { strict_rfc821_envelopes: self.settings().strict_envelopes, allow_utf8: self.settings().smtputf8 };
+        loop {
+            let line = loop {
+                if let Some(l) = self.reader.next_line() {
+                    break l;
+                }
+                self.fill().await?;
+            };
+            let line = match line {
+                Line::TooLong => {
+                    self.last_command = "UNKNOWN";
+                    self.error(reply(500, (5, 5, 2), "Error: line too long")).await?;
+                    continue;
+                }
+                Line::Complete { line, bare_lf } => {
+                    if bare_lf && self.settings().bare_newline == BareNewline::Reject {
+                        self.error(reply(500, (5, 5, 2), "Error: bare <LF> received")).await?;
+                        continue;
+                    }
+                    line
+                }
+            };
+            let cmd = match parse_command(&line, &opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    let r = e.reply();
+                    if matches!(e, postern_smtp_proto::CommandError::Unknown { .. } | postern_smtp_proto::CommandError::Empty) {
+                        self.count("unknown");
+                    }
+                    self.error(r).await?;
+                    continue;
+                }
+            };
+            match cmd {
+                Command::Ehlo { domain } => {
+                    self.count("ehlo");
+                    self.tx = None;
+                    self.helo = Some(domain);
+                    self.esmtp = true;
+                    let mut lines = vec![self.settings().myhostname.clone(), "PIPELINING".to_string()];
+                    if self.settings().message_size_limit > 0 {
+                        lines.push(format!("SIZE {}", self.settings().message_size_limit));
+                    } else {
+                        lines.push("SIZE".into());
+                    }
+                    if !self.settings().vrfy_disabled {
+                        lines.push("VRFY".into());
+                    }
+                    lines.push("ENHANCEDSTATUSCODES".into());
+                    lines.push("8BITMIME".into());
+                    if self.settings().smtputf8 {
+                        lines.push("SMTPUTF8".into());
+                    }
+                    self.send(&Reply::multi(250, lines));
+                }
+                Command::Helo { domain } => {
+                    self.count("helo");
+                    self.tx = None;
+                    self.helo = Some(domain);
+                    self.esmtp = false;
+                    let r = Reply::new(250, None, self.settings().myhostname.clone());
+                    self.send(&r);
+                }
+                Command::Mail { from, params } => {
+                    self.count("mail");
+                    self.mail(from, params).await?;
+                }
+                Command::Rcpt { to, params } => {
+                    self.count("rcpt");
+                    self.rcpt(to, params).await?;
+                }
+                Command::Data => {
+                    self.count("data");
+                    self.data().await?;
+                }
+                Command::Rset => {
+                    self.count("rset");
+                    self.tx = None;
+                    self.junk().await?;
+                    self.send(&reply(250, (2, 0, 0), "Ok"));
+                }
+                Command::Noop { .. } => {
+                    self.count("noop");
+                    self.junk().await?;
+                    self.send(&reply(250, (2, 0, 0), "Ok"));
+                }
+                Command::Quit => {
+                    self.count("quit");
+                    self.send(&reply(221, (2, 0, 0), "Bye"));
+                    let _ = self.flush().await;
+                    return Ok(());
+                }
+                Command::Vrfy { .. } => {
+                    self.count("vrfy");
+                    self.junk().await?;
+                    if self.settings().vrfy_disabled {
+                        self.error(reply(502, (5, 5, 1), "VRFY command is disabled")).await?;
+                    } else {
+                        // Never tell whether a user exists.
+                        self.send(&reply(252, (2, 0, 0), "Cannot VRFY user, but will accept message and attempt delivery"));
+                    }
+                }
+                Command::Expn { .. } => {
+                    self.count("unknown");
+                    self.error(reply(502, (5, 5, 1), "EXPN command is disabled")).await?;
+                }
+                Command::Help { .. } => {
+                    self.count("help");
+                    self.junk().await?;
+                    self.send(&Reply::multi(
+                        214,
+                        vec![
+                            "2.0.0 Commands supported:".into(),
+                            "2.0.0 HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY".into(),
+                        ],
+                    ));
+                }
+                Command::StartTls => {
+                    self.count("unknown");
+                    self.error(reply(502, (5, 5, 1), "Error: command not implemented")).await?;
+                }
+                Command::Auth { .. } => {
+                    self.count("unknown");
+                    self.error(reply(503, (5, 5, 1), "Error: authentication not enabled")).await?;
+                }
+                Command::Etrn { .. } => {
+                    self.count("unknown");
+                    self.error(reply(502, (5, 5, 1), "Error: command not implemented")).await?;
+                }
+                Command::Bdat { size, .. } => {
+                    self.count("unknown");
+                    // CHUNKING is not advertised, but a client that sends BDAT
+                    // anyway sends `size` bytes next: skip them to stay in step.
+                    if size > self.settings().message_size_limit.max(1 << 20) {
+                        self.send(&reply(421, (4, 7, 0), "Error: BDAT chunk too large, closing connection"));
+                        let _ = self.flush().await;
+                        return Err(End::HungUp);
+                    }
+                    self.skip_bytes(size).await?;
+                    self.tx = None;
+                    self.error(reply(502, (5, 5, 1), "Error: BDAT command not implemented")).await?;
+                }
+            }
+        }
+    }
+
+    async fn skip_bytes(&mut self, mut n: u64) -> Result<(), End> {
+        loop {
+            let buffered = self.reader.take_buffered();
+            let take = (buffered.len() as u64).min(n) as usize;
+            n -= take as u64;
+            if take < buffered.len() {
+                self.reader.push(&buffered[take..]);
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn mail(&mut self, from: ReversePath, params: Vec<postern_smtp_proto::Param>) -> Result<(), End> {
+        if self.helo.is_none() && self.settings().helo_required {
+            return self.error(reply(503, (5, 5, 1), "Error: send HELO/EHLO first")).await;
+        }
+        if self.tx.is_some() {
+            return self.error(reply(503, (5, 5, 1), "Error: nested MAIL command")).await;
+        }
+        for p in &params {
+            match p.keyword.as_str() {
+                "SIZE" if self.esmtp => {
+                    let declared: Option<u64> = p.value.as_deref().and_then(|v| v.parse().ok());
+                    match declared {
+                        None => return self.error(reply(501, (5, 5, 4), "Bad message size syntax")).await,
+                        Some(n) if self.settings().message_size_limit > 0 && n > self.settings().message_size_limit => {
+                            return self.error(reply(552, (5, 3, 4), "Message size exceeds fixed limit")).await;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                "BODY" if self.esmtp => match p.value.as_deref().map(|v| v.to_ascii_uppercase()) {
+                    Some(v) if v == "8BITMIME" || v == "7BIT" => {}
+                    _ => return self.error(reply(501, (5, 5, 4), "Unsupported BODY parameter value")).await,
+                },
+                "SMTPUTF8" if self.esmtp && self.settings().smtputf8 && p.value.is_none() => {}
+                _ => {
+                    let r = reply(555, (5, 5, 4), format!("Unsupported option: {}", p.keyword));
+                    return self.error(r).await;
+                }
+            }
+        }
+        let sender = match from {
+            ReversePath::Null => String::new(),
+            ReversePath::Mailbox(m) => m.to_string(),
+        };
+        self.tx = Some(Transaction { sender, recipients: Vec::new(), cleanup: None, queue_id: None });
+        self.send(&reply(250, (2, 1, 0), "Ok"));
+        Ok(())
+    }
+
+    fn reject_log(&self, r: &Reply, to: &str) {
+        let from = self.tx.as_ref().map(|t| t.sender.as_str()).unwrap_or("");
+        let id = self.tx.as_ref().and_then(|t| t.queue_id.as_deref()).unwrap_or("NOQUEUE");
+        info!(
+            "{id}: reject: RCPT from {}: {}; from=<{from}> to=<{to}> proto={} helo=<{}>",
+            self.client,
+            r,
+            if self.esmtp { "ESMTP" } else { "SMTP" },
+            self.helo.as_deref().unwrap_or("")
+        );
+    }
+
+    async fn rcpt(&mut self, to: ForwardPath, params: Vec<postern_smtp_proto::Param>) -> Result<(), End> {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.error(reply(503, (5, 5, 1), "Error: need MAIL command")).await;
+        };
+        if tx.recipients.len() >= self.settings().recipient_limit {
+            self.send(&reply(452, (4, 5, 3), "Error: too many recipients"));
+            return Ok(());
+        }
+        if let Some(p) = params.iter().find(|p| !matches!(p.keyword.as_str(), "NOTIFY" | "ORCPT")) {
+            let r = reply(555, (5, 5, 4), format!("Unsupported option: {}", p.keyword));
+            return self.error(r).await;
+        }
+        let (address, local, domain) = match to {
+            ForwardPath::Postmaster => {
+                let d = self.settings().myorigin.clone();
+                (format!("postmaster@{d}"), "postmaster".to_string(), d)
+            }
+            ForwardPath::Mailbox(m) => (m.to_string(), m.local_part.clone(), m.domain.clone()),
+        };
+        let verdict = self.smtpd.policy.borrow_mut().check(self.peer.ip(), &local, &domain);
+        let r = match verdict {
+            Verdict::Local | Verdict::Relay => None,
+            Verdict::UnknownUser => Some(reply(
+                550,
+                (5, 1, 1),
+                format!("<{address}>: Recipient address rejected: User unknown in local recipient table"),
+            )),
+            Verdict::RelayDenied => Some(reply(554, (5, 7, 1), format!("<{address}>: Relay access denied"))),
+            Verdict::TempFail(why) => {
+                warn!("{}: recipient lookup for <{address}> failed: {why}", self.client);
+                Some(reply(451, (4, 3, 0), format!("<{address}>: Temporary lookup failure")))
+            }
+        };
+        if let Some(r) = r {
+            self.reject_log(&r, &address);
+            if r.is_permanent() {
+                return self.error(r).await;
+            }
+            self.send(&r);
+            return Ok(());
+        }
+        // First accepted recipient: open the cleanup stream (Postfix's
+        // smtpd_delay_open_until_valid_rcpt), so the queue ID exists from here on.
+        if self.tx.as_ref().is_some_and(|t| t.cleanup.is_none()) {
+            if let Err(why) = self.open_cleanup().await {
+                warn!("{}: cannot open cleanup stream: {why}", self.client);
+                self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
+                return Ok(());
+            }
+        }
+        let Some(tx) = self.tx.as_mut() else { return Ok(()) };
+        let req = CleanupRequest::Recipient { address: address.clone(), original: address.clone() };
+        let sent = match tx.cleanup.as_mut() {
+            Some(ch) => ch.send(&req).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            tx.cleanup = None;
+            self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
+            return Ok(());
+        }
+        tx.recipients.push(address);
+        self.send(&reply(250, (2, 1, 5), "Ok"));
+        Ok(())
+    }
+
+    async fn open_cleanup(&mut self) -> Result<(), String> {
+        let t = self.settings().ipc_timeout.min(Duration::from_secs(60));
+        let path = self.settings().cleanup_socket.clone();
+        let mut ch = tokio::time::timeout(t, Channel::connect(&path))
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let attributes = vec![
+            ("client_name".to_string(), "unknown".to_string()),
+            ("client_address".to_string(), self.peer.ip().to_string()),
+            ("client_port".to_string(), self.peer.port().to_string()),
+            ("helo_name".to_string(), self.helo.clone().unwrap_or_default()),
+            ("protocol".to_string(), proto.to_string()),
+            ("origin".to_string(), "smtpd".to_string()),
+            ("service".to_string(), self.settings().service_name.clone()),
+        ];
+        ch.send(&CleanupRequest::Open { attributes, flags: 0 }).await.map_err(|e| e.to_string())?;
+        let id = match tokio::time::timeout(t, ch.recv::<CleanupReply>()).await {
+            Ok(Ok(Some(CleanupReply::Opened { queue_id }))) => queue_id,
+            Ok(Ok(Some(CleanupReply::Rejected { reason, .. }))) => return Err(reason),
+            Ok(Ok(other)) => return Err(format!("unexpected reply {other:?}")),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("timeout".into()),
+        };
+        let Some(tx) = self.tx.as_mut() else { return Err("no transaction".into()) };
+        ch.send(&CleanupRequest::Sender { address: tx.sender.clone() }).await.map_err(|e| e.to_string())?;
+        info!("{id}: client={}", self.client);
+        tx.queue_id = Some(id);
+        tx.cleanup = Some(ch);
+        Ok(())
+    }
+
+    async fn data(&mut self) -> Result<(), End> {
+        match &self.tx {
+            None => return self.error(reply(503, (5, 5, 1), "Error: need RCPT command")).await,
+            Some(t) if t.recipients.is_empty() => {
+                return self.error(reply(503, (5, 5, 1), "Error: need RCPT command")).await;
+            }
+            _ => {}
+        }
+        if self.reader.buffered_len() > 0 {
+            // RFC 2920: DATA must be the last command of a pipelined group.
+            // Postfix answers "improper command pipelining" here and so do we,
+            // since the bytes after DATA cannot be the message yet.
+            // What follows may be message text: treating it as commands would
+            // let a client smuggle commands, so hang up instead.
+            let _ = self.reader.take_buffered();
+            self.tx = None;
+            info!("improper command pipelining after DATA from {}", self.client);
+            self.send(&reply(554, (5, 5, 0), "Error: improper command pipelining after DATA, closing connection"));
+            let _ = self.flush().await;
+            return Err(End::HungUp);
+        }
+        self.send(&Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"));
+        self.flush().await?;
+        let mut dec = DataDecoder::new(self.settings().message_size_limit);
+        let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_SIZE * 2);
+        let mut cleanup_ok = true;
+        let mut buf = vec![0u8; 64 * 1024];
+        let t = self.settings().timeout;
+        loop {
+            let n = match tokio::time::timeout(t, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Lost),
+                Ok(Ok(n)) => n,
+                Err(_) => return Err(End::Timeout),
+            };
+            let progress = dec.feed(&buf[..n], &mut chunk);
+            if chunk.len() >= CHUNK_SIZE || matches!(progress, DataProgress::Done { .. }) {
+                if cleanup_ok && !dec.too_big() && !chunk.is_empty() {
+                    cleanup_ok = self.send_content(std::mem::take(&mut chunk)).await;
+                }
+                chunk.clear();
+            }
+            if let DataProgress::Done { consumed } = progress {
+                // Whatever follows the end of data are the next commands.
+                self.reader.push(&buf[consumed..n]);
+                break;
+            }
+        }
+        let Some(mut tx) = self.tx.take() else { return Ok(()) };
+        let id = tx.queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());
+        if dec.too_big() {
+            info!("{id}: reject: message size {} exceeds limit from {}", dec.size(), self.client);
+            self.send(&reply(552, (5, 3, 4), "Error: message file too big"));
+            return Ok(());
+        }
+        if (dec.saw_bare_lf() || dec.saw_bare_cr()) && self.settings().bare_newline == BareNewline::Reject {
+            info!("{id}: reject: bare <LF> in message content from {}", self.client);
+            self.send(&reply(550, (5, 5, 2), "Error: bare <LF> received"));
+            return Ok(());
+        }
+        if !cleanup_ok {
+            self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
+            return Ok(());
+        }
+        let Some(ch) = tx.cleanup.as_mut() else {
+            self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
+            return Ok(());
+        };
+        if ch.send(&CleanupRequest::End).await.is_err() {
+            self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
+            return Ok(());
+        }
+        let answer = tokio::time::timeout(self.settings().ipc_timeout, ch.recv::<CleanupReply>()).await;
+        let r = match answer {
+            Ok(Ok(Some(CleanupReply::Queued { queue_id }))) => reply(250, (2, 0, 0), format!("Ok: queued as {queue_id}")),
+            Ok(Ok(Some(CleanupReply::Rejected { temporary, dsn, reason }))) => {
+                let ec = parse_dsn(&dsn).unwrap_or(if temporary { (4, 3, 0) } else { (5, 3, 0) });
+                let code = if temporary { 451 } else { 554 };
+                let r = reply(code, ec, format!("Error: {reason}"));
+                info!("{id}: reject: DATA from {}: {r}; from=<{}>", self.client, tx.sender);
+                r
+            }
+            other => {
+                warn!("{id}: no answer from cleanup: {other:?}");
+                reply(451, (4, 3, 0), "Error: queue file write error")
+            }
+        };
+        self.send(&r);
+        Ok(())
+    }
+
+    async fn send_content(&mut self, data: Vec<u8>) -> bool {
+        let Some(ch) = self.tx.as_mut().and_then(|t| t.cleanup.as_mut()) else { return false };
+        ch.send(&CleanupRequest::Content { data }).await.is_ok()
+    }
+}
+
+fn parse_dsn(s: &str) -> Option<(u8, u16, u16)> {
+    let mut it = s.split('.');
+    let a = it.next()?.parse().ok()?;
+    let b = it.next()?.parse().ok()?;
+    let c = it.next()?.parse().ok()?;
+    if it.next().is_some() || !(2..=5).contains(&a) {
+        return None;
+    }
+    Some((a, b, c))
+}
