@@ -63,8 +63,7 @@ pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader
         .spawn()
         .map_err(|e| DeliveryError::temp("4.3.0", format!("cannot run command \"{}\": {e}", spec.command)))?;
     let pid = child.id();
-    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
+    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
         let _ = child.wait();
         return Err(DeliveryError::temp("4.3.0", "command pipes missing"));
@@ -124,16 +123,28 @@ pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader
         (status, fed)
     });
     let text = output.lock().map(|o| summarize(&o)).unwrap_or_default();
-    let with_output = |s: String| if text.is_empty() { s } else { format!("{s}. Command output: {text}") };
+    let with_output = |s: String| {
+        if text.is_empty() {
+            s
+        } else {
+            format!("{s}. Command output: {text}")
+        }
+    };
     match result {
-        (Err(e), _) => Err(DeliveryError::temp("4.3.0", format!("waiting for command \"{}\": {e}", spec.command))),
+        (Err(e), _) => Err(DeliveryError::temp(
+            "4.3.0",
+            format!("waiting for command \"{}\": {e}", spec.command),
+        )),
         (Ok(None), _) => Err(DeliveryError::temp(
             "4.3.0",
             with_output(format!("command time limit exceeded: \"{}\"", spec.command)),
         )),
         (Ok(Some(st)), fed) => {
             if let Some(sig) = st.signal() {
-                return Err(DeliveryError::temp("4.3.0", with_output(format!("command died with signal {sig}: \"{}\"", spec.command))));
+                return Err(DeliveryError::temp(
+                    "4.3.0",
+                    with_output(format!("command died with signal {sig}: \"{}\"", spec.command)),
+                ));
             }
             let code = st.code().unwrap_or(-1);
             if code == 0 {
@@ -175,7 +186,6 @@ fn summarize(out: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     fn run(cmd: &str, limit: Duration) -> (Result<(), DeliveryError>, tempfile::TempDir) {
         let d = tempfile::tempdir().unwrap();
@@ -184,10 +194,17 @@ mod tests {
         let spec = CommandSpec {
             command: cmd,
             shell: "/bin/sh",
-            env: vec![("OUT", d.path().join("out").display().to_string()), ("PATH", "/usr/bin:/bin".into()), ("RECIPIENT", "joe@x".into())],
+            env: vec![
+                ("OUT", d.path().join("out").display().to_string()),
+                ("PATH", "/usr/bin:/bin".into()),
+                ("RECIPIENT", "joe@x".into()),
+            ],
             time_limit: limit,
         };
-        (run_command(&spec, b"Delivered-To: joe@x\n", ContentReader::new(f.as_file(), 0, 17)), d)
+        (
+            run_command(&spec, b"Delivered-To: joe@x\n", ContentReader::new(f.as_file(), 0, 17)),
+            d,
+        )
     }
 
     #[test]
@@ -232,7 +249,16 @@ mod tests {
     fn missing_shell_defers() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"x").unwrap();
-        let spec = CommandSpec { command: "true", shell: "/nonexistent/sh", env: vec![], time_limit: Duration::from_secs(1) };
-        assert!(run_command(&spec, b"", ContentReader::new(f.as_file(), 0, 1)).unwrap_err().temporary);
+        let spec = CommandSpec {
+            command: "true",
+            shell: "/nonexistent/sh",
+            env: vec![],
+            time_limit: Duration::from_secs(1),
+        };
+        assert!(
+            run_command(&spec, b"", ContentReader::new(f.as_file(), 0, 1))
+                .unwrap_err()
+                .temporary
+        );
     }
 }

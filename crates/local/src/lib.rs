@@ -1,1 +1,867 @@
 //! Local delivery: aliases, .forward, Maildir, mbox, pipes and files.
+//!
+//! This is the blocking delivery library behind the `local` daemon (the IPC
+//! driver lives in `server`). For one envelope recipient of a local domain it:
+//! 1. expands aliases (alias_maps) recursively, with loop and depth limits;
+//! 2. delivers users_file users to their Maildir;
+//! 3. for system users, follows a safe ~/.forward or delivers to the mailbox
+//!    (home_mailbox under the home directory, else mail_spool_directory/USER);
+//! 4. bounces anything else as an unknown user (5.1.1).
+//!
+//! SECURITY: `|command` and `/file` targets come only from alias, :include:
+//! and .forward files, and are allowed per allow_mail_to_commands /
+//! allow_mail_to_files. Commands run as argv [shell, "-c", text] with a clean
+//! environment; nothing from the message reaches a shell command line. A
+//! message already carrying "Delivered-To: <this address>" is bounced as a
+//! mail loop. Switching to the recipient's uid before writing is not done yet:
+//! [`as_recipient`] is the single place where it will happen.
+//!
+//! Parameters read: alias_maps, users_file, virtual_mailbox_base,
+//! home_mailbox, mail_spool_directory, recipient_delimiter, mydestination,
+//! myhostname, allow_mail_to_commands, allow_mail_to_files, forward_path,
+//! local_command_shell, command_time_limit.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod mailbox;
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use postern_maps::{AliasMaps, AliasTarget, LocalDomains, MailUser, UsersFile, split_map_list, strip_extension};
+
+use crate::command::{CommandSpec, run_command};
+use crate::mailbox::{ContentReader, DeliveryError, append_mbox, deliver_maildir, delivered_to_values, prepended_headers};
+
+/// Default for command_time_limit when main.cf does not give a usable value.
+pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(1000);
+/// Alias / .forward / :include: nesting limit.
+pub const MAX_EXPANSION_DEPTH: usize = 100;
+
+/// What local needs from main.cf, read once at start.
+///
+/// Fields are public so tests and the daemon can adjust them; every field
+/// mirrors one main.cf parameter.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// alias_maps specs, in lookup order.
+    pub alias_maps: Vec<String>,
+    /// Directory relative table names resolve against.
+    pub config_dir: PathBuf,
+    /// users_file (None = no users file).
+    pub users_file: Option<PathBuf>,
+    /// virtual_mailbox_base (None = unset).
+    pub virtual_mailbox_base: Option<PathBuf>,
+    /// home_mailbox ("" = mbox in the spool directory; ends in "/" = Maildir).
+    pub home_mailbox: String,
+    /// mail_spool_directory.
+    pub mail_spool_directory: PathBuf,
+    /// recipient_delimiter characters.
+    pub recipient_delimiter: String,
+    /// mydestination entries.
+    pub mydestination: Vec<String>,
+    /// myhostname (Maildir unique names, qualifying bare names).
+    pub myhostname: String,
+    /// allow_mail_to_commands classes: alias, forward, include.
+    pub allow_mail_to_commands: Vec<String>,
+    /// allow_mail_to_files classes: alias, forward, include.
+    pub allow_mail_to_files: Vec<String>,
+    /// forward_path templates, unexpanded ($home, $user, $local, $domain, $extension).
+    pub forward_path: Vec<String>,
+    /// Shell for commands.
+    pub local_command_shell: String,
+    /// command_time_limit.
+    pub command_time_limit: Duration,
+}
+
+impl LocalConfig {
+    /// Reads the parameters listed in the module header.
+    pub fn from_main(main: &postern_config::MainCf) -> Result<LocalConfig, String> {
+        let opt_path = |name: &str| {
+            let v = main.str(name);
+            if v.is_empty() { None } else { Some(PathBuf::from(v)) }
+        };
+        let forward_raw = main
+            .raw("forward_path")
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "$home/.forward".to_string());
+        let shell = main.str("local_command_shell");
+        let limit = match main.raw("command_time_limit") {
+            Some(_) => main.time("command_time_limit").map_err(|e| e.to_string())?,
+            None => main.time("command_time_limit").unwrap_or(COMMAND_TIME_LIMIT),
+        };
+        let spool = main.path("mail_spool_directory");
+        Ok(LocalConfig {
+            alias_maps: split_map_list(&main.str("alias_maps")),
+            config_dir: main.config_dir().to_path_buf(),
+            users_file: opt_path("users_file"),
+            virtual_mailbox_base: opt_path("virtual_mailbox_base"),
+            home_mailbox: main.str("home_mailbox"),
+            mail_spool_directory: if spool.as_os_str().is_empty() {
+                PathBuf::from("/var/mail")
+            } else {
+                spool
+            },
+            recipient_delimiter: main.str("recipient_delimiter"),
+            mydestination: split_map_list(&main.str("mydestination")),
+            myhostname: main.str("myhostname"),
+            allow_mail_to_commands: main.list("allow_mail_to_commands").iter().map(|s| s.to_lowercase()).collect(),
+            allow_mail_to_files: main.list("allow_mail_to_files").iter().map(|s| s.to_lowercase()).collect(),
+            forward_path: split_map_list(&forward_raw),
+            local_command_shell: if shell.is_empty() { "/bin/sh".into() } else { shell },
+            command_time_limit: limit,
+        })
+    }
+}
+
+/// The message being delivered: content is a range of an open file (the queue file fd
+/// received from qmgr) holding the LF-line-ending message.
+pub struct Message<'a> {
+    /// Queue ID, for logging.
+    pub queue_id: &'a str,
+    /// Envelope sender; "" = null sender.
+    pub sender: &'a str,
+    /// When the message entered the queue (for delay=).
+    pub arrival: std::time::SystemTime,
+    /// The open queue file.
+    pub content: &'a std::fs::File,
+    /// Where the message (headers + body) starts in it.
+    pub content_offset: u64,
+    /// Its length in bytes.
+    pub content_len: u64,
+}
+
+impl Message<'_> {
+    /// A fresh reader over the message bytes.
+    pub fn reader(&self) -> ContentReader<'_> {
+        ContentReader::new(self.content, self.content_offset, self.content_len)
+    }
+}
+
+/// Result for one envelope recipient, as qmgr needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered; detail is the text after "status=sent".
+    Sent {
+        /// e.g. "delivered to maildir".
+        detail: String,
+    },
+    /// Try again later.
+    Deferred {
+        /// Enhanced status code (4.x.x).
+        dsn: String,
+        /// Why.
+        reason: String,
+    },
+    /// Permanent failure: qmgr sends a bounce.
+    Bounced {
+        /// Enhanced status code (5.x.x).
+        dsn: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Re-injects mail for alias/.forward targets that are not local (the lead implements it
+/// by talking to cleanup). sender = original sender (Postfix keeps it), recipients = the addresses.
+pub trait Forwarder {
+    /// Queues a copy of `msg` for `recipients`.
+    fn forward(&mut self, msg: &Message, recipients: &[String]) -> Result<(), Outcome>;
+
+    /// Like [`Forwarder::forward`], but told which local address is being
+    /// forwarded: an implementation should prepend "Delivered-To: ADDRESS" to
+    /// the copy so that a loop through another server is detected when the
+    /// message comes back. The default ignores it.
+    fn forward_delivered_to(&mut self, msg: &Message, recipients: &[String], delivered_to: &str) -> Result<(), Outcome> {
+        let _ = delivered_to;
+        self.forward(msg, recipients)
+    }
+}
+
+/// Whom a delivery acts for: the user whose files are written and whose
+/// environment a command gets.
+#[derive(Clone, Debug)]
+pub struct RunAs {
+    /// Login name (or alias/virtual user name).
+    pub name: String,
+    /// uid to switch to, when known.
+    pub uid: Option<u32>,
+    /// gid to switch to, when known.
+    pub gid: Option<u32>,
+    /// Home directory ("/" when unknown).
+    pub home: PathBuf,
+}
+
+/// The single place where local will "become user X" before writing files
+/// or running a command. For now it runs `f` as the current process user;
+/// switching (setegid/seteuid and back) belongs here later.
+pub fn as_recipient<T>(run_as: &RunAs, f: impl FnOnce() -> T) -> T {
+    tracing::trace!("delivering as {} (uid {:?}, gid {:?})", run_as.name, run_as.uid, run_as.gid);
+    f()
+}
+
+/// Where a target came from (decides what allow_mail_to_* permits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Alias,
+    Forward,
+    Include,
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::Alias => "alias",
+            Class::Forward => "forward",
+            Class::Include => "include",
+        }
+    }
+}
+
+/// The recipient whose alias/.forward is being expanded.
+#[derive(Clone, Debug)]
+struct Rcpt {
+    /// Full address for logs and Delivered-To: "local@domain".
+    address: String,
+    /// Lower-cased local part with extension.
+    local: String,
+    /// Local part without extension.
+    base: String,
+    /// Extension (without delimiter), "" if none.
+    ext: String,
+    /// Domain ("" if none).
+    domain: String,
+}
+
+/// State of one deliver() call.
+struct Run<'r, 'm> {
+    msg: &'r Message<'m>,
+    fwd: &'r mut dyn Forwarder,
+    original: String,
+    loop_seen: Vec<String>,
+    done: HashSet<String>,
+    outcomes: Vec<Outcome>,
+    start: Instant,
+}
+
+/// The local delivery agent: configuration plus the alias maps, users file
+/// and local domains it keeps open (reloaded when their files change).
+pub struct LocalDelivery {
+    config: LocalConfig,
+    aliases: AliasMaps,
+    users: Option<(PathBuf, Option<FileStamp>, UsersFile)>,
+    domains: LocalDomains,
+}
+
+/// (mtime, mtime_nsec, size) of a file, to notice it changed.
+type FileStamp = (i64, i64, u64);
+
+fn file_stamp(p: &Path) -> Option<FileStamp> {
+    std::fs::metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.size()))
+}
+
+impl LocalDelivery {
+    /// Opens the alias maps, users file and mydestination tables.
+    pub fn new(config: LocalConfig) -> Result<LocalDelivery, String> {
+        let aliases = AliasMaps::open(&config.alias_maps, &config.config_dir).map_err(|e| e.to_string())?;
+        let users = match &config.users_file {
+            Some(p) => Some((p.clone(), file_stamp(p), UsersFile::load(p).map_err(|e| e.to_string())?)),
+            None => None,
+        };
+        let domains = LocalDomains::parse(&config.mydestination, &config.config_dir).map_err(|e| e.to_string())?;
+        Ok(LocalDelivery {
+            config,
+            aliases,
+            users,
+            domains,
+        })
+    }
+
+    /// Delivers to one envelope recipient (address "user@domain", original = as received):
+    /// strip domain (it's local), recipient_delimiter extension, lower-case; then
+    /// 1. aliases (alias_maps, in order): expand recursively (an alias target equal to
+    ///    itself, e.g. "joe: joe, other", delivers to joe's mailbox; loops → deliver to the
+    ///    earliest name; depth limit 100); |command and /file targets allowed per
+    ///    allow_mail_to_*; :include: files; addresses in non-local domains → Forwarder;
+    /// 2. users_file user → Maildir at (home or virtual_mailbox_base/NAME)/ + home_mailbox
+    ///    ("Maildir/" when home_mailbox is empty for users_file users);
+    /// 3. system user (getpwnam) → ~/.forward if present and safe (not group/world
+    ///    writable, owned by the user or root: else logged "warning: ... refused"),
+    ///    else home_mailbox under home, or mbox in mail_spool_directory/USER if home_mailbox empty;
+    /// 4. otherwise Bounced 5.1.1 "unknown user: \"name\"".
+    ///
+    /// Every final delivery is logged in Postfix's format. Aggregate: any
+    /// target deferred → Deferred; else any bounced → Bounced; else Sent.
+    pub fn deliver(&mut self, msg: &Message, address: &str, original: &str, fwd: &mut dyn Forwarder) -> Outcome {
+        let loop_seen = match delivered_to_values(msg.reader()) {
+            Ok(v) => v,
+            Err(e) => {
+                let mut run = Run {
+                    msg,
+                    fwd,
+                    original: original.to_string(),
+                    loop_seen: Vec::new(),
+                    done: HashSet::new(),
+                    outcomes: Vec::new(),
+                    start: Instant::now(),
+                };
+                self.record(
+                    &mut run,
+                    address,
+                    Err(DeliveryError::temp("4.3.0", format!("cannot read queue file: {e}"))),
+                );
+                return aggregate(run.outcomes);
+            }
+        };
+        let mut run = Run {
+            msg,
+            fwd,
+            original: original.to_string(),
+            loop_seen,
+            done: HashSet::new(),
+            outcomes: Vec::new(),
+            start: Instant::now(),
+        };
+        if let Err(e) = self.refresh_users() {
+            self.record(&mut run, address, Err(DeliveryError::temp("4.3.0", e)));
+            return aggregate(run.outcomes);
+        }
+        let (local, domain) = match address.rsplit_once('@') {
+            Some((l, d)) => (l, d),
+            None => (address, ""),
+        };
+        let domain = if domain.is_empty() {
+            self.config.myhostname.to_lowercase()
+        } else {
+            domain.to_lowercase()
+        };
+        let mut stack = Vec::new();
+        self.recipient(&mut run, &local.to_lowercase(), &domain, 0, &mut stack);
+        aggregate(run.outcomes)
+    }
+
+    fn refresh_users(&mut self) -> Result<(), String> {
+        if let Some((path, stamp, users)) = &mut self.users {
+            let now = file_stamp(path);
+            if now != *stamp {
+                *users = UsersFile::load(path).map_err(|e| format!("users file unavailable: {e}"))?;
+                *stamp = now;
+            }
+        }
+        Ok(())
+    }
+
+    fn rcpt(&self, local: &str, domain: &str) -> Rcpt {
+        let (base, ext) = strip_extension(local, &self.config.recipient_delimiter);
+        Rcpt {
+            address: if domain.is_empty() {
+                local.to_string()
+            } else {
+                format!("{local}@{domain}")
+            },
+            local: local.to_string(),
+            base: base.to_string(),
+            ext: ext.map(|(_, e)| e.to_string()).unwrap_or_default(),
+            domain: domain.to_string(),
+        }
+    }
+
+    /// Handles one local recipient. `stack` holds the names being expanded
+    /// (with the class of the expansion) to detect self-references and loops.
+    fn recipient(&mut self, run: &mut Run<'_, '_>, local: &str, domain: &str, depth: usize, stack: &mut Vec<(String, Class)>) {
+        let r = self.rcpt(local, domain);
+        if depth > MAX_EXPANSION_DEPTH {
+            return self.record(
+                run,
+                &r.address,
+                Err(DeliveryError::perm("5.4.6", format!("alias expansion too deep for {}", r.address))),
+            );
+        }
+        if run.loop_seen.contains(&r.address) {
+            return self.record(
+                run,
+                &r.address,
+                Err(DeliveryError::perm("5.4.6", format!("mail forwarding loop for {}", r.address))),
+            );
+        }
+        // A name already being expanded (itself or further up): skip its
+        // alias; skip its .forward too if that is what got us here.
+        let in_alias = stack.iter().any(|(n, _)| *n == r.base || *n == r.local);
+        let in_forward = stack.iter().any(|(n, c)| *n == r.base && *c == Class::Forward);
+        if !in_alias {
+            let mut found = None;
+            let mut keys = vec![r.local.clone()];
+            if r.local != r.base {
+                keys.push(r.base.clone());
+            }
+            for k in keys {
+                match self.aliases.lookup(&k) {
+                    Ok(Some(t)) => {
+                        found = Some((k, t));
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        return self.record(
+                            run,
+                            &r.address,
+                            Err(DeliveryError::temp("4.3.0", format!("alias database unavailable: {e}"))),
+                        );
+                    }
+                }
+            }
+            if let Some((key, targets)) = found {
+                let run_as = current_user();
+                stack.push((key, Class::Alias));
+                self.targets(run, &r, &run_as, &targets, Class::Alias, depth, stack);
+                stack.pop();
+                return;
+            }
+        }
+        // 2. users_file (virtual) users.
+        let vuser = self.users.as_ref().and_then(|(_, _, u)| u.get(&r.base).cloned());
+        if let Some(u) = vuser {
+            return self.virtual_user(run, &r, &u);
+        }
+        // 3. system users.
+        let pw = match nix::unistd::User::from_name(&r.base) {
+            Ok(pw) => pw,
+            Err(e) => {
+                return self.record(
+                    run,
+                    &r.address,
+                    Err(DeliveryError::temp("4.3.0", format!("password database lookup failed: {e}"))),
+                );
+            }
+        };
+        let Some(pw) = pw else {
+            return self.record(
+                run,
+                &r.address,
+                Err(DeliveryError::perm("5.1.1", format!("unknown user: \"{}\"", r.base))),
+            );
+        };
+        let run_as = RunAs {
+            name: pw.name.clone(),
+            uid: Some(pw.uid.as_raw()),
+            gid: Some(pw.gid.as_raw()),
+            home: pw.dir.clone(),
+        };
+        if !in_forward {
+            match self.read_forward(&r, &run_as) {
+                Ok(Some(targets)) => {
+                    stack.push((r.base.clone(), Class::Forward));
+                    self.targets(run, &r, &run_as, &targets, Class::Forward, depth, stack);
+                    stack.pop();
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => return self.record(run, &r.address, Err(e)),
+            }
+        }
+        let key = format!("mailbox:{}", pw.name);
+        if !run.done.insert(key) {
+            return;
+        }
+        let result = if self.config.home_mailbox.is_empty() {
+            let path = self.config.mail_spool_directory.join(&pw.name);
+            self.write_mbox(run, &r, &run_as, &path, true)
+                .map(|_| "delivered to mailbox".to_string())
+        } else {
+            self.write_home_mailbox(run, &r, &run_as, &pw.dir, &self.config.home_mailbox.clone())
+        };
+        self.record(run, &r.address, result);
+    }
+
+    fn virtual_user(&mut self, run: &mut Run<'_, '_>, r: &Rcpt, u: &MailUser) {
+        if !run.done.insert(format!("mailbox:virtual:{}", u.name)) {
+            return;
+        }
+        let home = match (&u.home, &self.config.virtual_mailbox_base) {
+            (Some(h), _) => h.clone(),
+            (None, Some(base)) => base.join(&u.name),
+            (None, None) => {
+                return self.record(
+                    run,
+                    &r.address,
+                    Err(DeliveryError::temp(
+                        "4.3.5",
+                        format!("user \"{}\" has no home and virtual_mailbox_base is not set", u.name),
+                    )),
+                );
+            }
+        };
+        let run_as = RunAs {
+            name: u.name.clone(),
+            uid: u.uid,
+            gid: u.gid,
+            home: home.clone(),
+        };
+        let mb = if self.config.home_mailbox.is_empty() {
+            "Maildir/".to_string()
+        } else {
+            self.config.home_mailbox.clone()
+        };
+        let result = self.write_home_mailbox(run, r, &run_as, &home, &mb);
+        self.record(run, &r.address, result);
+    }
+
+    /// home_mailbox under `home`: a Maildir when it ends in '/', else an mbox file.
+    fn write_home_mailbox(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, home: &Path, mb: &str) -> Result<String, DeliveryError> {
+        let path = home.join(mb.trim_start_matches('/'));
+        if mb.ends_with('/') {
+            self.write_maildir(run, r, run_as, &path)
+                .map(|_| "delivered to maildir".to_string())
+        } else {
+            self.write_mbox(run, r, run_as, &path, false)
+                .map(|_| "delivered to mailbox".to_string())
+        }
+    }
+
+    fn prefix(&self, run: &Run<'_, '_>, r: &Rcpt) -> String {
+        prepended_headers(run.msg.sender, Some(run.original.as_str()), &r.address)
+    }
+
+    fn write_maildir(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, dir: &Path) -> Result<(), DeliveryError> {
+        let prefix = self.prefix(run, r);
+        as_recipient(run_as, || {
+            deliver_maildir(dir, &self.config.myhostname, prefix.as_bytes(), run.msg.reader())
+        })
+        .map(|_| ())
+    }
+
+    fn write_mbox(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, path: &Path, dotlock: bool) -> Result<(), DeliveryError> {
+        let prefix = self.prefix(run, r);
+        as_recipient(run_as, || {
+            append_mbox(
+                path,
+                dotlock,
+                run.msg.sender,
+                SystemTime::now(),
+                prefix.as_bytes(),
+                run.msg.reader(),
+            )
+        })
+    }
+
+    /// Finds and reads the first existing forward_path file of a system user.
+    /// Ok(None) = no usable .forward (missing, empty, or refused as unsafe).
+    fn read_forward(&self, r: &Rcpt, run_as: &RunAs) -> Result<Option<Vec<AliasTarget>>, DeliveryError> {
+        let delim = self.config.recipient_delimiter.chars().next().map(String::from).unwrap_or_default();
+        for template in &self.config.forward_path {
+            let vars = [
+                ("home", run_as.home.display().to_string()),
+                ("user", run_as.name.clone()),
+                ("local", r.local.clone()),
+                ("domain", r.domain.clone()),
+                ("extension", r.ext.clone()),
+                ("recipient_delimiter", if r.ext.is_empty() { String::new() } else { delim.clone() }),
+            ];
+            let path = expand_vars(template, &vars, 0);
+            if path.is_empty() || !path.starts_with('/') {
+                continue;
+            }
+            let path = PathBuf::from(path);
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) => return Err(DeliveryError::temp("4.3.0", format!("cannot examine {}: {e}", path.display()))),
+            };
+            let owner_ok = meta.uid() == 0 || Some(meta.uid()) == run_as.uid;
+            if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 {
+                tracing::warn!(
+                    "warning: {}: not a regular file owned by {} or root, or group/world writable: refused",
+                    path.display(),
+                    run_as.name
+                );
+                continue;
+            }
+            let text = as_recipient(run_as, || std::fs::read_to_string(&path))
+                .map_err(|e| DeliveryError::temp("4.3.0", format!("cannot read {}: {e}", path.display())))?;
+            let targets =
+                postern_maps::parse_targets(&text).map_err(|e| DeliveryError::temp("4.3.0", format!("{}: {e}", path.display())))?;
+            if targets.is_empty() {
+                continue;
+            }
+            return Ok(Some(targets));
+        }
+        Ok(None)
+    }
+
+    /// Delivers to every target of an alias, .forward or :include: file.
+    #[allow(clippy::too_many_arguments)]
+    fn targets(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        targets: &[AliasTarget],
+        class: Class,
+        depth: usize,
+        stack: &mut Vec<(String, Class)>,
+    ) {
+        let mut remote = Vec::new();
+        for t in targets {
+            match t {
+                AliasTarget::Address(a) => {
+                    let (lp, dom) = match a.rsplit_once('@') {
+                        Some((l, d)) => (l.to_string(), d.to_lowercase()),
+                        None => (a.clone(), r.domain.clone()),
+                    };
+                    let dom_local = dom.is_empty() || dom == r.domain || self.domains.contains(&dom);
+                    if dom_local {
+                        self.recipient(run, &lp.to_lowercase(), &dom, depth + 1, stack);
+                    } else if run.done.insert(format!("forward:{}", a.to_lowercase())) {
+                        remote.push(a.clone());
+                    }
+                }
+                AliasTarget::Command(cmd) => {
+                    if !self.config.allow_mail_to_commands.iter().any(|c| c == class.name()) {
+                        self.record(run, &r.address, Err(DeliveryError::perm("5.7.1", "mail to command is restricted")));
+                        continue;
+                    }
+                    if !run.done.insert(format!("command:{cmd}")) {
+                        continue;
+                    }
+                    let result = self.command(run, r, run_as, cmd).map(|_| format!("delivered to command: {cmd}"));
+                    self.record(run, &r.address, result);
+                }
+                AliasTarget::File(path) => {
+                    if !self.config.allow_mail_to_files.iter().any(|c| c == class.name()) {
+                        self.record(run, &r.address, Err(DeliveryError::perm("5.7.1", "mail to file is restricted")));
+                        continue;
+                    }
+                    if !run.done.insert(format!("file:{}", path.display())) {
+                        continue;
+                    }
+                    let result = if path.as_os_str().to_string_lossy().ends_with('/') {
+                        self.write_maildir(run, r, run_as, path)
+                            .map(|_| format!("delivered to maildir: {}", path.display()))
+                    } else {
+                        self.write_mbox(run, r, run_as, path, false)
+                            .map(|_| format!("delivered to file: {}", path.display()))
+                    };
+                    self.record(run, &r.address, result);
+                }
+                AliasTarget::Include(path) => {
+                    if depth + 1 > MAX_EXPANSION_DEPTH {
+                        self.record(
+                            run,
+                            &r.address,
+                            Err(DeliveryError::perm("5.4.6", format!("alias expansion too deep for {}", r.address))),
+                        );
+                        continue;
+                    }
+                    let text = match as_recipient(run_as, || std::fs::read_to_string(path)) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            self.record(
+                                run,
+                                &r.address,
+                                Err(DeliveryError::temp(
+                                    "4.3.0",
+                                    format!("cannot open include file {}: {e}", path.display()),
+                                )),
+                            );
+                            continue;
+                        }
+                    };
+                    match postern_maps::parse_targets(&text) {
+                        Ok(inc) => self.targets(run, r, run_as, &inc, Class::Include, depth + 1, stack),
+                        Err(e) => self.record(
+                            run,
+                            &r.address,
+                            Err(DeliveryError::temp("4.3.0", format!("include file {}: {e}", path.display()))),
+                        ),
+                    }
+                }
+            }
+        }
+        if !remote.is_empty() {
+            let result = run.fwd.forward_delivered_to(run.msg, &remote, &r.address);
+            for a in &remote {
+                match &result {
+                    Ok(()) => self.record(run, a, Ok("forwarded".to_string())),
+                    Err(o) => self.log_outcome(run, a, o.clone()),
+                }
+            }
+        }
+    }
+
+    fn command(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, cmd: &str) -> Result<(), DeliveryError> {
+        let env = vec![
+            ("HOME", run_as.home.display().to_string()),
+            ("USER", run_as.name.clone()),
+            ("LOGNAME", run_as.name.clone()),
+            ("SENDER", run.msg.sender.to_string()),
+            ("RECIPIENT", r.address.clone()),
+            ("LOCAL", r.local.clone()),
+            ("DOMAIN", r.domain.clone()),
+            ("EXTENSION", r.ext.clone()),
+            ("PATH", "/usr/bin:/bin".to_string()),
+            ("SHELL", self.config.local_command_shell.clone()),
+        ];
+        let spec = CommandSpec {
+            command: cmd,
+            shell: &self.config.local_command_shell,
+            env,
+            time_limit: self.config.command_time_limit,
+        };
+        let prefix = self.prefix(run, r);
+        as_recipient(run_as, || run_command(&spec, prefix.as_bytes(), run.msg.reader()))
+    }
+
+    fn record(&self, run: &mut Run<'_, '_>, to: &str, result: Result<String, DeliveryError>) {
+        let o = match result {
+            Ok(detail) => Outcome::Sent { detail },
+            Err(e) if e.temporary => Outcome::Deferred {
+                dsn: e.dsn,
+                reason: e.reason,
+            },
+            Err(e) => Outcome::Bounced {
+                dsn: e.dsn,
+                reason: e.reason,
+            },
+        };
+        self.log_outcome(run, to, o);
+    }
+
+    /// Logs one final delivery in Postfix's format and keeps the outcome.
+    fn log_outcome(&self, run: &mut Run<'_, '_>, to: &str, o: Outcome) {
+        let now = SystemTime::now();
+        let total = now.duration_since(run.msg.arrival).unwrap_or(Duration::ZERO);
+        let xmit = run.start.elapsed();
+        let before = total.saturating_sub(xmit);
+        let orig = if run.original.is_empty() || run.original.eq_ignore_ascii_case(to) {
+            String::new()
+        } else {
+            format!(", orig_to=<{}>", run.original)
+        };
+        let (dsn, status, text) = match &o {
+            Outcome::Sent { detail } => ("2.0.0", "sent", detail.as_str()),
+            Outcome::Deferred { dsn, reason } => (dsn.as_str(), "deferred", reason.as_str()),
+            Outcome::Bounced { dsn, reason } => (dsn.as_str(), "bounced", reason.as_str()),
+        };
+        tracing::info!(
+            "{}: to=<{}>{}, relay=local, delay={}, delays={}/0/0/{}, dsn={}, status={} ({})",
+            run.msg.queue_id,
+            to,
+            orig,
+            fmt_delay(total),
+            fmt_delay(before),
+            fmt_delay(xmit),
+            dsn,
+            status,
+            text
+        );
+        run.outcomes.push(o);
+    }
+}
+
+/// The process's own user, for alias deliveries (they run as local itself).
+fn current_user() -> RunAs {
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => RunAs {
+            name: u.name,
+            uid: Some(uid.as_raw()),
+            gid: Some(u.gid.as_raw()),
+            home: u.dir,
+        },
+        _ => RunAs {
+            name: uid.to_string(),
+            uid: Some(uid.as_raw()),
+            gid: None,
+            home: PathBuf::from("/"),
+        },
+    }
+}
+
+/// Postfix-style delay text: "0", "0.05", "1.2", "37".
+fn fmt_delay(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 0.005 {
+        "0".into()
+    } else if s < 0.1 {
+        format!("{s:.2}")
+    } else if s < 10.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.0}")
+    }
+}
+
+/// Aggregates leaf outcomes: any deferred → Deferred; else any bounced →
+/// Bounced; else Sent (details joined). No leaf at all (everything was a
+/// duplicate) counts as sent.
+fn aggregate(outcomes: Vec<Outcome>) -> Outcome {
+    if let Some(d) = outcomes.iter().find(|o| matches!(o, Outcome::Deferred { .. })) {
+        return d.clone();
+    }
+    if let Some(b) = outcomes.iter().find(|o| matches!(o, Outcome::Bounced { .. })) {
+        return b.clone();
+    }
+    let mut details: Vec<String> = Vec::new();
+    for o in outcomes {
+        if let Outcome::Sent { detail } = o
+            && !details.contains(&detail)
+        {
+            details.push(detail);
+        }
+    }
+    if details.is_empty() {
+        details.push("delivered".into());
+    }
+    Outcome::Sent {
+        detail: details.join("; "),
+    }
+}
+
+/// Expands $name, ${name}, ${name?text} (text if non-empty) and ${name:text}
+/// (text if empty) from `vars`; unknown names expand to "".
+fn expand_vars(s: &str, vars: &[(&str, String)], depth: usize) -> String {
+    let get = |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str()).unwrap_or("");
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(inner) = after.strip_prefix('{') {
+            let Some(close) = inner.find('}') else {
+                out.push_str(&rest[i..]);
+                return out;
+            };
+            let body = &inner[..close];
+            let (name, op) = match body.find(['?', ':']) {
+                Some(p) => (&body[..p], Some((&body[p..p + 1], &body[p + 1..]))),
+                None => (body, None),
+            };
+            let v = get(name);
+            match op {
+                None => out.push_str(v),
+                Some(("?", t)) if !v.is_empty() && depth < 5 => out.push_str(&expand_vars(t, vars, depth + 1)),
+                Some((":", t)) if v.is_empty() && depth < 5 => out.push_str(&expand_vars(t, vars, depth + 1)),
+                Some(_) => {}
+            }
+            rest = &inner[close + 1..];
+        } else {
+            let n = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            if n == 0 {
+                out.push('$');
+            } else {
+                out.push_str(get(&after[..n]));
+            }
+            rest = &after[n..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -31,11 +31,19 @@ pub struct DeliveryError {
 impl DeliveryError {
     /// A temporary failure.
     pub fn temp(dsn: &str, reason: impl Into<String>) -> DeliveryError {
-        DeliveryError { temporary: true, dsn: dsn.into(), reason: reason.into() }
+        DeliveryError {
+            temporary: true,
+            dsn: dsn.into(),
+            reason: reason.into(),
+        }
     }
     /// A permanent failure.
     pub fn perm(dsn: &str, reason: impl Into<String>) -> DeliveryError {
-        DeliveryError { temporary: false, dsn: dsn.into(), reason: reason.into() }
+        DeliveryError {
+            temporary: false,
+            dsn: dsn.into(),
+            reason: reason.into(),
+        }
     }
     /// Maps an I/O error: quota / file too big bounce (5.2.2, as Postfix), anything else defers (4.2.0).
     pub fn io(context: &str, e: &io::Error) -> DeliveryError {
@@ -57,7 +65,11 @@ pub struct ContentReader<'a> {
 impl<'a> ContentReader<'a> {
     /// A reader over `len` bytes of `file` starting at `offset`.
     pub fn new(file: &'a File, offset: u64, len: u64) -> ContentReader<'a> {
-        ContentReader { file, pos: offset, end: offset.saturating_add(len) }
+        ContentReader {
+            file,
+            pos: offset,
+            end: offset.saturating_add(len),
+        }
     }
 }
 
@@ -70,7 +82,10 @@ impl Read for ContentReader<'_> {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "queue file shorter than its content length"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "queue file shorter than its content length",
+            ));
         }
         self.pos += n as u64;
         Ok(n)
@@ -89,15 +104,14 @@ pub fn delivered_to_values(content: ContentReader<'_>) -> io::Result<Vec<String>
     let text = String::from_utf8_lossy(&head[..end]);
     let mut out = Vec::new();
     let mut current: Option<String> = None;
-    let mut finish = |cur: Option<String>, out: &mut Vec<String>| {
-        if let Some(h) = cur {
-            if let Some((name, value)) = h.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("delivered-to") {
-                    let v = value.trim();
-                    let v = v.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(v);
-                    out.push(v.trim().to_lowercase());
-                }
-            }
+    let finish = |cur: Option<String>, out: &mut Vec<String>| {
+        if let Some(h) = cur
+            && let Some((name, value)) = h.split_once(':')
+            && name.trim().eq_ignore_ascii_case("delivered-to")
+        {
+            let v = value.trim();
+            let v = v.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(v);
+            out.push(v.trim().to_lowercase());
         }
     };
     for line in text.split('\n') {
@@ -155,7 +169,8 @@ pub fn deliver_maildir(dir: &Path, hostname: &str, prefix: &[u8], content: Conte
     b.recursive(true).mode(0o700);
     for sub in ["tmp", "new", "cur"] {
         let p = dir.join(sub);
-        b.create(&p).map_err(|e| DeliveryError::io(&format!("create maildir {}", p.display()), &e))?;
+        b.create(&p)
+            .map_err(|e| DeliveryError::io(&format!("create maildir {}", p.display()), &e))?;
     }
     let unique = maildir_unique(hostname);
     let tmp = dir.join("tmp").join(&unique);
@@ -227,7 +242,12 @@ struct FromQuoter<W: Write> {
 
 impl<W: Write> FromQuoter<W> {
     fn new(inner: W) -> FromQuoter<W> {
-        FromQuoter { inner, pending: Vec::new(), at_line_start: true, ends_with_newline: true }
+        FromQuoter {
+            inner,
+            pending: Vec::new(),
+            at_line_start: true,
+            ends_with_newline: true,
+        }
     }
 
     fn finish(mut self) -> io::Result<(W, bool)> {
@@ -339,7 +359,10 @@ fn dotlock(mbox: &Path) -> Result<DotLock, DeliveryError> {
             Err(e) => return Err(DeliveryError::io(&format!("create lock file {}", lock.display()), &e)),
         }
     }
-    Err(DeliveryError::temp("4.2.0", format!("mailbox {} is locked (lock file {})", mbox.display(), lock.display())))
+    Err(DeliveryError::temp(
+        "4.2.0",
+        format!("mailbox {} is locked (lock file {})", mbox.display(), lock.display()),
+    ))
 }
 
 /// Appends one message in mbox format to `path` (created 0600 if missing):
@@ -364,9 +387,14 @@ pub fn append_mbox(
             Some(libc::ELOOP) => DeliveryError::perm("5.2.0", format!("{}: is a symbolic link: refused", path.display())),
             _ => DeliveryError::io(&format!("open {}", path.display()), &e),
         })?;
-    let meta = file.metadata().map_err(|e| DeliveryError::io(&format!("stat {}", path.display()), &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| DeliveryError::io(&format!("stat {}", path.display()), &e))?;
     if !meta.is_file() || meta.nlink() != 1 {
-        return Err(DeliveryError::perm("5.2.0", format!("{}: not a regular file with one link: refused", path.display())));
+        return Err(DeliveryError::perm(
+            "5.2.0",
+            format!("{}: not a regular file with one link: refused", path.display()),
+        ));
     }
     let mut locked = false;
     for _ in 0..LOCK_ATTEMPTS {
@@ -380,11 +408,18 @@ pub fn append_mbox(
         return Err(DeliveryError::temp("4.2.0", format!("mailbox {} is locked", path.display())));
     }
     // Size after locking: another writer may have appended meanwhile.
-    let old_len = file.metadata().map(|m| m.len()).map_err(|e| DeliveryError::io(&format!("stat {}", path.display()), &e))?;
-    let sender_word = if sender.is_empty() { "MAILER-DAEMON".to_string() } else { clean(sender).replace(' ', "_") };
+    let old_len = file
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|e| DeliveryError::io(&format!("stat {}", path.display()), &e))?;
+    let sender_word = if sender.is_empty() {
+        "MAILER-DAEMON".to_string()
+    } else {
+        clean(sender).replace(' ', "_")
+    };
     let result = (|| -> io::Result<()> {
         let mut w = BufWriter::new(&file);
-        write!(w, "From {}  {}\n", sender_word, asctime(now))?;
+        writeln!(w, "From {}  {}", sender_word, asctime(now))?;
         let mut q = FromQuoter::new(w);
         q.write_all(prefix)?;
         let mut content = content;
@@ -432,7 +467,8 @@ mod tests {
 
     #[test]
     fn finds_delivered_to_in_header_only() {
-        let (f, len) = content(b"Delivered-To: <Joe@Example.org>\nX: y\nDelivered-To:\n ann@example.org\n\nDelivered-To: body@example.org\n");
+        let (f, len) =
+            content(b"Delivered-To: <Joe@Example.org>\nX: y\nDelivered-To:\n ann@example.org\n\nDelivered-To: body@example.org\n");
         let v = delivered_to_values(ContentReader::new(f.as_file(), 15, len)).unwrap();
         assert_eq!(v, vec!["joe@example.org", "ann@example.org"]);
     }
@@ -496,7 +532,15 @@ mod tests {
         let mbox = d.path().join("joe");
         let (f, len) = content(b"Subject: a\n\nFrom here\nno newline at end");
         let t = UNIX_EPOCH + Duration::from_secs(86_400 * 365);
-        append_mbox(&mbox, true, "", t, b"Delivered-To: joe@x\n", ContentReader::new(f.as_file(), 15, len)).unwrap();
+        append_mbox(
+            &mbox,
+            true,
+            "",
+            t,
+            b"Delivered-To: joe@x\n",
+            ContentReader::new(f.as_file(), 15, len),
+        )
+        .unwrap();
         append_mbox(&mbox, true, "s@x", t, b"", ContentReader::new(f.as_file(), 15, len)).unwrap();
         let text = std::fs::read_to_string(&mbox).unwrap();
         assert_eq!(

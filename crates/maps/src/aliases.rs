@@ -121,13 +121,17 @@ fn split_name(line: &str) -> Result<(String, &str), String> {
         }
         let end = end.ok_or_else(|| "unterminated quoted alias name".to_string())?;
         let rest = after[end..].trim_start();
-        let rest = rest.strip_prefix(':').ok_or_else(|| "expected ':' after the alias name".to_string())?;
+        let rest = rest
+            .strip_prefix(':')
+            .ok_or_else(|| "expected ':' after the alias name".to_string())?;
         if name.is_empty() {
             return Err("empty alias name".into());
         }
         return Ok((name.to_lowercase(), rest));
     }
-    let (name, rest) = line.split_once(':').ok_or_else(|| "expected \"name: target, ...\" (no ':' found)".to_string())?;
+    let (name, rest) = line
+        .split_once(':')
+        .ok_or_else(|| "expected \"name: target, ...\" (no ':' found)".to_string())?;
     let name = name.trim_end();
     if name.is_empty() {
         return Err("empty alias name".into());

@@ -21,7 +21,11 @@ pub struct MapError {
 impl MapError {
     /// Builds an error; a short-hand used throughout the crate.
     pub fn new(file: impl Into<PathBuf>, line: usize, reason: impl Into<String>) -> MapError {
-        MapError { file: file.into(), line, reason: reason.into() }
+        MapError {
+            file: file.into(),
+            line,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -36,9 +40,7 @@ impl std::error::Error for MapError {}
 /// Reads a whole file as UTF-8, mapping failures to a [`MapError`] on line 0.
 pub(crate) fn read_file(path: &std::path::Path) -> Result<String, MapError> {
     let bytes = std::fs::read(path).map_err(|e| MapError::new(path, 0, format!("cannot read: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| {
-        MapError::new(path, 0, format!("not valid UTF-8 (byte offset {})", e.utf8_error().valid_up_to()))
-    })
+    String::from_utf8(bytes).map_err(|e| MapError::new(path, 0, format!("not valid UTF-8 (byte offset {})", e.utf8_error().valid_up_to())))
 }
 
 /// Splits text into "logical lines" as Postfix does for its tables: blank
@@ -61,7 +63,12 @@ pub(crate) fn logical_lines(text: &str) -> Result<Vec<(usize, String)>, (usize, 
                     cur.push(' ');
                     cur.push_str(trimmed.trim_end());
                 }
-                None => return Err((lineno, "continuation line (starts with white space) without a preceding entry".into())),
+                None => {
+                    return Err((
+                        lineno,
+                        "continuation line (starts with white space) without a preceding entry".into(),
+                    ));
+                }
             }
         } else {
             out.push((lineno, line.trim_end().to_string()));

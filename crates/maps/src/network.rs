@@ -32,9 +32,15 @@ impl Cidr {
                 _ => return Err(format!("\"{s}\": bad prefix length \"{l}\"")),
             },
         };
-        let cidr = Cidr { addr: mask(addr, prefix), prefix };
+        let cidr = Cidr {
+            addr: mask(addr, prefix),
+            prefix,
+        };
         if cidr.addr != addr {
-            return Err(format!("\"{s}\": non-null host address bits (did you mean {}/{}?)", cidr.addr, prefix));
+            return Err(format!(
+                "\"{s}\": non-null host address bits (did you mean {}/{}?)",
+                cidr.addr, prefix
+            ));
         }
         Ok(cidr)
     }
@@ -170,7 +176,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_entries() {
-        for bad in ["192.0.2.1/24", "300.1.1.1", "10.0.0.0/33", "[::1]/129", "hash:/etc/nets", "host.example", "1.2.3.4/x", "!/etc/x"] {
+        for bad in [
+            "192.0.2.1/24",
+            "300.1.1.1",
+            "10.0.0.0/33",
+            "[::1]/129",
+            "hash:/etc/nets",
+            "host.example",
+            "1.2.3.4/x",
+            "!/etc/x",
+        ] {
             assert!(NetworkList::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
     }
@@ -185,6 +200,10 @@ mod tests {
         assert!(l.contains(ip("2001:db8::5")));
         assert!(!l.contains(ip("10.2.0.1")));
         std::fs::write(&f, "10.1.0.1/16\n").unwrap();
-        assert!(NetworkList::parse(&[f.display().to_string()]).unwrap_err().contains("host address bits"));
+        assert!(
+            NetworkList::parse(&[f.display().to_string()])
+                .unwrap_err()
+                .contains("host address bits")
+        );
     }
 }

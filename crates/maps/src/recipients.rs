@@ -74,7 +74,12 @@ struct Stamp {
 
 fn stamp(path: &Path) -> Result<Stamp, MapError> {
     let m = std::fs::metadata(path).map_err(|e| MapError::new(path, 0, format!("cannot stat: {e}")))?;
-    Ok(Stamp { mtime: m.mtime(), mtime_nsec: m.mtime_nsec(), size: m.size(), ino: m.ino() })
+    Ok(Stamp {
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+        size: m.size(),
+        ino: m.ino(),
+    })
 }
 
 #[derive(Debug)]
@@ -96,27 +101,30 @@ struct Source {
 impl Source {
     /// Opens `spec`; `alias_syntax` makes hash-like tables read as aliases(5).
     fn open(spec: &str, base_dir: &Path, alias_syntax: bool) -> Result<Source, MapError> {
-        if alias_syntax {
-            if let Some(path) = hash_source(spec, base_dir) {
-                let st = stamp(&path)?;
-                let a = Aliases::load(&path)?;
-                for w in a.warnings() {
-                    tracing::warn!("{w}");
-                }
-                return Ok(Source {
-                    spec: spec.to_string(),
-                    base_dir: base_dir.to_path_buf(),
-                    kind: Kind::Aliases(a),
-                    file: Some((path, st)),
-                });
+        if alias_syntax && let Some(path) = hash_source(spec, base_dir) {
+            let st = stamp(&path)?;
+            let a = Aliases::load(&path)?;
+            for w in a.warnings() {
+                tracing::warn!("{w}");
             }
+            return Ok(Source {
+                spec: spec.to_string(),
+                base_dir: base_dir.to_path_buf(),
+                kind: Kind::Aliases(a),
+                file: Some((path, st)),
+            });
         }
         let t = Table::open(spec, base_dir)?;
         let file = match t.source_file() {
             Some(p) => Some((p.to_path_buf(), stamp(p)?)),
             None => None,
         };
-        Ok(Source { spec: spec.to_string(), base_dir: base_dir.to_path_buf(), kind: Kind::Table(t), file })
+        Ok(Source {
+            spec: spec.to_string(),
+            base_dir: base_dir.to_path_buf(),
+            kind: Kind::Table(t),
+            file,
+        })
     }
 
     fn users(path: &Path) -> Result<Source, MapError> {
@@ -227,8 +235,10 @@ impl LocalRecipients {
     pub fn from_config(main: &postern_config::MainCf) -> Result<LocalRecipients, MapError> {
         let base = config_dir(main);
         let specs = split_map_list(&main.str("local_recipient_maps"));
-        let alias_files: HashSet<PathBuf> =
-            split_map_list(&main.str("alias_maps")).iter().filter_map(|s| hash_source(s, &base)).collect();
+        let alias_files: HashSet<PathBuf> = split_map_list(&main.str("alias_maps"))
+            .iter()
+            .filter_map(|s| hash_source(s, &base))
+            .collect();
         let mut sources = Vec::new();
         for spec in &specs {
             let as_alias = hash_source(spec, &base).is_some_and(|p| alias_files.contains(&p));
@@ -238,7 +248,11 @@ impl LocalRecipients {
         if !users_file.is_empty() {
             sources.push(Source::users(Path::new(&users_file))?);
         }
-        Ok(LocalRecipients { accept_all: specs.is_empty(), sources, delimiters: main.str("recipient_delimiter") })
+        Ok(LocalRecipients {
+            accept_all: specs.is_empty(),
+            sources,
+            delimiters: main.str("recipient_delimiter"),
+        })
     }
 
     /// True if `local_part` (with or without extension) is a known recipient.
@@ -428,7 +442,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("aliases"), "a: b, |/bin/true\n").unwrap();
         let mut am = AliasMaps::open(
-            &["texthash:aliases".to_string(), "inline:{ a=ignored, { c = x, \"|y, z\" } }".to_string()],
+            &[
+                "texthash:aliases".to_string(),
+                "inline:{ a=ignored, { c = x, \"|y, z\" } }".to_string(),
+            ],
             d.path(),
         )
         .unwrap();
@@ -436,7 +453,10 @@ mod tests {
             am.lookup("A").unwrap().unwrap(),
             vec![AliasTarget::Address("b".into()), AliasTarget::Command("/bin/true".into())]
         );
-        assert_eq!(am.lookup("c").unwrap().unwrap(), vec![AliasTarget::Address("x".into()), AliasTarget::Command("y, z".into())]);
+        assert_eq!(
+            am.lookup("c").unwrap().unwrap(),
+            vec![AliasTarget::Address("x".into()), AliasTarget::Command("y, z".into())]
+        );
         assert_eq!(am.lookup("zz").unwrap(), None);
     }
 
@@ -446,7 +466,10 @@ mod tests {
         std::fs::write(d.path().join("doms"), "a.example OK\n").unwrap();
         std::fs::write(d.path().join("list"), "# more\nlisted.example other.example\n").unwrap();
         let list = d.path().join("list").display().to_string();
-        let m = config(d.path(), &[("mydestination", &format!("$myhostname, localhost, texthash:doms {list}"))]);
+        let m = config(
+            d.path(),
+            &[("mydestination", &format!("$myhostname, localhost, texthash:doms {list}"))],
+        );
         for yes in ["mail.example.org", "MAIL.example.org.", "localhost", "a.example", "Listed.Example"] {
             assert!(is_local_domain(&m, yes), "{yes}");
         }

@@ -125,7 +125,11 @@ impl Table {
             }
             "unix" => match name {
                 "passwd.byname" => Ok(Table::UnixPasswd),
-                _ => Err(MapError::new(spec, 0, format!("unsupported unix table \"{name}\" (only passwd.byname)"))),
+                _ => Err(MapError::new(
+                    spec,
+                    0,
+                    format!("unsupported unix table \"{name}\" (only passwd.byname)"),
+                )),
             },
             other => Err(MapError::new(spec, 0, format!("unsupported table type \"{other}\""))),
         }
@@ -314,9 +318,16 @@ fn parse_regexp(text: &str, path: &Path) -> Result<Vec<RegexpRule>, MapError> {
                 other => return Err(err(format!("unknown flag '{other}'"))),
             }
         }
-        b.case_insensitive(icase).multi_line(multi).dot_matches_new_line(dotall).ignore_whitespace(ext);
+        b.case_insensitive(icase)
+            .multi_line(multi)
+            .dot_matches_new_line(dotall)
+            .ignore_whitespace(ext);
         let re = b.build().map_err(|e| err(format!("bad regular expression: {e}")))?;
-        out.push(RegexpRule { re, negate, result: result.to_string() });
+        out.push(RegexpRule {
+            re,
+            negate,
+            result: result.to_string(),
+        });
     }
     Ok(out)
 }
@@ -356,10 +367,10 @@ fn substitute(template: &str, caps: &regex::Captures<'_>) -> String {
                 (template[i + 1..j].parse::<usize>().ok(), j)
             }
         };
-        if let Some(n) = num {
-            if let Some(m) = caps.get(n) {
-                out.push_str(m.as_str());
-            }
+        if let Some(n) = num
+            && let Some(m) = caps.get(n)
+        {
+            out.push_str(m.as_str());
         }
         i = next;
         lit_start = next;
@@ -409,7 +420,10 @@ mod tests {
         assert!(Table::open("inline:{ noequals }", Path::new("/")).is_err());
         let s = Table::open("static:{relay.example}", Path::new("/")).unwrap();
         assert_eq!(s.lookup("anything").unwrap().as_deref(), Some("relay.example"));
-        assert_eq!(Table::open("static:x", Path::new("/")).unwrap().lookup("").unwrap().as_deref(), Some("x"));
+        assert_eq!(
+            Table::open("static:x", Path::new("/")).unwrap().lookup("").unwrap().as_deref(),
+            Some("x")
+        );
     }
 
     #[test]
@@ -463,7 +477,12 @@ mod tests {
         assert!(root.starts_with("root:*:0:0:"), "{root}");
         assert_eq!(t.lookup("no-such-user-postern").unwrap(), None);
         assert!(Table::open("unix:group.byname", Path::new("/")).is_err());
-        assert!(Table::open("ldap:/etc/x", Path::new("/")).unwrap_err().reason.contains("unsupported"));
+        assert!(
+            Table::open("ldap:/etc/x", Path::new("/"))
+                .unwrap_err()
+                .reason
+                .contains("unsupported")
+        );
         assert!(Table::open("noprefix", Path::new("/")).is_err());
     }
 

@@ -40,7 +40,10 @@ fn parse_id(field: &str, what: &str) -> Result<Option<u32>, String> {
     if field.is_empty() {
         return Ok(None);
     }
-    field.parse::<u32>().map(Some).map_err(|_| format!("{what} \"{field}\" is not a number"))
+    field
+        .parse::<u32>()
+        .map(Some)
+        .map_err(|_| format!("{what} \"{field}\" is not a number"))
 }
 
 fn valid_name(name: &str) -> Result<(), String> {
@@ -81,7 +84,12 @@ impl UsersFile {
                 },
             };
             if out.index.contains_key(&name) {
-                out.warnings.push(format!("{}:{}: duplicate user \"{}\": the last one wins", path.display(), lineno, name));
+                out.warnings.push(format!(
+                    "{}:{}: duplicate user \"{}\": the last one wins",
+                    path.display(),
+                    lineno,
+                    name
+                ));
             }
             out.upsert(user);
         }
@@ -182,8 +190,20 @@ mod tests {
         let t = "joe:{PLAIN}a:1:2::/home/joe\nann:{PLAIN}b\n";
         let mut u = UsersFile::parse(t, Path::new(P)).unwrap();
         assert_eq!(u.to_text(), t);
-        u.upsert(MailUser { name: "Ann".into(), password: "{PLAIN}c".into(), uid: None, gid: Some(5), home: None });
-        u.upsert(MailUser { name: "zed".into(), password: String::new(), uid: None, gid: None, home: None });
+        u.upsert(MailUser {
+            name: "Ann".into(),
+            password: "{PLAIN}c".into(),
+            uid: None,
+            gid: Some(5),
+            home: None,
+        });
+        u.upsert(MailUser {
+            name: "zed".into(),
+            password: String::new(),
+            uid: None,
+            gid: None,
+            home: None,
+        });
         assert_eq!(u.to_text(), "joe:{PLAIN}a:1:2::/home/joe\nann:{PLAIN}c::5\nzed\n");
         let again = UsersFile::parse(&u.to_text(), Path::new(P)).unwrap();
         assert_eq!(again.get("ann").unwrap().gid, Some(5));

@@ -1,1 +1,4 @@
-fn main() {}
+//! `master [-c CONFIG_DIR] [-f] [-v]`: the Postern master process (see the library docs).
+fn main() {
+    postern_master::master_main(std::env::args().skip(1).collect())
+}

@@ -1,0 +1,31 @@
+//! A test service on the single_server skeleton: echoes each line back
+//! prefixed with its pid ("1234 hello"), so tests can see which process
+//! served them. With the argument `crash` it fails in init (exit 1), for
+//! the throttling tests.
+use std::rc::Rc;
+use std::sync::Arc;
+
+use postern_service::{Connection, ServiceContext, single_server};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+fn main() {
+    single_server(
+        "echo",
+        |ctx: &Arc<ServiceContext>| {
+            if ctx.args.iter().any(|a| a == "crash") {
+                return Err("told to crash at start-up".to_string());
+            }
+            Ok(ctx.clone())
+        },
+        |_ctx: Rc<Arc<ServiceContext>>, conn: Connection| async move {
+            let pid = std::process::id();
+            let (r, mut w) = tokio::io::split(conn);
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if w.write_all(format!("{pid} {line}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,260 @@
+//! The first mail path, end to end: a real master with its real services on
+//! loopback, a real SMTP conversation, mail landing in Maildirs.
+
+use postern_tests::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn started(opts: Options) -> Instance {
+    let mut i = Instance::new(opts);
+    i.start();
+    i
+}
+
+#[test]
+fn message_lands_byte_exact_in_the_maildir() {
+    let inst = started(Options::default());
+    let long_value = "x".repeat(900);
+    let mut content = Vec::new();
+    content.extend_from_slice(b"From: Sender <sender@remote.example>\r\n");
+    content.extend_from_slice(b"To: alice@example.test\r\n");
+    content.extend_from_slice(b"Subject: a folded\r\n  and long subject line\r\n");
+    content.extend_from_slice(format!("X-Long: {long_value}\r\n").as_bytes());
+    content.extend_from_slice(b"Message-ID: <byte-exact@remote.example>\r\n");
+    content.extend_from_slice(b"Date: Sun, 22 Nov 2026 03:05:00 +0000\r\n");
+    content.extend_from_slice(b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n");
+    content.extend_from_slice(b"\r\n");
+    content.extend_from_slice(b".leading dot (stuffed on the wire)\r\n");
+    content.extend_from_slice(b"..two leading dots\r\n");
+    content.extend_from_slice(b".\tdot and tab\r\n");
+    content.extend_from_slice("8-bit: gr\u{fc}\u{df}e, \u{65e5}\u{672c}, \u{1f600}\r\n".as_bytes());
+    content.extend_from_slice(&[0xff, 0xfe, b' ', b'r', b'a', b'w', b'\r', b'\n']);
+    content.extend_from_slice(b"trailing spaces   \r\n");
+    content.extend_from_slice(b"\r\n");
+    content.extend_from_slice(b"last line\r\n");
+    let r = Smtp::send_one(inst_addr(&inst), "sender@remote.example", &["alice@example.test"], &content);
+    let id = queued_id(&r);
+    let msgs = inst.wait_mail("alice", 1, T);
+    assert_eq!(msgs.len(), 1);
+    let got = &msgs[0];
+    let want = to_lf(&content);
+    assert!(got.ends_with(&want), "content not byte-exact:\n{}", String::from_utf8_lossy(got));
+    let added = String::from_utf8_lossy(&got[..got.len() - want.len()]).into_owned();
+    assert!(added.starts_with("Return-Path: <sender@remote.example>\n"), "{added}");
+    assert!(added.contains("Delivered-To: alice@example.test\n"), "{added}");
+    assert!(added.contains(&format!("with ESMTP id {id}")), "{added}");
+    assert!(added.contains("Received: from client.example (unknown [127.0.0.1])"), "{added}");
+    // Message-ID and Date were present, so none were added.
+    assert!(!added.contains("Message-Id:"), "{added}");
+    // One grep on the queue ID follows the message through every program.
+    assert!(wait_until(T, || inst.log().contains(&format!("{id}: removed"))), "{}", inst.log());
+    let log = inst.log();
+    for needle in [
+        format!("postern/smtpd["),
+        format!("]: {id}: client=unknown[127.0.0.1]"),
+        format!("postern/cleanup["),
+        format!("]: {id}: message-id=<byte-exact@remote.example>"),
+        format!("]: {id}: from=<sender@remote.example>, size="),
+        format!("]: {id}: to=<alice@example.test>, relay=local"),
+        "status=sent".to_string(),
+    ] {
+        assert!(log.contains(&needle), "log lacks {needle:?}:\n{log}");
+    }
+    assert!(inst.queue_empty());
+}
+
+fn inst_addr(inst: &Instance) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], inst.smtp_port))
+}
+
+#[test]
+fn missing_message_id_and_date_are_added() {
+    let inst = started(Options::default());
+    let r = Smtp::send_one(inst_addr(&inst), "s@remote.example", &["bob@example.test"], b"Subject: bare\r\n\r\nbody\r\n");
+    let id = queued_id(&r);
+    let msgs = inst.wait_mail("bob", 1, T);
+    let h = header_of(&msgs[0]);
+    assert!(h.contains(&format!("Message-Id: <")) && h.contains(&format!(".{id}@mail.example.test>")), "{h}");
+    assert!(h.contains("\nDate: "), "{h}");
+}
+
+#[test]
+fn an_alias_fans_out_to_two_mailboxes() {
+    let inst = started(Options::default());
+    let r = Smtp::send_one(inst_addr(&inst), "s@remote.example", &["team@example.test"], b"Subject: team\r\n\r\nhello team\r\n");
+    queued_id(&r);
+    let a = inst.wait_mail("alice", 1, T);
+    let b = inst.wait_mail("bob", 1, T);
+    assert!(a[0].ends_with(b"hello team\n") && b[0].ends_with(b"hello team\n"));
+    assert!(inst.mailbox("carol").is_empty());
+    // Nested: all -> team (alice, bob) + carol.
+    let r = Smtp::send_one(inst_addr(&inst), "s@remote.example", &["all@example.test"], b"Subject: all\r\n\r\nhello all\r\n");
+    queued_id(&r);
+    inst.wait_mail("alice", 2, T);
+    inst.wait_mail("bob", 2, T);
+    inst.wait_mail("carol", 1, T);
+}
+
+#[test]
+fn unknown_users_and_relaying_are_refused_at_rcpt() {
+    let inst = started(Options::default());
+    let mut c = inst.smtp();
+    assert_eq!(c.cmd("EHLO client.example").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<s@remote.example>").code, 250);
+    let r = c.cmd("RCPT TO:<nobody@example.test>");
+    assert_eq!(r.code, 550, "{r:?}");
+    assert!(r.text().starts_with("5.1.1 <nobody@example.test>: Recipient address rejected"), "{r:?}");
+    let r = c.cmd("RCPT TO:<someone@elsewhere.example>");
+    assert_eq!(r.code, 554, "{r:?}");
+    assert!(r.text().starts_with("5.7.1 <someone@elsewhere.example>: Relay access denied"), "{r:?}");
+    // Postmaster is always accepted, with or without a domain.
+    assert_eq!(c.cmd("RCPT TO:<Postmaster>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<postmaster@example.test>").code, 250);
+    assert_eq!(c.cmd("QUIT").code, 221);
+    let log = inst.log();
+    assert!(log.contains("NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nobody@example.test>"), "{log}");
+}
+
+#[test]
+fn clients_in_mynetworks_may_relay() {
+    let inst = started(Options { mynetworks: "127.0.0.0/8".into(), ..Options::default() });
+    let mut c = inst.smtp();
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<someone@elsewhere.example>").code, 250);
+}
+
+#[test]
+fn bare_lf_dot_does_not_end_the_message() {
+    let inst = started(Options::default());
+    for (n, smuggle) in [
+        &b"\n.\nMAIL FROM:<evil@remote.example>\nRCPT TO:<bob@example.test>\nDATA\nsmuggled\n.\n"[..],
+        &b"\r.\rMAIL FROM:<evil@remote.example>\rRCPT TO:<bob@example.test>\rDATA\rsmuggled\r.\r"[..],
+        &b"\n.\r\nMAIL FROM:<evil@remote.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nsmuggled\r\n.\r\n"[..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut c = inst.smtp();
+        c.cmd("EHLO client.example");
+        assert_eq!(c.cmd("MAIL FROM:<s@remote.example>").code, 250);
+        assert_eq!(c.cmd("RCPT TO:<alice@example.test>").code, 250);
+        assert_eq!(c.cmd("DATA").code, 354);
+        c.raw(format!("Subject: smuggle {n}\r\n\r\nbefore").as_bytes());
+        c.raw(smuggle);
+        c.raw(b"after\r\n.\r\n");
+        let r = c.read_reply();
+        queued_id(&r);
+        assert_eq!(c.cmd("QUIT").code, 221);
+    }
+    let msgs = inst.wait_mail("alice", 3, T);
+    for m in &msgs {
+        let text = String::from_utf8_lossy(m);
+        assert!(text.contains("smuggled") && text.ends_with("after\n"), "{text}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(inst.mailbox("bob").is_empty(), "a smuggled message was delivered");
+}
+
+#[test]
+fn fifty_concurrent_clients_each_deliver_once() {
+    let inst = started(Options::default());
+    let addr = inst_addr(&inst);
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = format!("Subject: concurrent {i}\r\n\r\nmessage number {i}\r\n");
+                let r = Smtp::send_one(addr, "s@remote.example", &["carol@example.test"], body.as_bytes());
+                queued_id(&r)
+            })
+        })
+        .collect();
+    let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 50, "queue IDs must be unique");
+    let msgs = inst.wait_mail("carol", 50, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let msgs2 = inst.mailbox("carol");
+    assert_eq!(msgs2.len(), 50, "each message exactly once");
+    for i in 0..50 {
+        let needle = format!("Subject: concurrent {i}\n");
+        let n = msgs.iter().filter(|m| String::from_utf8_lossy(m).contains(&needle)).count();
+        assert_eq!(n, 1, "message {i} delivered {n} times");
+    }
+}
+
+#[test]
+fn smtp_protocol_details() {
+    let inst = started(Options::default());
+    let mut c = inst.smtp();
+    let r = c.cmd("EHLO client.example");
+    assert_eq!(r.code, 250);
+    for ext in ["PIPELINING", "SIZE 10240000", "8BITMIME", "ENHANCEDSTATUSCODES"] {
+        assert!(r.lines.iter().any(|l| l == ext), "EHLO lacks {ext}: {r:?}");
+    }
+    assert!(!r.lines.iter().any(|l| l == "VRFY"), "VRFY is off by default");
+    assert_eq!(c.cmd("RCPT TO:<alice@example.test>").code, 503);
+    assert_eq!(c.cmd("DATA").code, 503);
+    assert_eq!(c.cmd("FROBNICATE").code, 500);
+    assert_eq!(c.cmd("VRFY alice").code, 502);
+    assert_eq!(c.cmd("NOOP").code, 250);
+    assert_eq!(c.cmd("HELP").code, 214);
+    let r = c.cmd("MAIL FROM:<s@remote.example> SIZE=999999999");
+    assert_eq!(r.code, 552, "{r:?}");
+    assert_eq!(c.cmd("MAIL FROM:<s@remote.example> SIZE=100").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<s@remote.example>").code, 503, "nested MAIL");
+    assert_eq!(c.cmd("RSET").code, 250);
+    // Pipelining: several commands in one write, replies in order.
+    c.raw(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert_eq!(c.read_reply().code, 250);
+    assert_eq!(c.read_reply().code, 550);
+    assert_eq!(c.read_reply().code, 354);
+    c.raw(b"Subject: pipelined\r\n\r\nok\r\n.\r\n");
+    queued_id(&c.read_reply());
+    let long = format!("NOOP {}", "a".repeat(5000));
+    assert_eq!(c.cmd(&long).code, 500, "over-long command line");
+    assert_eq!(c.cmd("NOOP").code, 250, "still in step after the long line");
+    assert_eq!(c.cmd("QUIT").code, 221);
+    inst.wait_mail("alice", 1, T);
+}
+
+#[test]
+fn oversized_messages_are_refused_after_data() {
+    let inst = started(Options { main_extra: "message_size_limit = 20000".into(), ..Options::default() });
+    let mut c = inst.smtp();
+    c.cmd("EHLO client.example");
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(100).repeat(300));
+    let r = c.send("s@remote.example", &["alice@example.test"], big.as_bytes());
+    assert_eq!(r.code, 552, "{r:?}");
+    // The session continues in step after the refused data.
+    assert_eq!(c.cmd("NOOP").code, 250);
+    let r = c.send("s@remote.example", &["alice@example.test"], b"Subject: small\r\n\r\nfits\r\n");
+    queued_id(&r);
+    let msgs = inst.wait_mail("alice", 1, T);
+    assert_eq!(msgs.len(), 1);
+}
+
+#[test]
+fn python_smtplib_can_send() {
+    // A real client that is not ours.
+    let inst = started(Options::default());
+    let script = format!(
+        "import smtplib\n\
+         s = smtplib.SMTP('127.0.0.1', {port}, timeout=30)\n\
+         s.ehlo('pyclient.example')\n\
+         s.sendmail('py@remote.example', ['bob@example.test'], b'Subject: from python\\r\\n\\r\\n.hello from smtplib\\r\\n')\n\
+         s.quit()\n",
+        port = inst.smtp_port
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(&script).output();
+    let Ok(out) = out else {
+        eprintln!("python3 not available; skipping");
+        return;
+    };
+    assert!(out.status.success(), "smtplib failed: {}", String::from_utf8_lossy(&out.stderr));
+    let m = inst.wait_mail("bob", 1, T);
+    assert!(m[0].ends_with(b".hello from smtplib\n"), "{}", String::from_utf8_lossy(&m[0]));
+}
