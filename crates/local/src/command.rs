@@ -48,7 +48,11 @@ const SYSEXITS: &[(i32, &str, &str)] = &[
 ];
 
 /// Runs the command with `prefix` + content on stdin. Ok(()) = exit 0.
-pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader<'_>) -> Result<(), DeliveryError> {
+pub fn run_command(
+    spec: &CommandSpec<'_>,
+    prefix: &[u8],
+    content: ContentReader<'_>,
+) -> Result<(), DeliveryError> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     let mut child = Command::new(spec.shell)
         .arg("-c")
@@ -61,9 +65,16 @@ pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|e| DeliveryError::temp("4.3.0", format!("cannot run command \"{}\": {e}", spec.command)))?;
+        .map_err(|e| {
+            DeliveryError::temp(
+                "4.3.0",
+                format!("cannot run command \"{}\": {e}", spec.command),
+            )
+        })?;
     let pid = child.id();
-    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
         let _ = child.kill();
         let _ = child.wait();
         return Err(DeliveryError::temp("4.3.0", "command pipes missing"));
@@ -81,7 +92,10 @@ pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader
                 other => other,
             }
         });
-        for mut src in [Box::new(&mut stdout) as Box<dyn Read + Send>, Box::new(&mut stderr)] {
+        for mut src in [
+            Box::new(&mut stdout) as Box<dyn Read + Send>,
+            Box::new(&mut stderr),
+        ] {
             let out = std::sync::Arc::clone(&output);
             s.spawn(move || {
                 let mut buf = [0u8; 4096];
@@ -143,14 +157,20 @@ pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader
             if let Some(sig) = st.signal() {
                 return Err(DeliveryError::temp(
                     "4.3.0",
-                    with_output(format!("command died with signal {sig}: \"{}\"", spec.command)),
+                    with_output(format!(
+                        "command died with signal {sig}: \"{}\"",
+                        spec.command
+                    )),
                 ));
             }
             let code = st.code().unwrap_or(-1);
             if code == 0 {
                 return match fed {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(DeliveryError::temp("4.3.0", format!("reading message for command: {e}"))),
+                    Ok(Err(e)) => Err(DeliveryError::temp(
+                        "4.3.0",
+                        format!("reading message for command: {e}"),
+                    )),
                     Err(_) => Err(DeliveryError::temp("4.3.0", "message feeder failed")),
                 };
             }
@@ -159,7 +179,10 @@ pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader
                 .find(|(c, _, _)| *c == code)
                 .map(|(_, d, w)| (*d, *w))
                 .unwrap_or(("5.3.0", "unknown mail system error"));
-            let reason = with_output(format!("command died with status {code} ({what}): \"{}\"", spec.command));
+            let reason = with_output(format!(
+                "command died with status {code} ({what}): \"{}\"",
+                spec.command
+            ));
             if dsn.starts_with('4') {
                 Err(DeliveryError::temp(dsn, reason))
             } else {
@@ -172,14 +195,20 @@ pub fn run_command(spec: &CommandSpec<'_>, prefix: &[u8], content: ContentReader
 /// Sends SIGKILL to the command's process group (it was made group leader).
 fn kill_group(pid: u32) {
     if let Ok(p) = i32::try_from(pid) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
 /// One line of printable output for logs: controls become spaces, runs collapsed.
 fn summarize(out: &[u8]) -> String {
     let s = String::from_utf8_lossy(out);
-    let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -202,19 +231,32 @@ mod tests {
             time_limit: limit,
         };
         (
-            run_command(&spec, b"Delivered-To: joe@x\n", ContentReader::new(f.as_file(), 0, 17)),
+            run_command(
+                &spec,
+                b"Delivered-To: joe@x\n",
+                ContentReader::new(f.as_file(), 0, 17),
+            ),
             d,
         )
     }
 
     #[test]
     fn success_gets_message_and_clean_env() {
-        let (r, d) = run("cat > \"$OUT\"; env | sort >> \"$OUT\"", Duration::from_secs(10));
+        let (r, d) = run(
+            "cat > \"$OUT\"; env | sort >> \"$OUT\"",
+            Duration::from_secs(10),
+        );
         r.unwrap();
         let out = std::fs::read_to_string(d.path().join("out")).unwrap();
-        assert!(out.starts_with("Delivered-To: joe@x\nSubject: t\n\nbody\n"), "{out}");
+        assert!(
+            out.starts_with("Delivered-To: joe@x\nSubject: t\n\nbody\n"),
+            "{out}"
+        );
         assert!(out.contains("RECIPIENT=joe@x\n"));
-        assert!(!out.contains("HOME=") && !out.contains("CARGO"), "environment leaked: {out}");
+        assert!(
+            !out.contains("HOME=") && !out.contains("CARGO"),
+            "environment leaked: {out}"
+        );
     }
 
     #[test]
@@ -228,7 +270,10 @@ mod tests {
         assert!(e.reason.contains("no such user"), "{e:?}");
         let (r, _d) = run("exit 1", Duration::from_secs(10));
         let e = r.unwrap_err();
-        assert!(!e.temporary && e.dsn == "5.3.0" && e.reason.contains("status 1"), "{e:?}");
+        assert!(
+            !e.temporary && e.dsn == "5.3.0" && e.reason.contains("status 1"),
+            "{e:?}"
+        );
         let (r, _d) = run("exit 0", Duration::from_secs(10));
         r.unwrap();
     }

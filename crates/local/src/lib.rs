@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod server;
 pub mod mailbox;
 
 use std::collections::HashSet;
@@ -30,10 +31,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use postern_maps::{AliasMaps, AliasTarget, LocalDomains, MailUser, UsersFile, split_map_list, strip_extension};
+use postern_maps::{
+    AliasMaps, AliasTarget, LocalDomains, MailUser, UsersFile, split_map_list, strip_extension,
+};
 
 use crate::command::{CommandSpec, run_command};
-use crate::mailbox::{ContentReader, DeliveryError, append_mbox, deliver_maildir, delivered_to_values, prepended_headers};
+use crate::mailbox::{
+    ContentReader, DeliveryError, append_mbox, deliver_maildir, delivered_to_values,
+    prepended_headers,
+};
 
 /// Default for command_time_limit when main.cf does not give a usable value.
 pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(1000);
@@ -81,7 +87,11 @@ impl LocalConfig {
     pub fn from_main(main: &postern_config::MainCf) -> Result<LocalConfig, String> {
         let opt_path = |name: &str| {
             let v = main.str(name);
-            if v.is_empty() { None } else { Some(PathBuf::from(v)) }
+            if v.is_empty() {
+                None
+            } else {
+                Some(PathBuf::from(v))
+            }
         };
         let forward_raw = main
             .raw("forward_path")
@@ -90,7 +100,9 @@ impl LocalConfig {
         let shell = main.str("local_command_shell");
         let limit = match main.raw("command_time_limit") {
             Some(_) => main.time("command_time_limit").map_err(|e| e.to_string())?,
-            None => main.time("command_time_limit").unwrap_or(COMMAND_TIME_LIMIT),
+            None => main
+                .time("command_time_limit")
+                .unwrap_or(COMMAND_TIME_LIMIT),
         };
         let spool = main.path("mail_spool_directory");
         Ok(LocalConfig {
@@ -107,10 +119,22 @@ impl LocalConfig {
             recipient_delimiter: main.str("recipient_delimiter"),
             mydestination: split_map_list(&main.str("mydestination")),
             myhostname: main.str("myhostname"),
-            allow_mail_to_commands: main.list("allow_mail_to_commands").iter().map(|s| s.to_lowercase()).collect(),
-            allow_mail_to_files: main.list("allow_mail_to_files").iter().map(|s| s.to_lowercase()).collect(),
+            allow_mail_to_commands: main
+                .list("allow_mail_to_commands")
+                .iter()
+                .map(|s| s.to_lowercase())
+                .collect(),
+            allow_mail_to_files: main
+                .list("allow_mail_to_files")
+                .iter()
+                .map(|s| s.to_lowercase())
+                .collect(),
             forward_path: split_map_list(&forward_raw),
-            local_command_shell: if shell.is_empty() { "/bin/sh".into() } else { shell },
+            local_command_shell: if shell.is_empty() {
+                "/bin/sh".into()
+            } else {
+                shell
+            },
             command_time_limit: limit,
         })
     }
@@ -174,7 +198,12 @@ pub trait Forwarder {
     /// forwarded: an implementation should prepend "Delivered-To: ADDRESS" to
     /// the copy so that a loop through another server is detected when the
     /// message comes back. The default ignores it.
-    fn forward_delivered_to(&mut self, msg: &Message, recipients: &[String], delivered_to: &str) -> Result<(), Outcome> {
+    fn forward_delivered_to(
+        &mut self,
+        msg: &Message,
+        recipients: &[String],
+        delivered_to: &str,
+    ) -> Result<(), Outcome> {
         let _ = delivered_to;
         self.forward(msg, recipients)
     }
@@ -198,7 +227,12 @@ pub struct RunAs {
 /// or running a command. For now it runs `f` as the current process user;
 /// switching (setegid/seteuid and back) belongs here later.
 pub fn as_recipient<T>(run_as: &RunAs, f: impl FnOnce() -> T) -> T {
-    tracing::trace!("delivering as {} (uid {:?}, gid {:?})", run_as.name, run_as.uid, run_as.gid);
+    tracing::trace!(
+        "delivering as {} (uid {:?}, gid {:?})",
+        run_as.name,
+        run_as.uid,
+        run_as.gid
+    );
     f()
 }
 
@@ -259,18 +293,26 @@ pub struct LocalDelivery {
 type FileStamp = (i64, i64, u64);
 
 fn file_stamp(p: &Path) -> Option<FileStamp> {
-    std::fs::metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.size()))
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.mtime(), m.mtime_nsec(), m.size()))
 }
 
 impl LocalDelivery {
     /// Opens the alias maps, users file and mydestination tables.
     pub fn new(config: LocalConfig) -> Result<LocalDelivery, String> {
-        let aliases = AliasMaps::open(&config.alias_maps, &config.config_dir).map_err(|e| e.to_string())?;
+        let aliases =
+            AliasMaps::open(&config.alias_maps, &config.config_dir).map_err(|e| e.to_string())?;
         let users = match &config.users_file {
-            Some(p) => Some((p.clone(), file_stamp(p), UsersFile::load(p).map_err(|e| e.to_string())?)),
+            Some(p) => Some((
+                p.clone(),
+                file_stamp(p),
+                UsersFile::load(p).map_err(|e| e.to_string())?,
+            )),
             None => None,
         };
-        let domains = LocalDomains::parse(&config.mydestination, &config.config_dir).map_err(|e| e.to_string())?;
+        let domains = LocalDomains::parse(&config.mydestination, &config.config_dir)
+            .map_err(|e| e.to_string())?;
         Ok(LocalDelivery {
             config,
             aliases,
@@ -294,7 +336,13 @@ impl LocalDelivery {
     ///
     /// Every final delivery is logged in Postfix's format. Aggregate: any
     /// target deferred → Deferred; else any bounced → Bounced; else Sent.
-    pub fn deliver(&mut self, msg: &Message, address: &str, original: &str, fwd: &mut dyn Forwarder) -> Outcome {
+    pub fn deliver(
+        &mut self,
+        msg: &Message,
+        address: &str,
+        original: &str,
+        fwd: &mut dyn Forwarder,
+    ) -> Outcome {
         let loop_seen = match delivered_to_values(msg.reader()) {
             Ok(v) => v,
             Err(e) => {
@@ -310,7 +358,10 @@ impl LocalDelivery {
                 self.record(
                     &mut run,
                     address,
-                    Err(DeliveryError::temp("4.3.0", format!("cannot read queue file: {e}"))),
+                    Err(DeliveryError::temp(
+                        "4.3.0",
+                        format!("cannot read queue file: {e}"),
+                    )),
                 );
                 return aggregate(run.outcomes);
             }
@@ -346,7 +397,8 @@ impl LocalDelivery {
         if let Some((path, stamp, users)) = &mut self.users {
             let now = file_stamp(path);
             if now != *stamp {
-                *users = UsersFile::load(path).map_err(|e| format!("users file unavailable: {e}"))?;
+                *users =
+                    UsersFile::load(path).map_err(|e| format!("users file unavailable: {e}"))?;
                 *stamp = now;
             }
         }
@@ -370,26 +422,41 @@ impl LocalDelivery {
 
     /// Handles one local recipient. `stack` holds the names being expanded
     /// (with the class of the expansion) to detect self-references and loops.
-    fn recipient(&mut self, run: &mut Run<'_, '_>, local: &str, domain: &str, depth: usize, stack: &mut Vec<(String, Class)>) {
+    fn recipient(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        local: &str,
+        domain: &str,
+        depth: usize,
+        stack: &mut Vec<(String, Class)>,
+    ) {
         let r = self.rcpt(local, domain);
         if depth > MAX_EXPANSION_DEPTH {
             return self.record(
                 run,
                 &r.address,
-                Err(DeliveryError::perm("5.4.6", format!("alias expansion too deep for {}", r.address))),
+                Err(DeliveryError::perm(
+                    "5.4.6",
+                    format!("alias expansion too deep for {}", r.address),
+                )),
             );
         }
         if run.loop_seen.contains(&r.address) {
             return self.record(
                 run,
                 &r.address,
-                Err(DeliveryError::perm("5.4.6", format!("mail forwarding loop for {}", r.address))),
+                Err(DeliveryError::perm(
+                    "5.4.6",
+                    format!("mail forwarding loop for {}", r.address),
+                )),
             );
         }
         // A name already being expanded (itself or further up): skip its
         // alias; skip its .forward too if that is what got us here.
         let in_alias = stack.iter().any(|(n, _)| *n == r.base || *n == r.local);
-        let in_forward = stack.iter().any(|(n, c)| *n == r.base && *c == Class::Forward);
+        let in_forward = stack
+            .iter()
+            .any(|(n, c)| *n == r.base && *c == Class::Forward);
         if !in_alias {
             let mut found = None;
             let mut keys = vec![r.local.clone()];
@@ -407,7 +474,10 @@ impl LocalDelivery {
                         return self.record(
                             run,
                             &r.address,
-                            Err(DeliveryError::temp("4.3.0", format!("alias database unavailable: {e}"))),
+                            Err(DeliveryError::temp(
+                                "4.3.0",
+                                format!("alias database unavailable: {e}"),
+                            )),
                         );
                     }
                 }
@@ -421,7 +491,10 @@ impl LocalDelivery {
             }
         }
         // 2. users_file (virtual) users.
-        let vuser = self.users.as_ref().and_then(|(_, _, u)| u.get(&r.base).cloned());
+        let vuser = self
+            .users
+            .as_ref()
+            .and_then(|(_, _, u)| u.get(&r.base).cloned());
         if let Some(u) = vuser {
             return self.virtual_user(run, &r, &u);
         }
@@ -432,7 +505,10 @@ impl LocalDelivery {
                 return self.record(
                     run,
                     &r.address,
-                    Err(DeliveryError::temp("4.3.0", format!("password database lookup failed: {e}"))),
+                    Err(DeliveryError::temp(
+                        "4.3.0",
+                        format!("password database lookup failed: {e}"),
+                    )),
                 );
             }
         };
@@ -440,7 +516,10 @@ impl LocalDelivery {
             return self.record(
                 run,
                 &r.address,
-                Err(DeliveryError::perm("5.1.1", format!("unknown user: \"{}\"", r.base))),
+                Err(DeliveryError::perm(
+                    "5.1.1",
+                    format!("unknown user: \"{}\"", r.base),
+                )),
             );
         };
         let run_as = RunAs {
@@ -488,7 +567,10 @@ impl LocalDelivery {
                     &r.address,
                     Err(DeliveryError::temp(
                         "4.3.5",
-                        format!("user \"{}\" has no home and virtual_mailbox_base is not set", u.name),
+                        format!(
+                            "user \"{}\" has no home and virtual_mailbox_base is not set",
+                            u.name
+                        ),
                     )),
                 );
             }
@@ -509,7 +591,14 @@ impl LocalDelivery {
     }
 
     /// home_mailbox under `home`: a Maildir when it ends in '/', else an mbox file.
-    fn write_home_mailbox(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, home: &Path, mb: &str) -> Result<String, DeliveryError> {
+    fn write_home_mailbox(
+        &self,
+        run: &Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        home: &Path,
+        mb: &str,
+    ) -> Result<String, DeliveryError> {
         let path = home.join(mb.trim_start_matches('/'));
         if mb.ends_with('/') {
             self.write_maildir(run, r, run_as, &path)
@@ -524,15 +613,33 @@ impl LocalDelivery {
         prepended_headers(run.msg.sender, Some(run.original.as_str()), &r.address)
     }
 
-    fn write_maildir(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, dir: &Path) -> Result<(), DeliveryError> {
+    fn write_maildir(
+        &self,
+        run: &Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        dir: &Path,
+    ) -> Result<(), DeliveryError> {
         let prefix = self.prefix(run, r);
         as_recipient(run_as, || {
-            deliver_maildir(dir, &self.config.myhostname, prefix.as_bytes(), run.msg.reader())
+            deliver_maildir(
+                dir,
+                &self.config.myhostname,
+                prefix.as_bytes(),
+                run.msg.reader(),
+            )
         })
         .map(|_| ())
     }
 
-    fn write_mbox(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, path: &Path, dotlock: bool) -> Result<(), DeliveryError> {
+    fn write_mbox(
+        &self,
+        run: &Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        path: &Path,
+        dotlock: bool,
+    ) -> Result<(), DeliveryError> {
         let prefix = self.prefix(run, r);
         as_recipient(run_as, || {
             append_mbox(
@@ -548,8 +655,18 @@ impl LocalDelivery {
 
     /// Finds and reads the first existing forward_path file of a system user.
     /// Ok(None) = no usable .forward (missing, empty, or refused as unsafe).
-    fn read_forward(&self, r: &Rcpt, run_as: &RunAs) -> Result<Option<Vec<AliasTarget>>, DeliveryError> {
-        let delim = self.config.recipient_delimiter.chars().next().map(String::from).unwrap_or_default();
+    fn read_forward(
+        &self,
+        r: &Rcpt,
+        run_as: &RunAs,
+    ) -> Result<Option<Vec<AliasTarget>>, DeliveryError> {
+        let delim = self
+            .config
+            .recipient_delimiter
+            .chars()
+            .next()
+            .map(String::from)
+            .unwrap_or_default();
         for template in &self.config.forward_path {
             let vars = [
                 ("home", run_as.home.display().to_string()),
@@ -557,7 +674,14 @@ impl LocalDelivery {
                 ("local", r.local.clone()),
                 ("domain", r.domain.clone()),
                 ("extension", r.ext.clone()),
-                ("recipient_delimiter", if r.ext.is_empty() { String::new() } else { delim.clone() }),
+                (
+                    "recipient_delimiter",
+                    if r.ext.is_empty() {
+                        String::new()
+                    } else {
+                        delim.clone()
+                    },
+                ),
             ];
             let path = expand_vars(template, &vars, 0);
             if path.is_empty() || !path.starts_with('/') {
@@ -568,7 +692,12 @@ impl LocalDelivery {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
-                Err(e) => return Err(DeliveryError::temp("4.3.0", format!("cannot examine {}: {e}", path.display()))),
+                Err(e) => {
+                    return Err(DeliveryError::temp(
+                        "4.3.0",
+                        format!("cannot examine {}: {e}", path.display()),
+                    ));
+                }
             };
             let owner_ok = meta.uid() == 0 || Some(meta.uid()) == run_as.uid;
             if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 {
@@ -579,10 +708,11 @@ impl LocalDelivery {
                 );
                 continue;
             }
-            let text = as_recipient(run_as, || std::fs::read_to_string(&path))
-                .map_err(|e| DeliveryError::temp("4.3.0", format!("cannot read {}: {e}", path.display())))?;
-            let targets =
-                postern_maps::parse_targets(&text).map_err(|e| DeliveryError::temp("4.3.0", format!("{}: {e}", path.display())))?;
+            let text = as_recipient(run_as, || std::fs::read_to_string(&path)).map_err(|e| {
+                DeliveryError::temp("4.3.0", format!("cannot read {}: {e}", path.display()))
+            })?;
+            let targets = postern_maps::parse_targets(&text)
+                .map_err(|e| DeliveryError::temp("4.3.0", format!("{}: {e}", path.display())))?;
             if targets.is_empty() {
                 continue;
             }
@@ -611,7 +741,8 @@ impl LocalDelivery {
                         Some((l, d)) => (l.to_string(), d.to_lowercase()),
                         None => (a.clone(), r.domain.clone()),
                     };
-                    let dom_local = dom.is_empty() || dom == r.domain || self.domains.contains(&dom);
+                    let dom_local =
+                        dom.is_empty() || dom == r.domain || self.domains.contains(&dom);
                     if dom_local {
                         self.recipient(run, &lp.to_lowercase(), &dom, depth + 1, stack);
                     } else if run.done.insert(format!("forward:{}", a.to_lowercase())) {
@@ -619,19 +750,42 @@ impl LocalDelivery {
                     }
                 }
                 AliasTarget::Command(cmd) => {
-                    if !self.config.allow_mail_to_commands.iter().any(|c| c == class.name()) {
-                        self.record(run, &r.address, Err(DeliveryError::perm("5.7.1", "mail to command is restricted")));
+                    if !self
+                        .config
+                        .allow_mail_to_commands
+                        .iter()
+                        .any(|c| c == class.name())
+                    {
+                        self.record(
+                            run,
+                            &r.address,
+                            Err(DeliveryError::perm(
+                                "5.7.1",
+                                "mail to command is restricted",
+                            )),
+                        );
                         continue;
                     }
                     if !run.done.insert(format!("command:{cmd}")) {
                         continue;
                     }
-                    let result = self.command(run, r, run_as, cmd).map(|_| format!("delivered to command: {cmd}"));
+                    let result = self
+                        .command(run, r, run_as, cmd)
+                        .map(|_| format!("delivered to command: {cmd}"));
                     self.record(run, &r.address, result);
                 }
                 AliasTarget::File(path) => {
-                    if !self.config.allow_mail_to_files.iter().any(|c| c == class.name()) {
-                        self.record(run, &r.address, Err(DeliveryError::perm("5.7.1", "mail to file is restricted")));
+                    if !self
+                        .config
+                        .allow_mail_to_files
+                        .iter()
+                        .any(|c| c == class.name())
+                    {
+                        self.record(
+                            run,
+                            &r.address,
+                            Err(DeliveryError::perm("5.7.1", "mail to file is restricted")),
+                        );
                         continue;
                     }
                     if !run.done.insert(format!("file:{}", path.display())) {
@@ -651,7 +805,10 @@ impl LocalDelivery {
                         self.record(
                             run,
                             &r.address,
-                            Err(DeliveryError::perm("5.4.6", format!("alias expansion too deep for {}", r.address))),
+                            Err(DeliveryError::perm(
+                                "5.4.6",
+                                format!("alias expansion too deep for {}", r.address),
+                            )),
                         );
                         continue;
                     }
@@ -670,11 +827,16 @@ impl LocalDelivery {
                         }
                     };
                     match postern_maps::parse_targets(&text) {
-                        Ok(inc) => self.targets(run, r, run_as, &inc, Class::Include, depth + 1, stack),
+                        Ok(inc) => {
+                            self.targets(run, r, run_as, &inc, Class::Include, depth + 1, stack)
+                        }
                         Err(e) => self.record(
                             run,
                             &r.address,
-                            Err(DeliveryError::temp("4.3.0", format!("include file {}: {e}", path.display()))),
+                            Err(DeliveryError::temp(
+                                "4.3.0",
+                                format!("include file {}: {e}", path.display()),
+                            )),
                         ),
                     }
                 }
@@ -691,7 +853,13 @@ impl LocalDelivery {
         }
     }
 
-    fn command(&self, run: &Run<'_, '_>, r: &Rcpt, run_as: &RunAs, cmd: &str) -> Result<(), DeliveryError> {
+    fn command(
+        &self,
+        run: &Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        cmd: &str,
+    ) -> Result<(), DeliveryError> {
         let env = vec![
             ("HOME", run_as.home.display().to_string()),
             ("USER", run_as.name.clone()),
@@ -711,7 +879,9 @@ impl LocalDelivery {
             time_limit: self.config.command_time_limit,
         };
         let prefix = self.prefix(run, r);
-        as_recipient(run_as, || run_command(&spec, prefix.as_bytes(), run.msg.reader()))
+        as_recipient(run_as, || {
+            run_command(&spec, prefix.as_bytes(), run.msg.reader())
+        })
     }
 
     fn record(&self, run: &mut Run<'_, '_>, to: &str, result: Result<String, DeliveryError>) {
@@ -732,7 +902,9 @@ impl LocalDelivery {
     /// Logs one final delivery in Postfix's format and keeps the outcome.
     fn log_outcome(&self, run: &mut Run<'_, '_>, to: &str, o: Outcome) {
         let now = SystemTime::now();
-        let total = now.duration_since(run.msg.arrival).unwrap_or(Duration::ZERO);
+        let total = now
+            .duration_since(run.msg.arrival)
+            .unwrap_or(Duration::ZERO);
         let xmit = run.start.elapsed();
         let before = total.saturating_sub(xmit);
         let orig = if run.original.is_empty() || run.original.eq_ignore_ascii_case(to) {
@@ -798,10 +970,16 @@ fn fmt_delay(d: Duration) -> String {
 /// Bounced; else Sent (details joined). No leaf at all (everything was a
 /// duplicate) counts as sent.
 fn aggregate(outcomes: Vec<Outcome>) -> Outcome {
-    if let Some(d) = outcomes.iter().find(|o| matches!(o, Outcome::Deferred { .. })) {
+    if let Some(d) = outcomes
+        .iter()
+        .find(|o| matches!(o, Outcome::Deferred { .. }))
+    {
         return d.clone();
     }
-    if let Some(b) = outcomes.iter().find(|o| matches!(o, Outcome::Bounced { .. })) {
+    if let Some(b) = outcomes
+        .iter()
+        .find(|o| matches!(o, Outcome::Bounced { .. }))
+    {
         return b.clone();
     }
     let mut details: Vec<String> = Vec::new();
@@ -823,7 +1001,12 @@ fn aggregate(outcomes: Vec<Outcome>) -> Outcome {
 /// Expands $name, ${name}, ${name?text} (text if non-empty) and ${name:text}
 /// (text if empty) from `vars`; unknown names expand to "".
 fn expand_vars(s: &str, vars: &[(&str, String)], depth: usize) -> String {
-    let get = |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str()).unwrap_or("");
+    let get = |n: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -842,8 +1025,12 @@ fn expand_vars(s: &str, vars: &[(&str, String)], depth: usize) -> String {
             let v = get(name);
             match op {
                 None => out.push_str(v),
-                Some(("?", t)) if !v.is_empty() && depth < 5 => out.push_str(&expand_vars(t, vars, depth + 1)),
-                Some((":", t)) if v.is_empty() && depth < 5 => out.push_str(&expand_vars(t, vars, depth + 1)),
+                Some(("?", t)) if !v.is_empty() && depth < 5 => {
+                    out.push_str(&expand_vars(t, vars, depth + 1))
+                }
+                Some((":", t)) if v.is_empty() && depth < 5 => {
+                    out.push_str(&expand_vars(t, vars, depth + 1))
+                }
                 Some(_) => {}
             }
             rest = &inner[close + 1..];

@@ -48,7 +48,9 @@ impl DeliveryError {
     /// Maps an I/O error: quota / file too big bounce (5.2.2, as Postfix), anything else defers (4.2.0).
     pub fn io(context: &str, e: &io::Error) -> DeliveryError {
         match e.raw_os_error() {
-            Some(libc::EDQUOT) | Some(libc::EFBIG) => DeliveryError::perm("5.2.2", format!("{context}: mailbox full: {e}")),
+            Some(libc::EDQUOT) | Some(libc::EFBIG) => {
+                DeliveryError::perm("5.2.2", format!("{context}: mailbox full: {e}"))
+            }
             _ => DeliveryError::temp("4.2.0", format!("{context}: {e}")),
         }
     }
@@ -100,7 +102,11 @@ const HEADER_SCAN_LIMIT: u64 = 1 << 20;
 pub fn delivered_to_values(content: ContentReader<'_>) -> io::Result<Vec<String>> {
     let mut head = Vec::new();
     content.take(HEADER_SCAN_LIMIT).read_to_end(&mut head)?;
-    let end = head.windows(2).position(|w| w == b"\n\n").map(|p| p + 1).unwrap_or(head.len());
+    let end = head
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| p + 1)
+        .unwrap_or(head.len());
     let text = String::from_utf8_lossy(&head[..end]);
     let mut out = Vec::new();
     let mut current: Option<String> = None;
@@ -110,7 +116,10 @@ pub fn delivered_to_values(content: ContentReader<'_>) -> io::Result<Vec<String>
             && name.trim().eq_ignore_ascii_case("delivered-to")
         {
             let v = value.trim();
-            let v = v.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(v);
+            let v = v
+                .strip_prefix('<')
+                .and_then(|x| x.strip_suffix('>'))
+                .unwrap_or(v);
             out.push(v.trim().to_lowercase());
         }
     };
@@ -150,7 +159,9 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A Maildir unique name: "SECS.M{micros}P{pid}Q{counter}.HOST", with '/'
 /// and ':' in HOST written as \057 and \072 (maildir(5)).
 pub fn maildir_unique(hostname: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     let host = hostname.replace('/', "\\057").replace(':', "\\072");
     format!(
         "{}.M{}P{}Q{}.{}",
@@ -164,7 +175,12 @@ pub fn maildir_unique(hostname: &str) -> String {
 
 /// Delivers into the Maildir `dir` (created with cur/ new/ tmp/ at 0700 if
 /// missing). Returns the final path in new/.
-pub fn deliver_maildir(dir: &Path, hostname: &str, prefix: &[u8], content: ContentReader<'_>) -> Result<PathBuf, DeliveryError> {
+pub fn deliver_maildir(
+    dir: &Path,
+    hostname: &str,
+    prefix: &[u8],
+    content: ContentReader<'_>,
+) -> Result<PathBuf, DeliveryError> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true).mode(0o700);
     for sub in ["tmp", "new", "cur"] {
@@ -203,7 +219,10 @@ pub fn deliver_maildir(dir: &Path, hostname: &str, prefix: &[u8], content: Conte
 
 /// "Www Mmm dd hh:mm:ss yyyy" (asctime layout, UTC) for the mbox From line.
 pub fn asctime(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -217,7 +236,9 @@ pub fn asctime(t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {}",
         WD[days.rem_euclid(7) as usize],
@@ -336,7 +357,12 @@ fn dotlock(mbox: &Path) -> Result<DotLock, DeliveryError> {
     name.push(".lock");
     let lock = PathBuf::from(name);
     for _ in 0..LOCK_ATTEMPTS {
-        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&lock) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock)
+        {
             Ok(_) => return Ok(DotLock { path: Some(lock) }),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let stale = std::fs::symlink_metadata(&lock)
@@ -351,17 +377,34 @@ fn dotlock(mbox: &Path) -> Result<DotLock, DeliveryError> {
                 }
                 std::thread::sleep(LOCK_DELAY);
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+                ) =>
+            {
                 // No write access to the spool directory: rely on the kernel lock alone.
-                tracing::debug!("cannot create {}: {e}; using the file lock only", lock.display());
+                tracing::debug!(
+                    "cannot create {}: {e}; using the file lock only",
+                    lock.display()
+                );
                 return Ok(DotLock { path: None });
             }
-            Err(e) => return Err(DeliveryError::io(&format!("create lock file {}", lock.display()), &e)),
+            Err(e) => {
+                return Err(DeliveryError::io(
+                    &format!("create lock file {}", lock.display()),
+                    &e,
+                ));
+            }
         }
     }
     Err(DeliveryError::temp(
         "4.2.0",
-        format!("mailbox {} is locked (lock file {})", mbox.display(), lock.display()),
+        format!(
+            "mailbox {} is locked (lock file {})",
+            mbox.display(),
+            lock.display()
+        ),
     ))
 }
 
@@ -376,7 +419,11 @@ pub fn append_mbox(
     prefix: &[u8],
     content: ContentReader<'_>,
 ) -> Result<(), DeliveryError> {
-    let _dot = if use_dotlock { Some(dotlock(path)?) } else { None };
+    let _dot = if use_dotlock {
+        Some(dotlock(path)?)
+    } else {
+        None
+    };
     let file = OpenOptions::new()
         .append(true)
         .create(true)
@@ -384,7 +431,10 @@ pub fn append_mbox(
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => DeliveryError::perm("5.2.0", format!("{}: is a symbolic link: refused", path.display())),
+            Some(libc::ELOOP) => DeliveryError::perm(
+                "5.2.0",
+                format!("{}: is a symbolic link: refused", path.display()),
+            ),
             _ => DeliveryError::io(&format!("open {}", path.display()), &e),
         })?;
     let meta = file
@@ -393,7 +443,10 @@ pub fn append_mbox(
     if !meta.is_file() || meta.nlink() != 1 {
         return Err(DeliveryError::perm(
             "5.2.0",
-            format!("{}: not a regular file with one link: refused", path.display()),
+            format!(
+                "{}: not a regular file with one link: refused",
+                path.display()
+            ),
         ));
     }
     let mut locked = false;
@@ -405,7 +458,10 @@ pub fn append_mbox(
         std::thread::sleep(LOCK_DELAY);
     }
     if !locked {
-        return Err(DeliveryError::temp("4.2.0", format!("mailbox {} is locked", path.display())));
+        return Err(DeliveryError::temp(
+            "4.2.0",
+            format!("mailbox {} is locked", path.display()),
+        ));
     }
     // Size after locking: another writer may have appended meanwhile.
     let old_len = file
@@ -435,7 +491,11 @@ pub fn append_mbox(
     })();
     let outcome = result.map_err(|e| {
         if let Err(t) = file.set_len(old_len).and_then(|_| file.sync_all()) {
-            tracing::warn!("cannot truncate {} back to {} bytes: {t}", path.display(), old_len);
+            tracing::warn!(
+                "cannot truncate {} back to {} bytes: {t}",
+                path.display(),
+                old_len
+            );
         }
         DeliveryError::io(&format!("write {}", path.display()), &e)
     });
@@ -458,11 +518,16 @@ mod tests {
     fn content_reader_reads_exact_range() {
         let (f, len) = content(b"Subject: x\n\nbody\n");
         let mut s = String::new();
-        ContentReader::new(f.as_file(), 15, len).read_to_string(&mut s).unwrap();
+        ContentReader::new(f.as_file(), 15, len)
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "Subject: x\n\nbody\n");
         let mut r = ContentReader::new(f.as_file(), 15, len + 10);
         let mut v = Vec::new();
-        assert!(r.read_to_end(&mut v).is_err(), "short file must be an error, not silent truncation");
+        assert!(
+            r.read_to_end(&mut v).is_err(),
+            "short file must be an error, not silent truncation"
+        );
     }
 
     #[test]
@@ -476,7 +541,10 @@ mod tests {
     #[test]
     fn asctime_layout() {
         assert_eq!(asctime(UNIX_EPOCH), "Thu Jan  1 00:00:00 1970");
-        assert_eq!(asctime(UNIX_EPOCH + Duration::from_secs(1_709_210_096)), "Thu Feb 29 12:34:56 2024");
+        assert_eq!(
+            asctime(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
+            "Thu Feb 29 12:34:56 2024"
+        );
     }
 
     #[test]
@@ -484,7 +552,11 @@ mod tests {
         let mut out = Vec::new();
         let mut q = FromQuoter::new(&mut out);
         // Split writes at awkward places to exercise the pending state.
-        for chunk in [&b"From a\n>Fr"[..], b"om b\n>>From c\nFrom\nFromage\n From d\nx From e\nFro", b"m "] {
+        for chunk in [
+            &b"From a\n>Fr"[..],
+            b"om b\n>>From c\nFrom\nFromage\n From d\nx From e\nFro",
+            b"m ",
+        ] {
             q.write_all(chunk).unwrap();
         }
         let (_, nl) = q.finish().unwrap();
@@ -502,11 +574,24 @@ mod tests {
         let (f, len) = content(body);
         let md = d.path().join("Maildir");
         let prefix = prepended_headers("s@x", Some("orig@x"), "joe@x");
-        let p1 = deliver_maildir(&md, "h/o:st", prefix.as_bytes(), ContentReader::new(f.as_file(), 15, len)).unwrap();
-        let p2 = deliver_maildir(&md, "h/o:st", prefix.as_bytes(), ContentReader::new(f.as_file(), 15, len)).unwrap();
+        let p1 = deliver_maildir(
+            &md,
+            "h/o:st",
+            prefix.as_bytes(),
+            ContentReader::new(f.as_file(), 15, len),
+        )
+        .unwrap();
+        let p2 = deliver_maildir(
+            &md,
+            "h/o:st",
+            prefix.as_bytes(),
+            ContentReader::new(f.as_file(), 15, len),
+        )
+        .unwrap();
         assert_ne!(p1, p2);
         let data = std::fs::read(&p1).unwrap();
-        let mut expect = b"Return-Path: <s@x>\nX-Original-To: orig@x\nDelivered-To: joe@x\n".to_vec();
+        let mut expect =
+            b"Return-Path: <s@x>\nX-Original-To: orig@x\nDelivered-To: joe@x\n".to_vec();
         expect.extend_from_slice(body);
         assert_eq!(data, expect);
         let name = p1.file_name().unwrap().to_str().unwrap().to_string();
@@ -523,7 +608,10 @@ mod tests {
 
     #[test]
     fn header_values_cannot_inject_lines() {
-        assert_eq!(prepended_headers("a\r\nX: y", None, "b"), "Return-Path: <aX: y>\nDelivered-To: b\n");
+        assert_eq!(
+            prepended_headers("a\r\nX: y", None, "b"),
+            "Return-Path: <aX: y>\nDelivered-To: b\n"
+        );
     }
 
     #[test]
@@ -541,7 +629,15 @@ mod tests {
             ContentReader::new(f.as_file(), 15, len),
         )
         .unwrap();
-        append_mbox(&mbox, true, "s@x", t, b"", ContentReader::new(f.as_file(), 15, len)).unwrap();
+        append_mbox(
+            &mbox,
+            true,
+            "s@x",
+            t,
+            b"",
+            ContentReader::new(f.as_file(), 15, len),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&mbox).unwrap();
         assert_eq!(
             text,
@@ -560,13 +656,29 @@ From s@x  Fri Jan  1 00:00:00 1971\nSubject: a\n\n>From here\nno newline at end\
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let (f, len) = content(b"x\n");
-        let e = append_mbox(&link, false, "s", UNIX_EPOCH, b"", ContentReader::new(f.as_file(), 15, len)).unwrap_err();
+        let e = append_mbox(
+            &link,
+            false,
+            "s",
+            UNIX_EPOCH,
+            b"",
+            ContentReader::new(f.as_file(), 15, len),
+        )
+        .unwrap_err();
         assert!(!e.temporary, "{e:?}");
         // Content range past the end of the queue file: the write fails midway
         // and the mailbox must be restored to its old size.
         let mbox = d.path().join("mbox");
         std::fs::write(&mbox, "old\n").unwrap();
-        let e = append_mbox(&mbox, false, "s", UNIX_EPOCH, b"", ContentReader::new(f.as_file(), 15, len + 100)).unwrap_err();
+        let e = append_mbox(
+            &mbox,
+            false,
+            "s",
+            UNIX_EPOCH,
+            b"",
+            ContentReader::new(f.as_file(), 15, len + 100),
+        )
+        .unwrap_err();
         assert!(e.temporary);
         assert_eq!(std::fs::read_to_string(&mbox).unwrap(), "old\n");
     }
@@ -578,9 +690,22 @@ From s@x  Fri Jan  1 00:00:00 1971\nSubject: a\n\n>From here\nno newline at end\
         let lock = d.path().join("joe.lock");
         std::fs::write(&lock, "").unwrap();
         let old = SystemTime::now() - Duration::from_secs(600);
-        File::options().write(true).open(&lock).unwrap().set_modified(old).unwrap();
+        File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let (f, len) = content(b"x\n");
-        append_mbox(&mbox, true, "s", UNIX_EPOCH, b"", ContentReader::new(f.as_file(), 15, len)).unwrap();
+        append_mbox(
+            &mbox,
+            true,
+            "s",
+            UNIX_EPOCH,
+            b"",
+            ContentReader::new(f.as_file(), 15, len),
+        )
+        .unwrap();
         assert!(!lock.exists());
     }
 }

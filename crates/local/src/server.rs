@@ -29,7 +29,7 @@ impl CleanupForwarder {
         CleanupForwarder { socket: queue_dir.join("public").join("cleanup"), timeout }
     }
 
-    fn try_forward(&self, msg: &Message, recipients: &[String]) -> Result<String, String> {
+    fn try_forward(&self, msg: &Message, recipients: &[String], delivered_to: Option<&str>) -> Result<String, String> {
         let mut ch = BlockingChannel::connect(&self.socket, self.timeout).map_err(|e| format!("connect to {}: {e}", self.socket.display()))?;
         let io = |e: std::io::Error| e.to_string();
         ch.send(&CleanupRequest::Open {
@@ -49,6 +49,11 @@ impl CleanupForwarder {
         ch.send(&CleanupRequest::Sender { address: msg.sender.to_string() }).map_err(io)?;
         for r in recipients {
             ch.send(&CleanupRequest::Recipient { address: r.clone(), original: r.clone() }).map_err(io)?;
+        }
+        if let Some(d) = delivered_to {
+            // Lets the next hop (or we, when it comes back) see the loop.
+            let line = format!("Delivered-To: {}\n", d.replace(['\r', '\n'], ""));
+            ch.send(&CleanupRequest::Content { data: line.into_bytes() }).map_err(io)?;
         }
         let mut reader = postern_queue::content_reader_for(msg.content, msg.content_offset, msg.content_len);
         let mut buf = vec![0u8; CHUNK_SIZE];
@@ -70,7 +75,17 @@ impl CleanupForwarder {
 
 impl crate::Forwarder for CleanupForwarder {
     fn forward(&mut self, msg: &Message, recipients: &[String]) -> Result<(), Outcome> {
-        match self.try_forward(msg, recipients) {
+        self.forward_delivered_to_opt(msg, recipients, None)
+    }
+
+    fn forward_delivered_to(&mut self, msg: &Message, recipients: &[String], delivered_to: &str) -> Result<(), Outcome> {
+        self.forward_delivered_to_opt(msg, recipients, Some(delivered_to))
+    }
+}
+
+impl CleanupForwarder {
+    fn forward_delivered_to_opt(&mut self, msg: &Message, recipients: &[String], d: Option<&str>) -> Result<(), Outcome> {
+        match self.try_forward(msg, recipients, d) {
             Ok(_) => Ok(()),
             Err(e) => Err(Outcome::Deferred { dsn: "4.3.0".into(), reason: format!("cannot forward mail: {e}") }),
         }

@@ -16,7 +16,12 @@ fn env(aliases: &str, users: &str, extra: &[(&str, &str)]) -> (Env, LocalDeliver
     env_body(aliases, users, extra, BODY)
 }
 
-fn env_body(aliases: &str, users: &str, extra: &[(&str, &str)], body: &[u8]) -> (Env, LocalDelivery) {
+fn env_body(
+    aliases: &str,
+    users: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (Env, LocalDelivery) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("aliases"), aliases).unwrap();
@@ -25,11 +30,20 @@ fn env_body(aliases: &str, users: &str, extra: &[(&str, &str)], body: &[u8]) -> 
     let mut main = postern_config::MainCf::parse("", &d.join("main.cf")).unwrap();
     main.set("alias_maps", "hash:aliases");
     main.set("users_file", &d.join("users").display().to_string());
-    main.set("virtual_mailbox_base", &d.join("vmail").display().to_string());
-    main.set("mail_spool_directory", &d.join("spool").display().to_string());
+    main.set(
+        "virtual_mailbox_base",
+        &d.join("vmail").display().to_string(),
+    );
+    main.set(
+        "mail_spool_directory",
+        &d.join("spool").display().to_string(),
+    );
     main.set("myhostname", "mail.example.org");
     main.set("mydestination", "$myhostname, localhost, other.example.org");
-    main.set("forward_path", &format!("{}/fwd/$user${{extension?+$extension}}", d.display()));
+    main.set(
+        "forward_path",
+        &format!("{}/fwd/$user${{extension?+$extension}}", d.display()),
+    );
     for (k, v) in extra {
         main.set(k, v);
     }
@@ -65,7 +79,9 @@ impl Env {
     fn maildir(&self, user: &str) -> Vec<String> {
         let new = self.path(&format!("vmail/{user}/Maildir/new"));
         let mut v: Vec<String> = match std::fs::read_dir(new) {
-            Ok(rd) => rd.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect(),
+            Ok(rd) => rd
+                .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect(),
             Err(_) => Vec::new(),
         };
         v.sort();
@@ -84,8 +100,14 @@ impl Forwarder for Recorder {
         self.calls.push((recipients.to_vec(), String::new()));
         Ok(())
     }
-    fn forward_delivered_to(&mut self, _msg: &Message, recipients: &[String], delivered_to: &str) -> Result<(), Outcome> {
-        self.calls.push((recipients.to_vec(), delivered_to.to_string()));
+    fn forward_delivered_to(
+        &mut self,
+        _msg: &Message,
+        recipients: &[String],
+        delivered_to: &str,
+    ) -> Result<(), Outcome> {
+        self.calls
+            .push((recipients.to_vec(), delivered_to.to_string()));
         match &self.fail {
             Some(o) => Err(o.clone()),
             None => Ok(()),
@@ -101,7 +123,12 @@ fn sent(o: &Outcome) -> bool {
 fn virtual_user_maildir_with_headers() {
     let (e, mut ld) = env("", "joe:{PLAIN}x\n", &[("recipient_delimiter", "+")]);
     let mut f = Recorder::default();
-    let o = ld.deliver(&e.msg(), "Joe+News@mail.example.org", "Joe+News@Mail.Example.org", &mut f);
+    let o = ld.deliver(
+        &e.msg(),
+        "Joe+News@mail.example.org",
+        "Joe+News@Mail.Example.org",
+        &mut f,
+    );
     assert_eq!(
         o,
         Outcome::Sent {
@@ -122,14 +149,30 @@ fn alias_fan_out_nested_self_reference_and_dedup() {
     let aliases = "team: joe, ann, sub\nsub: joe, bob@remote.example, \"Carl@Remote.Example\"\nann: ann, joe\n";
     let (e, mut ld) = env(aliases, "joe:x\nann:x\n", &[]);
     let mut f = Recorder::default();
-    let o = ld.deliver(&e.msg(), "team@mail.example.org", "team@mail.example.org", &mut f);
+    let o = ld.deliver(
+        &e.msg(),
+        "team@mail.example.org",
+        "team@mail.example.org",
+        &mut f,
+    );
     assert!(sent(&o), "{o:?}");
-    assert_eq!(e.maildir("joe").len(), 1, "joe reached three ways gets one copy");
-    assert_eq!(e.maildir("ann").len(), 1, "ann: ann delivers to ann's own mailbox");
+    assert_eq!(
+        e.maildir("joe").len(),
+        1,
+        "joe reached three ways gets one copy"
+    );
+    assert_eq!(
+        e.maildir("ann").len(),
+        1,
+        "ann: ann delivers to ann's own mailbox"
+    );
     assert_eq!(
         f.calls,
         vec![(
-            vec!["bob@remote.example".to_string(), "Carl@Remote.Example".to_string()],
+            vec![
+                "bob@remote.example".to_string(),
+                "Carl@Remote.Example".to_string()
+            ],
             "sub@mail.example.org".to_string()
         )]
     );
@@ -138,7 +181,12 @@ fn alias_fan_out_nested_self_reference_and_dedup() {
 #[test]
 fn alias_loop_delivers_to_earliest_name() {
     let (e, mut ld) = env("a: b\nb: c\nc: a\n", "a:x\nb:x\nc:x\n", &[]);
-    let o = ld.deliver(&e.msg(), "a@mail.example.org", "a@mail.example.org", &mut Recorder::default());
+    let o = ld.deliver(
+        &e.msg(),
+        "a@mail.example.org",
+        "a@mail.example.org",
+        &mut Recorder::default(),
+    );
     assert!(sent(&o), "{o:?}");
     assert_eq!(e.maildir("a").len(), 1);
     assert!(e.maildir("b").is_empty() && e.maildir("c").is_empty());
@@ -151,8 +199,15 @@ fn depth_limit_bounces() {
         aliases.push_str(&format!("l{i}: l{}\n", i + 1));
     }
     let (e, mut ld) = env(&aliases, "", &[]);
-    match ld.deliver(&e.msg(), "l0@mail.example.org", "", &mut Recorder::default()) {
-        Outcome::Bounced { dsn, reason } => assert!(dsn == "5.4.6" && reason.contains("too deep"), "{reason}"),
+    match ld.deliver(
+        &e.msg(),
+        "l0@mail.example.org",
+        "",
+        &mut Recorder::default(),
+    ) {
+        Outcome::Bounced { dsn, reason } => {
+            assert!(dsn == "5.4.6" && reason.contains("too deep"), "{reason}")
+        }
         o => panic!("{o:?}"),
     }
 }
@@ -174,7 +229,12 @@ fn unknown_user_bounces_and_other_local_domain_is_local() {
 fn delivered_to_loop_is_bounced() {
     let body = b"Delivered-To: joe@mail.example.org\nSubject: x\n\nhi\n";
     let (e, mut ld) = env_body("", "joe:x\n", &[], body);
-    match ld.deliver(&e.msg(), "joe@mail.example.org", "", &mut Recorder::default()) {
+    match ld.deliver(
+        &e.msg(),
+        "joe@mail.example.org",
+        "",
+        &mut Recorder::default(),
+    ) {
         Outcome::Bounced { dsn, reason } => {
             assert_eq!(dsn, "5.4.6");
             assert_eq!(reason, "mail forwarding loop for joe@mail.example.org");
@@ -194,7 +254,12 @@ fn command_targets_and_exit_codes() {
         out.display()
     );
     std::fs::write(e.path("aliases"), aliases).unwrap();
-    let o = ld.deliver(&e.msg(), "ok@mail.example.org", "", &mut Recorder::default());
+    let o = ld.deliver(
+        &e.msg(),
+        "ok@mail.example.org",
+        "",
+        &mut Recorder::default(),
+    );
     assert!(
         matches!(&o, Outcome::Sent { detail } if detail.starts_with("delivered to command: cat >")),
         "{o:?}"
@@ -204,19 +269,54 @@ fn command_targets_and_exit_codes() {
         text.starts_with("Return-Path: <sender@remote.example>\nDelivered-To: ok@mail.example.org\nSubject: test\n"),
         "{text}"
     );
-    assert!(text.ends_with("bye\nok@mail.example.org ok mail.example.org\n"), "{text}");
-    let o = ld.deliver(&e.msg(), "temp@mail.example.org", "", &mut Recorder::default());
-    assert!(matches!(&o, Outcome::Deferred { dsn, .. } if dsn == "4.3.0"), "{o:?}");
-    let o = ld.deliver(&e.msg(), "perm@mail.example.org", "", &mut Recorder::default());
-    assert!(matches!(&o, Outcome::Bounced { dsn, .. } if dsn == "5.6.0"), "{o:?}");
+    assert!(
+        text.ends_with("bye\nok@mail.example.org ok mail.example.org\n"),
+        "{text}"
+    );
+    let o = ld.deliver(
+        &e.msg(),
+        "temp@mail.example.org",
+        "",
+        &mut Recorder::default(),
+    );
+    assert!(
+        matches!(&o, Outcome::Deferred { dsn, .. } if dsn == "4.3.0"),
+        "{o:?}"
+    );
+    let o = ld.deliver(
+        &e.msg(),
+        "perm@mail.example.org",
+        "",
+        &mut Recorder::default(),
+    );
+    assert!(
+        matches!(&o, Outcome::Bounced { dsn, .. } if dsn == "5.6.0"),
+        "{o:?}"
+    );
 }
 
 #[test]
 fn restrictions_and_file_targets() {
-    let (e, mut ld) = env("", "", &[("allow_mail_to_commands", "forward"), ("allow_mail_to_files", "alias")]);
+    let (e, mut ld) = env(
+        "",
+        "",
+        &[
+            ("allow_mail_to_commands", "forward"),
+            ("allow_mail_to_files", "alias"),
+        ],
+    );
     let file = e.path("archive");
-    std::fs::write(e.path("aliases"), format!("cmd: |/bin/true\nfile: {}\n", file.display())).unwrap();
-    let o = ld.deliver(&e.msg(), "cmd@mail.example.org", "", &mut Recorder::default());
+    std::fs::write(
+        e.path("aliases"),
+        format!("cmd: |/bin/true\nfile: {}\n", file.display()),
+    )
+    .unwrap();
+    let o = ld.deliver(
+        &e.msg(),
+        "cmd@mail.example.org",
+        "",
+        &mut Recorder::default(),
+    );
     assert_eq!(
         o,
         Outcome::Bounced {
@@ -224,12 +324,19 @@ fn restrictions_and_file_targets() {
             reason: "mail to command is restricted".into()
         }
     );
-    let o = ld.deliver(&e.msg(), "file@mail.example.org", "", &mut Recorder::default());
+    let o = ld.deliver(
+        &e.msg(),
+        "file@mail.example.org",
+        "",
+        &mut Recorder::default(),
+    );
     assert!(sent(&o), "{o:?}");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.starts_with("From sender@remote.example  "), "{text}");
     assert!(
-        text.contains("\nDelivered-To: file@mail.example.org\nSubject: test\n\n>From the body\nbye\n\n"),
+        text.contains(
+            "\nDelivered-To: file@mail.example.org\nSubject: test\n\n>From the body\nbye\n\n"
+        ),
         "{text}"
     );
 }
@@ -241,11 +348,19 @@ fn include_files() {
     std::fs::write(&inc, "# members\njoe\nann, far@remote.example\n").unwrap();
     std::fs::write(
         e.path("aliases"),
-        format!("list: :include:{}\nbroken: :include:/nonexistent/inc\n", inc.display()),
+        format!(
+            "list: :include:{}\nbroken: :include:/nonexistent/inc\n",
+            inc.display()
+        ),
     )
     .unwrap();
     let mut f = Recorder::default();
-    assert!(sent(&ld.deliver(&e.msg(), "list@mail.example.org", "", &mut f)));
+    assert!(sent(&ld.deliver(
+        &e.msg(),
+        "list@mail.example.org",
+        "",
+        &mut f
+    )));
     assert_eq!((e.maildir("joe").len(), e.maildir("ann").len()), (1, 1));
     assert_eq!(f.calls[0].0, vec!["far@remote.example".to_string()]);
     let o = ld.deliver(&e.msg(), "broken@mail.example.org", "", &mut f);
@@ -276,11 +391,18 @@ fn forwarder_failure_is_the_outcome() {
 
 #[test]
 fn system_user_mbox_and_forward() {
-    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).unwrap().unwrap();
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap();
     let (e, mut ld) = env("", "", &[("recipient_delimiter", "+")]);
     let addr = format!("{}@mail.example.org", me.name);
     // No .forward: mbox in the spool directory.
-    assert!(sent(&ld.deliver(&e.msg(), &addr, "", &mut Recorder::default())));
+    assert!(sent(&ld.deliver(
+        &e.msg(),
+        &addr,
+        "",
+        &mut Recorder::default()
+    )));
     let mbox = std::fs::read_to_string(e.path(&format!("spool/{}", me.name))).unwrap();
     assert!(mbox.contains(&format!("Delivered-To: {addr}\n")), "{mbox}");
     // A .forward with a self-reference (\user) and a remote address.
@@ -289,11 +411,18 @@ fn system_user_mbox_and_forward() {
     std::fs::write(&fwd, format!("\\{}, away@remote.example\n", me.name)).unwrap();
     let mut f = Recorder::default();
     assert!(sent(&ld.deliver(&e.msg(), &addr, "", &mut f)));
-    assert_eq!(f.calls, vec![(vec!["away@remote.example".to_string()], addr.clone())]);
+    assert_eq!(
+        f.calls,
+        vec![(vec!["away@remote.example".to_string()], addr.clone())]
+    );
     let mbox = std::fs::read_to_string(e.path(&format!("spool/{}", me.name))).unwrap();
     assert_eq!(mbox.matches("\nDelivered-To:").count(), 2);
     // Extension-specific forward file via ${extension?...}.
-    std::fs::write(e.path(&format!("fwd/{}+list", me.name)), "listcopy@remote.example\n").unwrap();
+    std::fs::write(
+        e.path(&format!("fwd/{}+list", me.name)),
+        "listcopy@remote.example\n",
+    )
+    .unwrap();
     let mut f = Recorder::default();
     assert!(sent(&ld.deliver(
         &e.msg(),
@@ -315,9 +444,19 @@ fn system_user_mbox_and_forward() {
 #[test]
 fn aliases_reload_when_changed() {
     let (e, mut ld) = env("x: joe\n", "joe:x\nann:x\n", &[]);
-    assert!(sent(&ld.deliver(&e.msg(), "x@mail.example.org", "", &mut Recorder::default())));
+    assert!(sent(&ld.deliver(
+        &e.msg(),
+        "x@mail.example.org",
+        "",
+        &mut Recorder::default()
+    )));
     std::fs::write(e.path("aliases"), "x: ann, joe\n#longer\n").unwrap();
-    assert!(sent(&ld.deliver(&e.msg(), "x@mail.example.org", "", &mut Recorder::default())));
+    assert!(sent(&ld.deliver(
+        &e.msg(),
+        "x@mail.example.org",
+        "",
+        &mut Recorder::default()
+    )));
     assert_eq!((e.maildir("joe").len(), e.maildir("ann").len()), (2, 1));
     std::fs::write(e.path("aliases"), "broken\n").unwrap();
     assert!(matches!(
@@ -328,11 +467,24 @@ fn aliases_reload_when_changed() {
 
 #[test]
 fn var_expansion() {
-    let v = [("home", "/h".to_string()), ("extension", String::new()), ("user", "u".into())];
-    assert_eq!(expand_vars("$home/.forward${extension?+$extension}", &v, 0), "/h/.forward");
-    assert_eq!(expand_vars("${home}/x${extension:-none}$", &v, 0), "/h/x-none$");
+    let v = [
+        ("home", "/h".to_string()),
+        ("extension", String::new()),
+        ("user", "u".into()),
+    ];
+    assert_eq!(
+        expand_vars("$home/.forward${extension?+$extension}", &v, 0),
+        "/h/.forward"
+    );
+    assert_eq!(
+        expand_vars("${home}/x${extension:-none}$", &v, 0),
+        "/h/x-none$"
+    );
     let v = [("extension", "e".to_string())];
-    assert_eq!(expand_vars("a${extension?+$extension}b${unterminated", &v, 0), "a+eb${unterminated");
+    assert_eq!(
+        expand_vars("a${extension?+$extension}b${unterminated", &v, 0),
+        "a+eb${unterminated"
+    );
 }
 
 #[test]
@@ -354,6 +506,8 @@ fn delay_format_and_aggregate() {
     assert_eq!(aggregate(vec![s.clone(), b.clone()]), b);
     assert_eq!(
         aggregate(vec![s.clone(), Outcome::Sent { detail: "c".into() }, s]),
-        Outcome::Sent { detail: "a; c".into() }
+        Outcome::Sent {
+            detail: "a; c".into()
+        }
     );
 }

@@ -53,7 +53,11 @@ impl Aliases {
             let (name, rest) = split_name(&line).map_err(|r| MapError::new(path, lineno, r))?;
             let targets = parse_target_list(rest).map_err(|r| MapError::new(path, lineno, r))?;
             if targets.is_empty() {
-                return Err(MapError::new(path, lineno, format!("alias \"{name}\" has no targets")));
+                return Err(MapError::new(
+                    path,
+                    lineno,
+                    format!("alias \"{name}\" has no targets"),
+                ));
             }
             if let Some(prev) = first_line.insert(name.clone(), lineno) {
                 out.warnings.push(format!(
@@ -137,7 +141,9 @@ fn split_name(line: &str) -> Result<(String, &str), String> {
         return Err("empty alias name".into());
     }
     if name.chars().any(|c| c.is_whitespace()) {
-        return Err(format!("alias name \"{name}\" contains white space (quote it)"));
+        return Err(format!(
+            "alias name \"{name}\" contains white space (quote it)"
+        ));
     }
     Ok((name.to_lowercase(), rest))
 }
@@ -214,7 +220,11 @@ fn classify(tok: &str) -> Result<AliasTarget, String> {
         }
         return Ok(AliasTarget::Command(cmd.trim().to_string()));
     }
-    if let Some(rest) = t.get(..9).filter(|h| h.eq_ignore_ascii_case(":include:")).and(t.get(9..)) {
+    if let Some(rest) = t
+        .get(..9)
+        .filter(|h| h.eq_ignore_ascii_case(":include:"))
+        .and(t.get(9..))
+    {
         let p = unquote(rest.trim());
         if !p.starts_with('/') {
             return Err(format!(":include: needs an absolute path, got \"{p}\""));
@@ -236,7 +246,10 @@ fn classify(tok: &str) -> Result<AliasTarget, String> {
         return Err("empty address".into());
     }
     if a.chars().any(|c| c.is_control()) {
-        return Err(format!("control character in address \"{}\"", a.escape_debug()));
+        return Err(format!(
+            "control character in address \"{}\"",
+            a.escape_debug()
+        ));
     }
     Ok(AliasTarget::Address(a))
 }
@@ -281,7 +294,10 @@ list: joe, \"|/usr/bin/filter -a, -b\",\n\
 \"odd name\": /var/spool/odd/\n\
 pipe: |\"/bin/cat\"\n";
         let a = Aliases::parse(text, p()).unwrap();
-        assert_eq!(a.lookup("POSTMASTER"), Some(&[AliasTarget::Address("root".into())][..]));
+        assert_eq!(
+            a.lookup("POSTMASTER"),
+            Some(&[AliasTarget::Address("root".into())][..])
+        );
         assert_eq!(
             a.lookup("list").unwrap(),
             &[
@@ -292,9 +308,18 @@ pipe: |\"/bin/cat\"\n";
                 AliasTarget::Address("Ann@Example.org".into()),
             ]
         );
-        assert_eq!(a.lookup("Odd Name").unwrap(), &[AliasTarget::File("/var/spool/odd/".into())]);
-        assert_eq!(a.lookup("pipe").unwrap(), &[AliasTarget::Command("/bin/cat".into())]);
-        assert_eq!(a.names().collect::<Vec<_>>(), vec!["list", "odd name", "pipe", "postmaster"]);
+        assert_eq!(
+            a.lookup("Odd Name").unwrap(),
+            &[AliasTarget::File("/var/spool/odd/".into())]
+        );
+        assert_eq!(
+            a.lookup("pipe").unwrap(),
+            &[AliasTarget::Command("/bin/cat".into())]
+        );
+        assert_eq!(
+            a.names().collect::<Vec<_>>(),
+            vec!["list", "odd name", "pipe", "postmaster"]
+        );
         assert!(a.warnings().is_empty());
     }
 
@@ -303,7 +328,11 @@ pipe: |\"/bin/cat\"\n";
         let a = Aliases::parse("a: b\nA: c\n", p()).unwrap();
         assert_eq!(a.lookup("a").unwrap(), &[AliasTarget::Address("c".into())]);
         assert_eq!(a.warnings().len(), 1);
-        assert!(a.warnings()[0].contains("/etc/aliases:2"), "{:?}", a.warnings());
+        assert!(
+            a.warnings()[0].contains("/etc/aliases:2"),
+            "{:?}",
+            a.warnings()
+        );
     }
 
     #[test]

@@ -39,8 +39,18 @@ impl std::error::Error for MapError {}
 
 /// Reads a whole file as UTF-8, mapping failures to a [`MapError`] on line 0.
 pub(crate) fn read_file(path: &std::path::Path) -> Result<String, MapError> {
-    let bytes = std::fs::read(path).map_err(|e| MapError::new(path, 0, format!("cannot read: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| MapError::new(path, 0, format!("not valid UTF-8 (byte offset {})", e.utf8_error().valid_up_to())))
+    let bytes =
+        std::fs::read(path).map_err(|e| MapError::new(path, 0, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        MapError::new(
+            path,
+            0,
+            format!(
+                "not valid UTF-8 (byte offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// Splits text into "logical lines" as Postfix does for its tables: blank
@@ -66,7 +76,8 @@ pub(crate) fn logical_lines(text: &str) -> Result<Vec<(usize, String)>, (usize, 
                 None => {
                     return Err((
                         lineno,
-                        "continuation line (starts with white space) without a preceding entry".into(),
+                        "continuation line (starts with white space) without a preceding entry"
+                            .into(),
                     ));
                 }
             }
@@ -91,7 +102,10 @@ mod tests {
     fn logical_lines_join_and_skip() {
         let t = "# c\na: b,\n  c\n\n   # indented comment\n\td\ne: f\r\n";
         let l = logical_lines(t).unwrap();
-        assert_eq!(l, vec![(2, "a: b, c d".to_string()), (7, "e: f".to_string())]);
+        assert_eq!(
+            l,
+            vec![(2, "a: b, c d".to_string()), (7, "e: f".to_string())]
+        );
     }
 
     #[test]

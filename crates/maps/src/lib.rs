@@ -31,6 +31,8 @@ mod users;
 pub use aliases::{AliasTarget, Aliases, parse_targets};
 pub use error::MapError;
 pub use network::NetworkList;
-pub use recipients::{AliasMaps, LocalDomains, LocalRecipients, is_local_domain, split_map_list, strip_extension};
+pub use recipients::{
+    AliasMaps, LocalDomains, LocalRecipients, is_local_domain, split_map_list, strip_extension,
+};
 pub use table::Table;
 pub use users::{MailUser, UsersFile};

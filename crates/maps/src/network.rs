@@ -22,8 +22,13 @@ impl Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr_text = addr_part.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr_part);
-        let addr: IpAddr = addr_text.parse().map_err(|_| format!("\"{s}\": not an IP address"))?;
+        let addr_text = addr_part
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(addr_part);
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| format!("\"{s}\": not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match len_part {
             None => max,
@@ -58,7 +63,10 @@ impl Cidr {
 /// Maps ::ffff:a.b.c.d to a.b.c.d so IPv4 clients on a dual-stack socket match IPv4 networks.
 fn normalize(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -67,12 +75,20 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
             IpAddr::V4(Ipv4Addr::from(bits & m))
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
             IpAddr::V6(Ipv6Addr::from(bits & m))
         }
     }
@@ -92,7 +108,10 @@ impl NetworkList {
     pub fn parse(items: &[String]) -> Result<NetworkList, String> {
         let mut out = NetworkList::default();
         for item in items {
-            for word in item.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
+            for word in item
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+            {
                 out.add(word, 0)?;
             }
         }
@@ -114,14 +133,23 @@ impl NetworkList {
             let text = std::fs::read_to_string(pat).map_err(|e| format!("{pat}: {e}"))?;
             for line in text.lines() {
                 let line = line.split('#').next().unwrap_or("");
-                for w in line.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
+                for w in line
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|w| !w.is_empty())
+                {
                     self.add(w, depth + 1).map_err(|e| format!("{pat}: {e}"))?;
                 }
             }
             return Ok(());
         }
-        if pat.contains(':') && !pat.starts_with('[') && pat.parse::<IpAddr>().is_err() && Cidr::parse(pat).is_err() {
-            return Err(format!("\"{word}\": lookup tables are not supported in network lists"));
+        if pat.contains(':')
+            && !pat.starts_with('[')
+            && pat.parse::<IpAddr>().is_err()
+            && Cidr::parse(pat).is_err()
+        {
+            return Err(format!(
+                "\"{word}\": lookup tables are not supported in network lists"
+            ));
         }
         self.entries.push((neg, Cidr::parse(pat)?));
         Ok(())
@@ -153,7 +181,11 @@ mod tests {
 
     #[test]
     fn matches_v4_v6_and_mapped() {
-        let l = NetworkList::parse(&["127.0.0.0/8 [::1]/128, 192.0.2.1".into(), "[2001:db8::]/32".into()]).unwrap();
+        let l = NetworkList::parse(&[
+            "127.0.0.0/8 [::1]/128, 192.0.2.1".into(),
+            "[2001:db8::]/32".into(),
+        ])
+        .unwrap();
         assert!(l.contains(ip("127.1.2.3")));
         assert!(l.contains(ip("::1")));
         assert!(l.contains(ip("192.0.2.1")));

@@ -52,7 +52,10 @@ pub fn strip_extension<'a>(local: &'a str, delimiters: &str) -> (&'a str, Option
     if delimiters.is_empty() {
         return (local, None);
     }
-    match local.char_indices().find(|&(i, c)| i > 0 && delimiters.contains(c)) {
+    match local
+        .char_indices()
+        .find(|&(i, c)| i > 0 && delimiters.contains(c))
+    {
         Some((i, c)) => (&local[..i], Some((c, &local[i + c.len_utf8()..]))),
         None => (local, None),
     }
@@ -73,7 +76,8 @@ struct Stamp {
 }
 
 fn stamp(path: &Path) -> Result<Stamp, MapError> {
-    let m = std::fs::metadata(path).map_err(|e| MapError::new(path, 0, format!("cannot stat: {e}")))?;
+    let m =
+        std::fs::metadata(path).map_err(|e| MapError::new(path, 0, format!("cannot stat: {e}")))?;
     Ok(Stamp {
         mtime: m.mtime(),
         mtime_nsec: m.mtime_nsec(),
@@ -143,7 +147,9 @@ impl Source {
 
     /// Re-reads the file if it changed since it was read.
     fn refresh(&mut self) -> Result<(), MapError> {
-        let Some((path, old)) = &self.file else { return Ok(()) };
+        let Some((path, old)) = &self.file else {
+            return Ok(());
+        };
         let now = stamp(path)?;
         if now == *old {
             return Ok(());
@@ -163,9 +169,9 @@ impl Source {
         match &self.kind {
             Kind::Aliases(a) => Ok(a.lookup(name).map(|t| t.to_vec())),
             Kind::Table(t) => match t.lookup(name)? {
-                Some(v) => parse_targets(&v)
-                    .map(Some)
-                    .map_err(|r| MapError::new(&self.spec, 0, format!("bad value for \"{name}\": {r}"))),
+                Some(v) => parse_targets(&v).map(Some).map_err(|r| {
+                    MapError::new(&self.spec, 0, format!("bad value for \"{name}\": {r}"))
+                }),
                 None => Ok(None),
             },
             Kind::Users(_) => Ok(None),
@@ -193,7 +199,10 @@ pub struct AliasMaps {
 impl AliasMaps {
     /// Opens every map in `specs`; relative names resolve against `base_dir`.
     pub fn open(specs: &[String], base_dir: &Path) -> Result<AliasMaps, MapError> {
-        let sources = specs.iter().map(|s| Source::open(s, base_dir, true)).collect::<Result<_, _>>()?;
+        let sources = specs
+            .iter()
+            .map(|s| Source::open(s, base_dir, true))
+            .collect::<Result<_, _>>()?;
         Ok(AliasMaps { sources })
     }
 
@@ -309,7 +318,10 @@ impl LocalDomains {
                 let text = crate::error::read_file(Path::new(item))?;
                 for line in text.lines() {
                     let line = line.split('#').next().unwrap_or("");
-                    for w in line.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
+                    for w in line
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|w| !w.is_empty())
+                    {
                         entries.push(DomainEntry::Name(normalize_domain(w)));
                     }
                 }
@@ -324,7 +336,10 @@ impl LocalDomains {
 
     /// Reads main.cf's mydestination.
     pub fn from_config(main: &postern_config::MainCf) -> Result<LocalDomains, MapError> {
-        LocalDomains::parse(&split_map_list(&main.str("mydestination")), &config_dir(main))
+        LocalDomains::parse(
+            &split_map_list(&main.str("mydestination")),
+            &config_dir(main),
+        )
     }
 
     /// True if `domain` is local (case-insensitive, trailing dot ignored).
@@ -370,15 +385,26 @@ mod tests {
     fn split_lists_respect_braces() {
         assert_eq!(
             split_map_list("hash:/a, inline:{ a=b, c=d },static:x\tunix:passwd.byname"),
-            vec!["hash:/a", "inline:{ a=b, c=d }", "static:x", "unix:passwd.byname"]
+            vec![
+                "hash:/a",
+                "inline:{ a=b, c=d }",
+                "static:x",
+                "unix:passwd.byname"
+            ]
         );
         assert!(split_map_list("  ").is_empty());
     }
 
     #[test]
     fn extension_stripping() {
-        assert_eq!(strip_extension("joe+news", "+"), ("joe", Some(('+', "news"))));
-        assert_eq!(strip_extension("joe-a+b", "+-"), ("joe", Some(('-', "a+b"))));
+        assert_eq!(
+            strip_extension("joe+news", "+"),
+            ("joe", Some(('+', "news")))
+        );
+        assert_eq!(
+            strip_extension("joe-a+b", "+-"),
+            ("joe", Some(('-', "a+b")))
+        );
         assert_eq!(strip_extension("+joe", "+"), ("+joe", None));
         assert_eq!(strip_extension("joe+news", ""), ("joe+news", None));
     }
@@ -395,7 +421,11 @@ mod tests {
     #[test]
     fn local_recipients_from_aliases_users_and_reload() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("aliases"), "postmaster: root\nsales: joe, ann\n").unwrap();
+        std::fs::write(
+            d.path().join("aliases"),
+            "postmaster: root\nsales: joe, ann\n",
+        )
+        .unwrap();
         let users = d.path().join("users");
         std::fs::write(&users, "vera:{PLAIN}x\n").unwrap();
         let m = config(
@@ -414,7 +444,11 @@ mod tests {
         assert!(r.exists("extra").unwrap());
         assert!(!r.exists("nobody").unwrap());
         // Change the aliases file: the next lookup sees it.
-        std::fs::write(d.path().join("aliases"), "postmaster: root\nsales: joe\nnewbie: joe\n").unwrap();
+        std::fs::write(
+            d.path().join("aliases"),
+            "postmaster: root\nsales: joe\nnewbie: joe\n",
+        )
+        .unwrap();
         assert!(r.exists("newbie").unwrap());
         // A broken file is a temporary error, not "unknown user".
         std::fs::write(d.path().join("aliases"), "postmaster: root\nbroken line\n").unwrap();
@@ -428,8 +462,19 @@ mod tests {
     fn empty_local_recipient_maps_accepts_all_and_passwd_works() {
         let d = tempfile::tempdir().unwrap();
         let m = config(d.path(), &[("local_recipient_maps", "")]);
-        assert!(LocalRecipients::from_config(&m).unwrap().exists("whoever").unwrap());
-        let m = config(d.path(), &[("local_recipient_maps", "unix:passwd.byname"), ("alias_maps", "")]);
+        assert!(
+            LocalRecipients::from_config(&m)
+                .unwrap()
+                .exists("whoever")
+                .unwrap()
+        );
+        let m = config(
+            d.path(),
+            &[
+                ("local_recipient_maps", "unix:passwd.byname"),
+                ("alias_maps", ""),
+            ],
+        );
         let mut r = LocalRecipients::from_config(&m).unwrap();
         assert!(r.exists("root").unwrap());
         assert!(!r.exists("no-such-user-postern").unwrap());
@@ -451,11 +496,17 @@ mod tests {
         .unwrap();
         assert_eq!(
             am.lookup("A").unwrap().unwrap(),
-            vec![AliasTarget::Address("b".into()), AliasTarget::Command("/bin/true".into())]
+            vec![
+                AliasTarget::Address("b".into()),
+                AliasTarget::Command("/bin/true".into())
+            ]
         );
         assert_eq!(
             am.lookup("c").unwrap().unwrap(),
-            vec![AliasTarget::Address("x".into()), AliasTarget::Command("y, z".into())]
+            vec![
+                AliasTarget::Address("x".into()),
+                AliasTarget::Command("y, z".into())
+            ]
         );
         assert_eq!(am.lookup("zz").unwrap(), None);
     }
@@ -464,13 +515,26 @@ mod tests {
     fn local_domains() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("doms"), "a.example OK\n").unwrap();
-        std::fs::write(d.path().join("list"), "# more\nlisted.example other.example\n").unwrap();
+        std::fs::write(
+            d.path().join("list"),
+            "# more\nlisted.example other.example\n",
+        )
+        .unwrap();
         let list = d.path().join("list").display().to_string();
         let m = config(
             d.path(),
-            &[("mydestination", &format!("$myhostname, localhost, texthash:doms {list}"))],
+            &[(
+                "mydestination",
+                &format!("$myhostname, localhost, texthash:doms {list}"),
+            )],
         );
-        for yes in ["mail.example.org", "MAIL.example.org.", "localhost", "a.example", "Listed.Example"] {
+        for yes in [
+            "mail.example.org",
+            "MAIL.example.org.",
+            "localhost",
+            "a.example",
+            "Listed.Example",
+        ] {
             assert!(is_local_domain(&m, yes), "{yes}");
         }
         for no in ["example.org", "", "b.example", "."] {

@@ -82,19 +82,30 @@ fn split_spec(spec: &str) -> Result<(&str, &str), MapError> {
 /// True when the table type reads a text source file in "key value" (or,
 /// for alias maps, aliases) syntax.
 pub(crate) fn is_hash_type(t: &str) -> bool {
-    matches!(t, "hash" | "texthash" | "btree" | "lmdb" | "cdb" | "dbm" | "sdbm")
+    matches!(
+        t,
+        "hash" | "texthash" | "btree" | "lmdb" | "cdb" | "dbm" | "sdbm"
+    )
 }
 
 /// Resolves a table's file name against the configuration directory.
 pub(crate) fn resolve(name: &str, base_dir: &Path) -> PathBuf {
     let p = Path::new(name);
-    if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
 }
 
 /// If `spec` names a hash-like table, returns its source file.
 pub(crate) fn hash_source(spec: &str, base_dir: &Path) -> Option<PathBuf> {
     let (t, n) = split_spec(spec).ok()?;
-    if is_hash_type(t) { Some(resolve(n, base_dir)) } else { None }
+    if is_hash_type(t) {
+        Some(resolve(n, base_dir))
+    } else {
+        None
+    }
 }
 
 impl Table {
@@ -107,10 +118,16 @@ impl Table {
                 let entries = parse_key_values(&read_file(&path)?, &path)?;
                 Ok(Table::Hash { path, entries })
             }
-            "inline" => parse_inline(name).map(Table::Inline).map_err(|r| MapError::new(spec, 0, r)),
+            "inline" => parse_inline(name)
+                .map(Table::Inline)
+                .map_err(|r| MapError::new(spec, 0, r)),
             "static" => {
                 let v = name.trim();
-                let v = v.strip_prefix('{').and_then(|x| x.strip_suffix('}')).map(str::trim).unwrap_or(v);
+                let v = v
+                    .strip_prefix('{')
+                    .and_then(|x| x.strip_suffix('}'))
+                    .map(str::trim)
+                    .unwrap_or(v);
                 Ok(Table::Static(v.to_string()))
             }
             "cidr" => {
@@ -131,7 +148,11 @@ impl Table {
                     format!("unsupported unix table \"{name}\" (only passwd.byname)"),
                 )),
             },
-            other => Err(MapError::new(spec, 0, format!("unsupported table type \"{other}\""))),
+            other => Err(MapError::new(
+                spec,
+                0,
+                format!("unsupported table type \"{other}\""),
+            )),
         }
     }
 
@@ -139,13 +160,22 @@ impl Table {
     /// answered with an error): callers treat that as temporary.
     pub fn lookup(&self, key: &str) -> Result<Option<String>, MapError> {
         match self {
-            Table::Hash { entries, .. } | Table::Inline(entries) => Ok(entries.get(&key.to_lowercase()).cloned()),
+            Table::Hash { entries, .. } | Table::Inline(entries) => {
+                Ok(entries.get(&key.to_lowercase()).cloned())
+            }
             Table::Static(v) => Ok(Some(v.clone())),
             Table::Cidr { rules, .. } => {
-                let Ok(ip) = key.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
+                let Ok(ip) = key
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                else {
                     return Ok(None);
                 };
-                Ok(rules.iter().find(|(c, _)| c.contains(ip)).map(|(_, v)| v.clone()))
+                Ok(rules
+                    .iter()
+                    .find(|(c, _)| c.contains(ip))
+                    .map(|(_, v)| v.clone()))
             }
             Table::Regexp { rules, .. } => {
                 for r in rules {
@@ -170,7 +200,11 @@ impl Table {
                     u.shell.display()
                 ))),
                 Ok(None) => Ok(None),
-                Err(e) => Err(MapError::new("unix:passwd.byname", 0, format!("lookup of \"{key}\" failed: {e}"))),
+                Err(e) => Err(MapError::new(
+                    "unix:passwd.byname",
+                    0,
+                    format!("lookup of \"{key}\" failed: {e}"),
+                )),
             },
         }
     }
@@ -178,7 +212,9 @@ impl Table {
     /// The file this table was read from, if any (for reload-on-change).
     pub fn source_file(&self) -> Option<&Path> {
         match self {
-            Table::Hash { path, .. } | Table::Cidr { path, .. } | Table::Regexp { path, .. } => Some(path),
+            Table::Hash { path, .. } | Table::Cidr { path, .. } | Table::Regexp { path, .. } => {
+                Some(path)
+            }
             _ => None,
         }
     }
@@ -193,7 +229,11 @@ fn parse_key_values(text: &str, path: &Path) -> Result<HashMap<String, String>, 
             .map(|(k, v)| (k, v.trim()))
             .ok_or_else(|| MapError::new(path, lineno, "expected \"key whitespace value\""))?;
         if v.is_empty() {
-            return Err(MapError::new(path, lineno, "expected \"key whitespace value\""));
+            return Err(MapError::new(
+                path,
+                lineno,
+                "expected \"key whitespace value\"",
+            ));
         }
         out.insert(k.to_lowercase(), v.to_string());
     }
@@ -238,7 +278,9 @@ fn parse_inline(name: &str) -> Result<HashMap<String, String>, String> {
     items.push(cur);
     let mut out = HashMap::new();
     for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
-        let (k, v) = item.split_once('=').ok_or_else(|| format!("inline entry \"{item}\" has no '='"))?;
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("inline entry \"{item}\" has no '='"))?;
         let k = k.trim();
         if k.is_empty() {
             return Err(format!("inline entry \"{item}\" has an empty key"));
@@ -302,7 +344,9 @@ fn parse_regexp(text: &str, path: &Path) -> Result<Vec<RegexpRule>, MapError> {
         }
         let end = end.ok_or_else(|| err(format!("missing closing '{delim}'")))?;
         let after = &rest[end..];
-        let flags_len = after.find(|c: char| c.is_whitespace()).unwrap_or(after.len());
+        let flags_len = after
+            .find(|c: char| c.is_whitespace())
+            .unwrap_or(after.len());
         let (flags, result) = (&after[..flags_len], after[flags_len..].trim());
         if result.is_empty() {
             return Err(err("missing result after the pattern".into()));
@@ -322,7 +366,9 @@ fn parse_regexp(text: &str, path: &Path) -> Result<Vec<RegexpRule>, MapError> {
             .multi_line(multi)
             .dot_matches_new_line(dotall)
             .ignore_whitespace(ext);
-        let re = b.build().map_err(|e| err(format!("bad regular expression: {e}")))?;
+        let re = b
+            .build()
+            .map_err(|e| err(format!("bad regular expression: {e}")))?;
         out.push(RegexpRule {
             re,
             negate,
@@ -349,7 +395,10 @@ fn substitute(template: &str, caps: &regex::Captures<'_>) -> String {
             (None, i + 2)
         } else if b.get(i + 1) == Some(&b'{') {
             match template[i + 2..].find('}') {
-                Some(close) => (template[i + 2..i + 2 + close].parse::<usize>().ok(), i + 3 + close),
+                Some(close) => (
+                    template[i + 2..i + 2 + close].parse::<usize>().ok(),
+                    i + 3 + close,
+                ),
                 None => {
                     out.push('$');
                     (None, i + 1)
@@ -392,10 +441,17 @@ mod tests {
     #[test]
     fn texthash_and_hash_relative_to_base() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "access", "# c\nSpam.Example REJECT go away\nok.example\n  OK\n");
+        write(
+            d.path(),
+            "access",
+            "# c\nSpam.Example REJECT go away\nok.example\n  OK\n",
+        );
         for t in ["texthash:access", "hash:access", "proxy:hash:access"] {
             let tab = Table::open(t, d.path()).unwrap();
-            assert_eq!(tab.lookup("spam.example").unwrap().as_deref(), Some("REJECT go away"));
+            assert_eq!(
+                tab.lookup("spam.example").unwrap().as_deref(),
+                Some("REJECT go away")
+            );
             assert_eq!(tab.lookup("OK.EXAMPLE").unwrap().as_deref(), Some("OK"));
             assert_eq!(tab.lookup("other").unwrap(), None);
             assert_eq!(tab.source_file(), Some(d.path().join("access").as_path()));
@@ -409,7 +465,11 @@ mod tests {
 
     #[test]
     fn inline_and_static() {
-        let t = Table::open("inline:{ a=1, B = two words, { c = x, y }, d= }", Path::new("/")).unwrap();
+        let t = Table::open(
+            "inline:{ a=1, B = two words, { c = x, y }, d= }",
+            Path::new("/"),
+        )
+        .unwrap();
         assert_eq!(t.lookup("A").unwrap().as_deref(), Some("1"));
         assert_eq!(t.lookup("b").unwrap().as_deref(), Some("two words"));
         assert_eq!(t.lookup("c").unwrap().as_deref(), Some("x, y"));
@@ -419,9 +479,16 @@ mod tests {
         assert!(Table::open("inline:{ a=1 } }", Path::new("/")).is_err());
         assert!(Table::open("inline:{ noequals }", Path::new("/")).is_err());
         let s = Table::open("static:{relay.example}", Path::new("/")).unwrap();
-        assert_eq!(s.lookup("anything").unwrap().as_deref(), Some("relay.example"));
         assert_eq!(
-            Table::open("static:x", Path::new("/")).unwrap().lookup("").unwrap().as_deref(),
+            s.lookup("anything").unwrap().as_deref(),
+            Some("relay.example")
+        );
+        assert_eq!(
+            Table::open("static:x", Path::new("/"))
+                .unwrap()
+                .lookup("")
+                .unwrap()
+                .as_deref(),
             Some("x")
         );
     }
@@ -429,7 +496,11 @@ mod tests {
     #[test]
     fn cidr_first_match() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "c", "192.0.2.66 REJECT\n192.0.2.0/24 OK\n[2001:db8::]/32 DUNNO\n");
+        write(
+            d.path(),
+            "c",
+            "192.0.2.66 REJECT\n192.0.2.0/24 OK\n[2001:db8::]/32 DUNNO\n",
+        );
         let t = Table::open("cidr:c", d.path()).unwrap();
         assert_eq!(t.lookup("192.0.2.66").unwrap().as_deref(), Some("REJECT"));
         assert_eq!(t.lookup("192.0.2.1").unwrap().as_deref(), Some("OK"));
@@ -450,12 +521,18 @@ mod tests {
             "/^(.*)\\+([a-z]+)@example\\.org$/ $1 ext=${2}$$\n/^CaSe$/i sensitive\n!/\\.example$/ not-example\n#c\n|a/b| slash-in\n/^zzz$/ fallback\n",
         );
         let t = Table::open("regexp:r", d.path()).unwrap();
-        assert_eq!(t.lookup("joe+news@EXAMPLE.org").unwrap().as_deref(), Some("joe ext=news$"));
+        assert_eq!(
+            t.lookup("joe+news@EXAMPLE.org").unwrap().as_deref(),
+            Some("joe ext=news$")
+        );
         assert_eq!(t.lookup("CaSe").unwrap().as_deref(), Some("sensitive"));
         assert_eq!(t.lookup("case").unwrap().as_deref(), Some("not-example"));
         assert_eq!(t.lookup("y.example").unwrap(), None);
         assert_eq!(t.lookup("ZZZ").unwrap().as_deref(), Some("not-example"));
-        assert_eq!(t.lookup("a/b.example").unwrap().as_deref(), Some("slash-in"));
+        assert_eq!(
+            t.lookup("a/b.example").unwrap().as_deref(),
+            Some("slash-in")
+        );
         for (bad, why) in [
             ("/unterminated OK\n", "closing"),
             ("/a/ \n", "missing result"),

@@ -50,7 +50,10 @@ fn valid_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty user name".into());
     }
-    if name.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
+    if name
+        .chars()
+        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    {
         return Err(format!("bad user name \"{}\"", name.escape_debug()));
     }
     Ok(())
@@ -103,7 +106,9 @@ impl UsersFile {
 
     /// The user called `name` (compared lower-cased, no extension stripping).
     pub fn get(&self, name: &str) -> Option<&MailUser> {
-        self.index.get(&name.to_lowercase()).and_then(|&i| self.users.get(i))
+        self.index
+            .get(&name.to_lowercase())
+            .and_then(|&i| self.users.get(i))
     }
 
     /// All users in file order.
@@ -124,7 +129,11 @@ impl UsersFile {
         for u in &self.users {
             let uid = u.uid.map(|v| v.to_string()).unwrap_or_default();
             let gid = u.gid.map(|v| v.to_string()).unwrap_or_default();
-            let home = u.home.as_ref().map(|h| h.display().to_string()).unwrap_or_default();
+            let home = u
+                .home
+                .as_ref()
+                .map(|h| h.display().to_string())
+                .unwrap_or_default();
             let mut fields = vec![u.name.as_str(), u.password.as_str(), &uid, &gid, "", &home];
             while fields.len() > 1 && fields.last().is_some_and(|f| f.is_empty()) {
                 fields.pop();
@@ -167,7 +176,10 @@ mod tests {
         assert_eq!((ann.uid, ann.gid, ann.home.as_ref()), (None, None, None));
         assert_eq!(u.get("bob").unwrap().password, "");
         assert!(u.get("nobody").is_none());
-        assert_eq!(u.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["joe", "ann", "bob"]);
+        assert_eq!(
+            u.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            ["joe", "ann", "bob"]
+        );
     }
 
     #[test]
@@ -204,7 +216,10 @@ mod tests {
             gid: None,
             home: None,
         });
-        assert_eq!(u.to_text(), "joe:{PLAIN}a:1:2::/home/joe\nann:{PLAIN}c::5\nzed\n");
+        assert_eq!(
+            u.to_text(),
+            "joe:{PLAIN}a:1:2::/home/joe\nann:{PLAIN}c::5\nzed\n"
+        );
         let again = UsersFile::parse(&u.to_text(), Path::new(P)).unwrap();
         assert_eq!(again.get("ann").unwrap().gid, Some(5));
         assert_eq!(again.iter().count(), 3);

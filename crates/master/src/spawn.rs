@@ -9,7 +9,8 @@
 //!
 //! This is the crate's one `unsafe` block: placing descriptors at fixed
 //! numbers in the child needs a `pre_exec` hook. The hook only makes
-//! async-signal-safe calls (fcntl, dup2, sigemptyset, pthread_sigmask) and
+//! async-signal-safe calls (fcntl, dup2, close_range/close, sigemptyset,
+//! pthread_sigmask) and
 //! touches no memory shared with the parent.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -85,6 +86,13 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<u32> {
             // dup2's result is not close-on-exec: these two survive exec.
             if libc::dup2(l, LISTEN_FD) < 0 || libc::dup2(s, STATUS_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Descriptors master itself inherited without close-on-exec
+            // must not reach services either: close everything above 4.
+            if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) != 0 {
+                for fd in 5..1024 {
+                    libc::close(fd);
+                }
             }
             // master blocks the signals it reads through signalfd; the mask
             // is inherited across exec, so clear it.
