@@ -22,7 +22,10 @@ fn main() {
             let (r, mut w) = tokio::io::split(conn);
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if w.write_all(format!("{pid} {line}\n").as_bytes()).await.is_err() {
+                if w.write_all(format!("{pid} {line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

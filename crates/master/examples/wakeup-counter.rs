@@ -7,7 +7,11 @@ use postern_service::{Lifecycle, Listener, ServiceContext, event_server};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-async fn run(_ctx: Arc<ServiceContext>, listener: Listener, mut life: watch::Receiver<Lifecycle>) -> Result<(), String> {
+async fn run(
+    _ctx: Arc<ServiceContext>,
+    listener: Listener,
+    mut life: watch::Receiver<Lifecycle>,
+) -> Result<(), String> {
     let mut count = 0u64;
     loop {
         tokio::select! {

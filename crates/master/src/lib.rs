@@ -61,10 +61,18 @@ const DETACHED_FLAG: &str = "--detached-child";
 pub fn open_log(main: &MainCf) -> Result<(LogSink, ChildLog), String> {
     let file = main.str("maillog_file");
     match file.as_str() {
-        "" => Ok((connect_syslog().map(LogSink::Syslog).unwrap_or(LogSink::Stderr), ChildLog::Inherit)),
+        "" => Ok((
+            connect_syslog()
+                .map(LogSink::Syslog)
+                .unwrap_or(LogSink::Stderr),
+            ChildLog::Inherit,
+        )),
         "/dev/stderr" => Ok((LogSink::Stderr, ChildLog::Inherit)),
         "/dev/stdout" => {
-            let fd = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| format!("dup stdout: {e}"))?;
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("dup stdout: {e}"))?;
             let child = fd.try_clone().map_err(|e| format!("dup stdout: {e}"))?;
             Ok((LogSink::File(File::from(fd)), ChildLog::Fd(child)))
         }
@@ -96,7 +104,8 @@ impl Drop for MaskGuard {
 /// once every listener is bound.
 fn run(config_dir: &Path, verbose: bool, ready: Option<File>) -> Result<(), String> {
     preinit("master");
-    let config_dir = std::fs::canonicalize(config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
+    let config_dir =
+        std::fs::canonicalize(config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
     let main = MainCf::load(&config_dir).map_err(|e| e.to_string())?;
     let (sink, child_log) = open_log(&main)?;
     init_logging_with("master", &main, verbose, sink);
@@ -112,20 +121,30 @@ fn run(config_dir: &Path, verbose: bool, ready: Option<File>) -> Result<(), Stri
     let pid_file = pidfile::PidFile::acquire(&pid_file_path(&queue_dir))?;
 
     let mut sigs = SigSet::empty();
-    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGCHLD,
+    ] {
         sigs.add(s);
     }
-    let old_mask = sigs.thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(|e| format!("sigprocmask: {}", e.desc()))?;
+    let old_mask = sigs
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(|e| format!("sigprocmask: {}", e.desc()))?;
     let _mask = MaskGuard(Some(old_mask));
     let signals = SignalFd::with_flags(&sigs, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {}", e.desc()))?;
 
-    let mut m = master::Master::new(config_dir.clone(), main, child_log, signals);
+    let mut m = master::Master::new(config_dir.clone(), main, child_log, signals, verbose);
     if let Err(e) = m.start_services(&mcf) {
         pid_file.remove();
         return Err(e);
     }
-    info!("daemon started -- version {VERSION}, configuration {}", config_dir.display());
+    info!(
+        "daemon started -- version {VERSION}, configuration {}",
+        config_dir.display()
+    );
     if let Some(mut r) = ready {
         let _ = r.write_all(b"ready\n");
     }
@@ -167,8 +186,12 @@ pub fn start_with(config_dir: &Path, master_bin: &Path) -> Result<(), String> {
     let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let mut cmd = Command::new(master_bin);
     cmd.arg("-c").arg(config_dir).arg(DETACHED_FLAG);
-    cmd.stdin(Stdio::null()).stdout(Stdio::from(writer)).stderr(Stdio::null());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", master_bin.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", master_bin.display()))?;
     drop(cmd); // closes our copy of the pipe's write end
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -178,18 +201,27 @@ pub fn start_with(config_dir: &Path, master_bin: &Path) -> Result<(), String> {
     });
     match rx.recv_timeout(START_TIMEOUT) {
         Ok(line) if line.trim_end() == "ready" => Ok(()),
-        Ok(line) if !line.is_empty() => Err(line.trim_end().trim_start_matches("error: ").to_string()),
+        Ok(line) if !line.is_empty() => {
+            Err(line.trim_end().trim_start_matches("error: ").to_string())
+        }
         Ok(_) => {
-            let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            let status = child
+                .wait()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
             Err(format!("master exited without starting ({status})"))
         }
-        Err(_) => Err(format!("master did not report ready within {} s", START_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "master did not report ready within {} s",
+            START_TIMEOUT.as_secs()
+        )),
     }
 }
 
 /// Sends SIGTERM to the running master (from the pid file) and waits until it is gone (≤ 30 s).
 pub fn stop(config_dir: &Path) -> Result<(), String> {
-    let pid = running_pid(config_dir)?.ok_or_else(|| "the Postern mail system is not running".to_string())?;
+    let pid = running_pid(config_dir)?
+        .ok_or_else(|| "the Postern mail system is not running".to_string())?;
     kill(Pid::from_raw(pid), Signal::SIGTERM).map_err(|e| format!("kill {pid}: {}", e.desc()))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
     while Instant::now() < deadline {
@@ -198,12 +230,16 @@ pub fn stop(config_dir: &Path) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("master pid {pid} did not stop within {} s", STOP_TIMEOUT.as_secs()))
+    Err(format!(
+        "master pid {pid} did not stop within {} s",
+        STOP_TIMEOUT.as_secs()
+    ))
 }
 
 /// Sends SIGHUP to the running master.
 pub fn reload(config_dir: &Path) -> Result<(), String> {
-    let pid = running_pid(config_dir)?.ok_or_else(|| "the Postern mail system is not running".to_string())?;
+    let pid = running_pid(config_dir)?
+        .ok_or_else(|| "the Postern mail system is not running".to_string())?;
     kill(Pid::from_raw(pid), Signal::SIGHUP).map_err(|e| format!("kill {pid}: {}", e.desc()))
 }
 
@@ -267,9 +303,14 @@ pub fn master_main(args: Vec<String>) -> ! {
 /// close-on-exec ready channel, fd 1 → /dev/null.
 fn detach() -> Result<File, String> {
     let _ = nix::unistd::setsid();
-    let ready = nix::unistd::dup(std::io::stdout().as_fd()).map_err(|e| format!("dup: {}", e.desc()))?;
-    fcntl(&ready, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| format!("fcntl: {}", e.desc()))?;
-    let null = File::options().write(true).open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let ready =
+        nix::unistd::dup(std::io::stdout().as_fd()).map_err(|e| format!("dup: {}", e.desc()))?;
+    fcntl(&ready, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| format!("fcntl: {}", e.desc()))?;
+    let null = File::options()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
     nix::unistd::dup2_stdout(&null).map_err(|e| format!("dup2: {}", e.desc()))?;
     Ok(File::from(ready))
 }

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, UnixAddr, bind, connect, listen, setsockopt,
-    socket, sockopt,
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, UnixAddr, bind, connect, listen,
+    setsockopt, socket, sockopt,
 };
 
 /// Where a service listens; compared on reload to decide whether the
@@ -63,8 +63,17 @@ pub fn bind_endpoint(ep: &Endpoint) -> Result<Vec<OwnedFd>, String> {
 
 /// One TCP listener.
 pub fn bind_inet(addr: SocketAddr) -> nix::Result<OwnedFd> {
-    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
@@ -78,10 +87,13 @@ pub fn bind_inet(addr: SocketAddr) -> nix::Result<OwnedFd> {
 pub fn bind_unix(path: &Path) -> Result<OwnedFd, String> {
     let what = path.display();
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {what}: {e}"))?
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {what}: {e}"))?,
+        Ok(_) => {
+            return Err(format!(
+                "cannot bind {what}: a file that is not a socket is in the way"
+            ));
         }
-        Ok(_) => return Err(format!("cannot bind {what}: a file that is not a socket is in the way")),
         Err(_) => {}
     }
     let addr = UnixAddr::new(path).map_err(|e| format!("cannot bind {what}: {}", e.desc()))?;
@@ -118,10 +130,14 @@ pub fn trigger(ep: &Endpoint) -> Result<(), String> {
                 Err(nix::errno::Errno::EAGAIN) => return Ok(()),
                 Err(e) => return Err(format!("connect {}: {}", path.display(), e.desc())),
             }
-            nix::unistd::write(&fd, b"W").map(|_| ()).map_err(|e| e.desc().to_string())
+            nix::unistd::write(&fd, b"W")
+                .map(|_| ())
+                .map_err(|e| e.desc().to_string())
         }
         Endpoint::Inet(addrs) => {
-            let Some(addr) = addrs.first() else { return Ok(()) };
+            let Some(addr) = addrs.first() else {
+                return Ok(());
+            };
             let mut s = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(1))
                 .map_err(|e| format!("connect {addr}: {e}"))?;
             s.write_all(b"W").map_err(|e| e.to_string())

@@ -88,6 +88,7 @@ pub(crate) struct Master {
     generation: u32,
     child_log: ChildLog,
     signals: SignalFd,
+    verbose: bool,
 }
 
 /// The master.cf path for error messages.
@@ -105,7 +106,11 @@ fn status_pipe() -> Result<(OwnedFd, OwnedFd), String> {
 
 /// The endpoint of a service, or None (with a warning) for types master
 /// does not run yet.
-fn endpoint_of(entry: &ServiceEntry, main: &MainCf, config_dir: &Path) -> Result<Option<Endpoint>, String> {
+fn endpoint_of(
+    entry: &ServiceEntry,
+    main: &MainCf,
+    config_dir: &Path,
+) -> Result<Option<Endpoint>, String> {
     match entry.kind {
         ServiceType::Inet => {
             let addrs = entry.inet_addresses(main).map_err(|e| e.to_string())?;
@@ -127,7 +132,11 @@ fn endpoint_of(entry: &ServiceEntry, main: &MainCf, config_dir: &Path) -> Result
 
 fn program_of(entry: &ServiceEntry, main: &MainCf) -> PathBuf {
     let cmd = Path::new(&entry.command);
-    if cmd.is_absolute() { cmd.to_path_buf() } else { main.path("daemon_directory").join(cmd) }
+    if cmd.is_absolute() {
+        cmd.to_path_buf()
+    } else {
+        main.path("daemon_directory").join(cmd)
+    }
 }
 
 fn argv_of(entry: &ServiceEntry) -> Vec<String> {
@@ -149,7 +158,9 @@ fn maxproc_of(entry: &ServiceEntry, main: &MainCf) -> Result<u32, String> {
     match entry.maxproc {
         Some(n) => Ok(n),
         None => {
-            let n = main.int("default_process_limit").map_err(|e| e.to_string())?;
+            let n = main
+                .int("default_process_limit")
+                .map_err(|e| e.to_string())?;
             u32::try_from(n).map_err(|_| format!("bad default_process_limit: {n}"))
         }
     }
@@ -173,14 +184,41 @@ fn describe_exit(status: &WaitStatus) -> Option<String> {
 
 impl Master {
     /// A master with no services yet.
-    pub(crate) fn new(config_dir: PathBuf, main: MainCf, child_log: ChildLog, signals: SignalFd) -> Master {
-        Master { config_dir, main, services: Vec::new(), children: HashMap::new(), generation: 0, child_log, signals }
+    pub(crate) fn new(
+        config_dir: PathBuf,
+        main: MainCf,
+        child_log: ChildLog,
+        signals: SignalFd,
+        verbose: bool,
+    ) -> Master {
+        Master {
+            config_dir,
+            main,
+            services: Vec::new(),
+            children: HashMap::new(),
+            generation: 0,
+            child_log,
+            signals,
+            verbose,
+        }
     }
 
     /// Builds (binds) one service. Errors name master.cf:LINE and the service.
-    fn prepare(&self, entry: &ServiceEntry, main: &MainCf, reuse: Option<(Endpoint, Vec<OwnedFd>)>) -> Result<Option<Service>, String> {
-        let where_ = format!("{}:{}: service {}", master_cf_path(&self.config_dir).display(), entry.line, entry.key());
-        let Some(endpoint) = endpoint_of(entry, main, &self.config_dir).map_err(|e| format!("{where_}: {e}"))? else {
+    fn prepare(
+        &self,
+        entry: &ServiceEntry,
+        main: &MainCf,
+        reuse: Option<(Endpoint, Vec<OwnedFd>)>,
+    ) -> Result<Option<Service>, String> {
+        let where_ = format!(
+            "{}:{}: service {}",
+            master_cf_path(&self.config_dir).display(),
+            entry.line,
+            entry.key()
+        );
+        let Some(endpoint) =
+            endpoint_of(entry, main, &self.config_dir).map_err(|e| format!("{where_}: {e}"))?
+        else {
             return Ok(None);
         };
         let listeners = match reuse {
@@ -236,10 +274,11 @@ impl Master {
         let mut idle = vec![0u32; svc.listeners.len()];
         for c in self.children.values().filter(|c| c.key == svc.key) {
             total = total.saturating_add(1);
-            if c.available && c.generation == svc.generation {
-                if let Some(n) = idle.get_mut(c.listener) {
-                    *n += 1;
-                }
+            if c.available
+                && c.generation == svc.generation
+                && let Some(n) = idle.get_mut(c.listener)
+            {
+                *n += 1;
             }
         }
         (total, idle)
@@ -254,7 +293,9 @@ impl Master {
         if svc.maxproc != 0 && total >= svc.maxproc {
             return Vec::new();
         }
-        (0..svc.listeners.len()).filter(|&li| idle[li] == 0).collect()
+        (0..svc.listeners.len())
+            .filter(|&li| idle[li] == 0)
+            .collect()
     }
 
     /// Runs until SIGTERM/SIGINT; returns after all children are gone.
@@ -305,10 +346,10 @@ impl Master {
             if !reloaded {
                 let now = Instant::now();
                 for slot in &ready {
-                    if let Slot::Listen(si, li) = *slot {
-                        if self.eligible_listeners(si, now).contains(&li) {
-                            self.spawn_child(si, li);
-                        }
+                    if let Slot::Listen(si, li) = *slot
+                        && self.eligible_listeners(si, now).contains(&li)
+                    {
+                        self.spawn_child(si, li);
                     }
                 }
             }
@@ -399,7 +440,9 @@ impl Master {
                                 action = SignalAction::Reloaded;
                             }
                         }
-                        Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => action = SignalAction::Stop(signo),
+                        Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                            action = SignalAction::Stop(signo)
+                        }
                         _ => {}
                     }
                 }
@@ -424,7 +467,11 @@ impl Master {
         };
         match spawn(&spec) {
             Ok(pid) => {
-                debug!("spawned {} pid {pid} for {}", svc.program.display(), svc.key);
+                debug!(
+                    "spawned {} pid {pid} for {}",
+                    svc.program.display(),
+                    svc.key
+                );
                 let child = Child {
                     key: svc.key.clone(),
                     listener: li,
@@ -446,10 +493,16 @@ impl Master {
     /// Backs a failing service off: 1 s, doubling per consecutive failure,
     /// up to service_throttle_time.
     fn throttle(&mut self, si: usize) {
-        let max = self.main.time("service_throttle_time").unwrap_or(Duration::from_secs(60));
+        let max = self
+            .main
+            .time("service_throttle_time")
+            .unwrap_or(Duration::from_secs(60));
         let now = Instant::now();
         let svc = &mut self.services[si];
-        if svc.last_failure.is_some_and(|t| now.duration_since(t) > FAILURE_RESET) {
+        if svc
+            .last_failure
+            .is_some_and(|t| now.duration_since(t) > FAILURE_RESET)
+        {
             svc.failures = 0;
         }
         svc.failures = svc.failures.saturating_add(1);
@@ -457,7 +510,10 @@ impl Master {
         let shift = svc.failures.saturating_sub(1).min(30);
         let delay = Duration::from_secs(1u64 << shift).min(max.max(Duration::from_secs(1)));
         svc.throttled_until = Some(now + delay);
-        warn!("{}: bad command startup -- throttling", svc.program.display());
+        warn!(
+            "{}: bad command startup -- throttling",
+            svc.program.display()
+        );
     }
 
     /// Reaps every exited child (SIGCHLD).
@@ -477,8 +533,12 @@ impl Master {
     }
 
     fn child_exited(&mut self, pid: Pid, status: &WaitStatus) {
-        let Ok(upid) = u32::try_from(pid.as_raw()) else { return };
-        let Some(child) = self.children.remove(&upid) else { return };
+        let Ok(upid) = u32::try_from(pid.as_raw()) else {
+            return;
+        };
+        let Some(child) = self.children.remove(&upid) else {
+            return;
+        };
         let normal = match status {
             WaitStatus::Exited(_, 0) => true,
             WaitStatus::Signaled(_, _, _) => child.signalled,
@@ -490,10 +550,11 @@ impl Master {
             if let Some(how) = describe_exit(status) {
                 warn!("process {} pid {upid} {how}", child.program.display());
             }
-            if let Some(si) = si {
-                if self.services[si].generation == child.generation && child.started.elapsed() < STARTUP_FAILURE_WINDOW {
-                    self.throttle(si);
-                }
+            if let Some(si) = si
+                && self.services[si].generation == child.generation
+                && child.started.elapsed() < STARTUP_FAILURE_WINDOW
+            {
+                self.throttle(si);
             }
         }
         // A wakeup service with no child left is woken again at once (after
@@ -521,7 +582,10 @@ impl Master {
 
     /// SIGHUP: re-read both files and apply the differences.
     fn reload(&mut self) {
-        info!("reload -- version {VERSION}, configuration {}", self.config_dir.display());
+        info!(
+            "reload -- version {VERSION}, configuration {}",
+            self.config_dir.display()
+        );
         let main = match MainCf::load(&self.config_dir) {
             Ok(m) => m,
             Err(e) => {
@@ -542,7 +606,7 @@ impl Master {
         if main.str("maillog_file") != self.main.str("maillog_file") {
             match crate::open_log(&main) {
                 Ok((sink, child_log)) => {
-                    postern_service::log::init_logging_with("master", &main, false, sink);
+                    postern_service::log::init_logging_with("master", &main, self.verbose, sink);
                     self.child_log = child_log;
                 }
                 Err(e) => error!("{e}; keeping the old log"),
@@ -550,7 +614,11 @@ impl Master {
         }
         self.generation = self.generation.wrapping_add(1);
         let main_changed = main != self.main;
-        let mut old: HashMap<String, Service> = self.services.drain(..).map(|s| (s.key.clone(), s)).collect();
+        let mut old: HashMap<String, Service> = self
+            .services
+            .drain(..)
+            .map(|s| (s.key.clone(), s))
+            .collect();
         let mut new_services = Vec::new();
         for entry in &mcf.services {
             let key = entry.key();
@@ -563,7 +631,13 @@ impl Master {
                     // Changed: keep the socket when the endpoint is the same,
                     // keep the status pipe (old children still write to it),
                     // new generation; old children finish and exit.
-                    let Service { endpoint, listeners, status_r, status_w, .. } = svc;
+                    let Service {
+                        endpoint,
+                        listeners,
+                        status_r,
+                        status_w,
+                        ..
+                    } = svc;
                     match self.prepare(entry, &main, Some((endpoint, listeners))) {
                         Ok(Some(mut s)) => {
                             s.status_r = status_r;
@@ -590,7 +664,10 @@ impl Master {
             info!("service {key}: removed");
             if let Endpoint::Unix(path) = &svc.endpoint {
                 // Unless a new service took over the same path.
-                if !new_services.iter().any(|s: &Service| s.endpoint == svc.endpoint) {
+                if !new_services
+                    .iter()
+                    .any(|s: &Service| s.endpoint == svc.endpoint)
+                {
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -624,7 +701,10 @@ impl Master {
             }
             let ms = deadline.duration_since(now).as_millis().min(1000) as i32 + 1;
             let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE));
+            let _ = poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE),
+            );
             while let Ok(Some(_)) = self.signals.read_signal() {}
             self.reap();
         }
@@ -642,19 +722,36 @@ mod tests {
     use super::*;
 
     fn entry(text: &str) -> ServiceEntry {
-        MasterCf::parse(text, Path::new("/etc/postern/master.cf")).unwrap().services.remove(0)
+        MasterCf::parse(text, Path::new("/etc/postern/master.cf"))
+            .unwrap()
+            .services
+            .remove(0)
     }
 
     #[test]
     fn argv_has_name_type_args_then_overrides() {
-        let e = entry("submission inet n - n - - smtpd -v -o syslog_name=postern/submission -o a=b\n");
+        let e =
+            entry("submission inet n - n - - smtpd -v -o syslog_name=postern/submission -o a=b\n");
         assert_eq!(
             argv_of(&e),
-            vec!["-n", "submission", "-t", "inet", "-v", "-o", "syslog_name=postern/submission", "-o", "a=b"]
+            vec![
+                "-n",
+                "submission",
+                "-t",
+                "inet",
+                "-v",
+                "-o",
+                "syslog_name=postern/submission",
+                "-o",
+                "a=b"
+            ]
         );
         let mut main = MainCf::defaults();
         main.set("daemon_directory", "/usr/libexec/postern");
-        assert_eq!(program_of(&e, &main), PathBuf::from("/usr/libexec/postern/smtpd"));
+        assert_eq!(
+            program_of(&e, &main),
+            PathBuf::from("/usr/libexec/postern/smtpd")
+        );
         let e = entry("x unix n - n - - /opt/bin/thing\n");
         assert_eq!(program_of(&e, &main), PathBuf::from("/opt/bin/thing"));
     }
@@ -663,9 +760,18 @@ mod tests {
     fn maxproc_default_and_unlimited() {
         let mut main = MainCf::defaults();
         main.set("default_process_limit", "7");
-        assert_eq!(maxproc_of(&entry("a unix n - n - - x\n"), &main).unwrap(), 7);
-        assert_eq!(maxproc_of(&entry("a unix n - n - 0 x\n"), &main).unwrap(), 0);
-        assert_eq!(maxproc_of(&entry("a unix n - n - 3 x\n"), &main).unwrap(), 3);
+        assert_eq!(
+            maxproc_of(&entry("a unix n - n - - x\n"), &main).unwrap(),
+            7
+        );
+        assert_eq!(
+            maxproc_of(&entry("a unix n - n - 0 x\n"), &main).unwrap(),
+            0
+        );
+        assert_eq!(
+            maxproc_of(&entry("a unix n - n - 3 x\n"), &main).unwrap(),
+            3
+        );
     }
 
     #[test]
@@ -681,7 +787,10 @@ mod tests {
     #[test]
     fn exit_descriptions_use_postfix_words() {
         let p = Pid::from_raw(1);
-        assert_eq!(describe_exit(&WaitStatus::Exited(p, 1)).unwrap(), "exit status 1");
+        assert_eq!(
+            describe_exit(&WaitStatus::Exited(p, 1)).unwrap(),
+            "exit status 1"
+        );
         assert_eq!(
             describe_exit(&WaitStatus::Signaled(p, Signal::SIGKILL, false)).unwrap(),
             "killed by signal 9"

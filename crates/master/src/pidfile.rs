@@ -50,7 +50,10 @@ impl PidFile {
             .and_then(|()| lock.write_all(text.as_bytes()))
             .and_then(|()| lock.sync_all())
             .map_err(|e| format!("write {}: {e}", path.display()))?;
-        Ok(PidFile { path: path.to_path_buf(), lock })
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            lock,
+        })
     }
 
     /// Removes the file, then releases the lock (on exit).
@@ -77,7 +80,8 @@ pub fn read_running(path: &Path) -> Result<Option<i32>, String> {
             Err((_, e)) => return Err(format!("lock {}: {e}", path.display())),
         };
         let mut text = String::new();
-        file.read_to_string(&mut text).map_err(|e| format!("read {}: {e}", path.display()))?;
+        file.read_to_string(&mut text)
+            .map_err(|e| format!("read {}: {e}", path.display()))?;
         let trimmed = text.trim();
         if trimmed.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -85,7 +89,10 @@ pub fn read_running(path: &Path) -> Result<Option<i32>, String> {
         }
         return match trimmed.parse::<i32>() {
             Ok(pid) if pid > 0 => Ok(Some(pid)),
-            _ => Err(format!("{}: bad pid file contents: {trimmed:?}", path.display())),
+            _ => Err(format!(
+                "{}: bad pid file contents: {trimmed:?}",
+                path.display()
+            )),
         };
     }
     Err(format!("{}: locked but empty", path.display()))
@@ -121,7 +128,11 @@ mod tests {
         assert_eq!(read_running(&p).unwrap(), None);
         // and can be taken over
         let pf = PidFile::acquire(&p).unwrap();
-        assert!(std::fs::read_to_string(&p).unwrap().ends_with(&format!("{}\n", std::process::id())));
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .ends_with(&format!("{}\n", std::process::id()))
+        );
         pf.remove();
     }
 
@@ -129,9 +140,18 @@ mod tests {
     fn garbage_in_locked_file_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("master.pid");
-        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&p).unwrap();
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
         let mut l = Flock::lock(f, FlockArg::LockExclusiveNonblock).unwrap();
         l.write_all(b"junk\n").unwrap();
-        assert!(read_running(&p).unwrap_err().contains("bad pid file contents"));
+        assert!(
+            read_running(&p)
+                .unwrap_err()
+                .contains("bad pid file contents")
+        );
     }
 }

@@ -4,14 +4,14 @@
 //! the log sink, fd 3 = the service's listening socket, fd 4 = the write
 //! end of the service's status pipe, an empty signal mask, and a cleared
 //! environment (PATH=/usr/bin:/bin, MAIL_CONFIG, POSTERN_GENERATION, and
-//! TZ / RUST_BACKTRACE / RUST_LOG when set). Every other master descriptor
-//! is close-on-exec.
+//! TZ / RUST_BACKTRACE / RUST_LOG when set). Every descriptor master opens
+//! is close-on-exec, and the child closes anything else above 4 (master may
+//! itself have inherited stray descriptors).
 //!
 //! This is the crate's one `unsafe` block: placing descriptors at fixed
 //! numbers in the child needs a `pre_exec` hook. The hook only makes
 //! async-signal-safe calls (fcntl, dup2, close_range/close, sigemptyset,
-//! pthread_sigmask) and
-//! touches no memory shared with the parent.
+//! pthread_sigmask) and touches no memory shared with the parent.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;

@@ -25,7 +25,11 @@ fn examples_dir() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` every 50 ms until it returns Some, or panics after WAIT.
@@ -138,21 +142,35 @@ impl Drop for Running {
 
 /// kill(2) through the kill command, keeping the tests free of unsafe.
 fn unsafe_free_kill(pid: i32, sig: i32) -> i32 {
-    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     if st.success() { 0 } else { 1 }
 }
 
 fn alive(pid: u32) -> bool {
     // A zombie still has /proc/PID; treat it as gone.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
 
 fn parent_of(pid: u32) -> Option<i32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+    s.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// A line-oriented client of the echo service.
@@ -165,7 +183,10 @@ impl Client {
     fn connect(port: u16) -> Client {
         let s = wait_for("connect", || TcpStream::connect(("127.0.0.1", port)).ok());
         s.set_read_timeout(Some(WAIT)).unwrap();
-        Client { r: BufReader::new(s.try_clone().unwrap()), w: s }
+        Client {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
     }
 
     /// Sends a line, returns (pid, echoed text).
@@ -177,7 +198,10 @@ impl Client {
     fn read_reply(&mut self) -> (u32, String) {
         let mut reply = String::new();
         self.r.read_line(&mut reply).unwrap();
-        let (pid, text) = reply.trim_end().split_once(' ').unwrap_or_else(|| panic!("bad reply {reply:?}"));
+        let (pid, text) = reply
+            .trim_end()
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("bad reply {reply:?}"));
         (pid.parse().unwrap(), text.to_string())
     }
 
@@ -213,27 +237,52 @@ fn client_gets_echo_from_a_child_with_the_documented_descriptors() {
     let (pid, text) = c.echo("hello");
     assert_eq!(text, "hello");
     assert_eq!(parent_of(pid), Some(m.pid()));
-    let link = |fd: u32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap().display().to_string();
+    let link = |fd: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
     assert_eq!(link(0), "/dev/null");
     assert_eq!(link(1), "/dev/null");
     assert_eq!(link(2), s.path().join("maillog").display().to_string());
     assert!(link(3).starts_with("socket:"), "{}", link(3));
     assert!(link(4).starts_with("pipe:"), "{}", link(4));
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let env: Vec<String> = env.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-    assert!(env.contains(&format!("MAIL_CONFIG={}", std::fs::canonicalize(s.path()).unwrap().display())));
+    let env: Vec<String> = env
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(env.contains(&format!(
+        "MAIL_CONFIG={}",
+        std::fs::canonicalize(s.path()).unwrap().display()
+    )));
     assert!(env.contains(&"PATH=/usr/bin:/bin".to_string()));
     assert!(env.contains(&"POSTERN_GENERATION=0".to_string()));
     assert!(!env.iter().any(|e| e.starts_with("HOME=")), "{env:?}");
     let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let argv: Vec<&[u8]> = argv.split(|b| *b == 0).collect();
-    assert_eq!(&argv[1..5], &[b"-n".as_slice(), format!("127.0.0.1:{port}").as_bytes(), b"-t", b"inet"]);
+    assert_eq!(
+        &argv[1..5],
+        &[
+            b"-n".as_slice(),
+            format!("127.0.0.1:{port}").as_bytes(),
+            b"-t",
+            b"inet"
+        ]
+    );
     let pidfile = std::fs::read_to_string(s.path().join("queue/pid/master.pid")).unwrap();
     assert_eq!(pidfile, format!("{:>10}\n", m.pid()));
     // Every log line has the Postfix shape.
     let log = s.log();
     let line = log.lines().next().unwrap();
-    assert!(line.contains(&format!(" test postern/master[{}]: daemon started -- version 0.1.0, configuration ", m.pid())), "{line}");
+    assert!(
+        line.contains(&format!(
+            " test postern/master[{}]: daemon started -- version 0.1.0, configuration ",
+            m.pid()
+        )),
+        "{line}"
+    );
 }
 
 #[test]
@@ -248,11 +297,17 @@ fn maxproc_caps_children_and_the_extra_client_waits() {
     assert_ne!(pa, pb);
     let mut c = Client::connect(port);
     c.w.write_all(b"c\n").unwrap();
-    assert!(!c.reply_within(Duration::from_millis(1500)), "third client served beyond maxproc 2");
+    assert!(
+        !c.reply_within(Duration::from_millis(1500)),
+        "third client served beyond maxproc 2"
+    );
     drop(a); // frees a process, which takes the waiting client
     let (pc, text) = c.read_reply();
     assert_eq!(text, "c");
-    assert!(pc == pa || pc == pb, "third client served by a third process {pc}");
+    assert!(
+        pc == pa || pc == pb,
+        "third client served by a third process {pc}"
+    );
 }
 
 #[test]
@@ -265,7 +320,10 @@ fn killed_child_is_logged_and_replaced() {
     std::thread::sleep(Duration::from_millis(1200)); // ran long: no throttle
     unsafe_free_kill(pa as i32, 9);
     let prog = examples_dir().join("echo-service");
-    s.wait_log(&format!("warning: process {} pid {pa} killed by signal 9", prog.display()));
+    s.wait_log(&format!(
+        "warning: process {} pid {pa} killed by signal 9",
+        prog.display()
+    ));
     let mut b = Client::connect(port);
     let (pb, text) = b.echo("again");
     assert_eq!(text, "again");
@@ -276,15 +334,26 @@ fn killed_child_is_logged_and_replaced() {
 #[test]
 fn failing_start_up_is_throttled() {
     let port = free_port();
-    let s = Setup::new(&format!("127.0.0.1:{port} inet n - n - - echo-service crash\n"));
+    let s = Setup::new(&format!(
+        "127.0.0.1:{port} inet n - n - - echo-service crash\n"
+    ));
     let _m = s.start();
     let _c = Client::connect(port);
     let log = s.wait_log("bad command startup -- throttling");
     let prog = examples_dir().join("echo-service");
     assert!(log.contains("fatal: told to crash at start-up"), "{log}");
-    assert!(log.contains(&format!("warning: process {} pid ", prog.display())), "{log}");
+    assert!(
+        log.contains(&format!("warning: process {} pid ", prog.display())),
+        "{log}"
+    );
     assert!(log.contains(" exit status 1"), "{log}");
-    assert!(log.contains(&format!("warning: {}: bad command startup -- throttling", prog.display())), "{log}");
+    assert!(
+        log.contains(&format!(
+            "warning: {}: bad command startup -- throttling",
+            prog.display()
+        )),
+        "{log}"
+    );
     // Throttled: 1 s, then 2 s, ... not a tight respawn loop.
     std::thread::sleep(Duration::from_secs(2));
     let starts = s.log().matches("told to crash").count();
@@ -300,7 +369,9 @@ fn reload_adds_and_removes_services_without_dropping_connections() {
     let mut c1 = Client::connect(p1);
     let (pid1, _) = c1.echo("before");
     let inode = listen_inode(p1).expect("listener in /proc/net/tcp");
-    s.write_master_cf(&format!("{one}127.0.0.1:{p2} inet n - n - - echo-service\n"));
+    s.write_master_cf(&format!(
+        "{one}127.0.0.1:{p2} inet n - n - - echo-service\n"
+    ));
     m.signal(1);
     s.wait_log("reload -- version 0.1.0, configuration");
     let mut c2 = Client::connect(p2);
@@ -315,9 +386,14 @@ fn reload_adds_and_removes_services_without_dropping_connections() {
     // Remove the second service: its port closes.
     s.write_master_cf(&one);
     m.signal(1);
-    wait_for("port 2 to close", || TcpStream::connect(("127.0.0.1", p2)).is_err().then_some(()));
+    wait_for("port 2 to close", || {
+        TcpStream::connect(("127.0.0.1", p2)).is_err().then_some(())
+    });
     assert_eq!(c1.echo("still").1, "still");
-    assert!(s.log().contains(&format!("service 127.0.0.1:{p2}/inet: removed")));
+    assert!(
+        s.log()
+            .contains(&format!("service 127.0.0.1:{p2}/inet: removed"))
+    );
 }
 
 #[test]
@@ -347,7 +423,7 @@ fn wakeup_service_receives_triggers() {
     assert_eq!(pids.len(), 1, "{log}");
     let pid: u32 = pids.iter().next().unwrap().parse().unwrap();
     assert_eq!(parent_of(pid), Some(m.pid()));
-    assert!(s.path().join("queue/private/counter").exists());
+    assert!(s.path().join("queue/public/counter").exists());
 }
 
 #[test]
@@ -398,7 +474,13 @@ fn bad_master_cf_line_stops_start_up_naming_file_and_line() {
     let mut m = Running { child: s.master() };
     assert_eq!(m.wait_exit(), Some(1));
     let log = s.log();
-    let want = format!("fatal: {}:2: ", std::fs::canonicalize(s.path()).unwrap().join("master.cf").display());
+    let want = format!(
+        "fatal: {}:2: ",
+        std::fs::canonicalize(s.path())
+            .unwrap()
+            .join("master.cf")
+            .display()
+    );
     assert!(log.contains(&want), "{log}");
     assert!(!s.path().join("queue/pid/master.pid").exists());
 }
@@ -407,12 +489,16 @@ fn bad_master_cf_line_stops_start_up_naming_file_and_line() {
 fn bind_failure_names_service_and_line() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let s = Setup::new(&format!("# c\n\n127.0.0.1:{port} inet n - n - - echo-service\n"));
+    let s = Setup::new(&format!(
+        "# c\n\n127.0.0.1:{port} inet n - n - - echo-service\n"
+    ));
     let mut m = Running { child: s.master() };
     assert_eq!(m.wait_exit(), Some(1));
     let log = s.log();
     assert!(
-        log.contains(&format!("master.cf:3: service 127.0.0.1:{port}/inet: cannot bind 127.0.0.1:{port}: ")),
+        log.contains(&format!(
+            "master.cf:3: service 127.0.0.1:{port}/inet: cannot bind 127.0.0.1:{port}: "
+        )),
         "{log}"
     );
 }
@@ -423,7 +509,9 @@ fn library_start_reload_stop() {
     let s = Setup::new(&format!("127.0.0.1:{port} inet n - n - - echo-service\n"));
     assert_eq!(postern_master::running_pid(s.path()).unwrap(), None);
     postern_master::start_with(s.path(), Path::new(MASTER)).unwrap();
-    let pid = postern_master::running_pid(s.path()).unwrap().expect("running");
+    let pid = postern_master::running_pid(s.path())
+        .unwrap()
+        .expect("running");
     let err = postern_master::start_with(s.path(), Path::new(MASTER)).unwrap_err();
     assert!(err.contains("already running"), "{err}");
     let mut c = Client::connect(port);
@@ -434,9 +522,75 @@ fn library_start_reload_stop() {
     postern_master::stop(s.path()).unwrap();
     assert_eq!(postern_master::running_pid(s.path()).unwrap(), None);
     assert!(!alive(pid as u32));
-    assert!(postern_master::stop(s.path()).unwrap_err().contains("not running"));
+    assert!(
+        postern_master::stop(s.path())
+            .unwrap_err()
+            .contains("not running")
+    );
     // A start-up failure comes back as master's reason.
     s.write_master_cf("broken\n");
     let err = postern_master::start_with(s.path(), Path::new(MASTER)).unwrap_err();
     assert!(err.contains("master.cf:1:"), "{err}");
+}
+
+#[test]
+fn reload_of_a_changed_service_drains_old_children_and_keeps_the_socket() {
+    let port = free_port();
+    let s = Setup::new(&format!("127.0.0.1:{port} inet n - n - - echo-service\n"));
+    let m = s.start();
+    let mut old = Client::connect(port);
+    let (old_pid, _) = old.echo("before");
+    let inode = listen_inode(port).expect("listener in /proc/net/tcp");
+    s.write_master_cf(&format!(
+        "127.0.0.1:{port} inet n - n - - echo-service -o max_use=50\n"
+    ));
+    m.signal(1);
+    s.wait_log(&format!(
+        "service 127.0.0.1:{port}/inet: configuration changed"
+    ));
+    // The busy old-generation child finishes its client...
+    assert_eq!(old.echo("during"), (old_pid, "during".to_string()));
+    // ...while new clients get a new-generation child with the new args.
+    let mut new = Client::connect(port);
+    let (new_pid, _) = new.echo("new");
+    assert_ne!(new_pid, old_pid);
+    let argv = std::fs::read_to_string(format!("/proc/{new_pid}/cmdline")).unwrap();
+    assert!(argv.contains("max_use=50"), "{argv:?}");
+    let env = std::fs::read_to_string(format!("/proc/{new_pid}/environ")).unwrap();
+    assert!(env.contains("POSTERN_GENERATION=1"), "{env:?}");
+    assert_eq!(listen_inode(port), Some(inode));
+    // Once its client leaves, the old child exits (it got SIGHUP).
+    drop(old);
+    wait_for("old child to exit", || (!alive(old_pid)).then_some(()));
+    assert!(!s.log().contains("warning: process"), "{}", s.log());
+}
+
+#[test]
+fn children_finish_and_exit_when_master_is_killed() {
+    let port = free_port();
+    let s = Setup::new(&format!(
+        "127.0.0.1:{port} inet n - n - - echo-service\ncounter unix n - n 1 1 wakeup-counter\n"
+    ));
+    let mut m = s.start();
+    let mut c = Client::connect(port);
+    let (pid, _) = c.echo("a");
+    let log = s.wait_log("wakeup 1");
+    let counter: u32 = log
+        .lines()
+        .find_map(|l| {
+            l.split("wakeup-counter[")
+                .nth(1)?
+                .split(']')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    m.signal(9);
+    m.wait_exit();
+    // The event service stops; the busy one finishes its client first.
+    wait_for("wakeup-counter to exit", || (!alive(counter)).then_some(()));
+    assert_eq!(c.echo("b"), (pid, "b".to_string()));
+    drop(c);
+    wait_for("echo child to exit", || (!alive(pid)).then_some(()));
 }

@@ -76,7 +76,9 @@ pub fn parse_service_args(args: &[String]) -> Result<ParsedArgs, String> {
                 parsed.verbose = true;
                 continue;
             }
-            a if a.len() > 2 && (a.starts_with("-n") || a.starts_with("-t") || a.starts_with("-o")) => {
+            a if a.len() > 2
+                && (a.starts_with("-n") || a.starts_with("-t") || a.starts_with("-o")) =>
+            {
                 (&a[..2], Some(a[2..].to_string()))
             }
             _ => {
@@ -108,13 +110,18 @@ pub fn parse_service_args(args: &[String]) -> Result<ParsedArgs, String> {
             }
             _ => {
                 let Some((name, val)) = value.split_once('=') else {
-                    return Err(format!("option -o: bad parameter override (need name=value): {value}"));
+                    return Err(format!(
+                        "option -o: bad parameter override (need name=value): {value}"
+                    ));
                 };
                 let name = name.trim();
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
                     return Err(format!("option -o: bad parameter name: {value}"));
                 }
-                parsed.overrides.push((name.to_string(), val.trim().to_string()));
+                parsed
+                    .overrides
+                    .push((name.to_string(), val.trim().to_string()));
             }
         }
     }
@@ -132,19 +139,37 @@ mod tests {
     #[test]
     fn master_style_argv() {
         let p = parse_service_args(&v(&[
-            "-n", "submission", "-t", "inet", "extra", "-o", "syslog_name=postern/submission", "-v",
+            "-n",
+            "submission",
+            "-t",
+            "inet",
+            "extra",
+            "-o",
+            "syslog_name=postern/submission",
+            "-v",
         ]))
         .unwrap();
         assert_eq!(p.service_name.as_deref(), Some("submission"));
         assert!(matches!(p.service_type, Some(ServiceType::Inet)));
-        assert_eq!(p.overrides, vec![("syslog_name".into(), "postern/submission".into())]);
+        assert_eq!(
+            p.overrides,
+            vec![("syslog_name".into(), "postern/submission".into())]
+        );
         assert!(p.verbose);
         assert_eq!(p.args, v(&["extra"]));
     }
 
     #[test]
     fn attached_values_and_double_dash() {
-        let p = parse_service_args(&v(&["-nsmtp", "-tunix-dgram", "-omax_use=5", "--", "-o", "x"])).unwrap();
+        let p = parse_service_args(&v(&[
+            "-nsmtp",
+            "-tunix-dgram",
+            "-omax_use=5",
+            "--",
+            "-o",
+            "x",
+        ]))
+        .unwrap();
         assert_eq!(p.service_name.as_deref(), Some("smtp"));
         assert!(matches!(p.service_type, Some(ServiceType::UnixDgram)));
         assert_eq!(p.overrides, vec![("max_use".into(), "5".into())]);
@@ -162,7 +187,10 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert_eq!(parse_service_args(&v(&["-n"])).unwrap_err(), "option -n requires a value");
+        assert_eq!(
+            parse_service_args(&v(&["-n"])).unwrap_err(),
+            "option -n requires a value"
+        );
         assert_eq!(
             parse_service_args(&v(&["-t", "tcp"])).unwrap_err(),
             "option -t: unknown service type: tcp"
@@ -171,8 +199,14 @@ mod tests {
             parse_service_args(&v(&["-o", "novalue"])).unwrap_err(),
             "option -o: bad parameter override (need name=value): novalue"
         );
-        assert_eq!(parse_service_args(&v(&["-o", "=x"])).unwrap_err(), "option -o: bad parameter name: =x");
-        assert_eq!(parse_service_args(&v(&["-o", "a b=x"])).unwrap_err(), "option -o: bad parameter name: a b=x");
+        assert_eq!(
+            parse_service_args(&v(&["-o", "=x"])).unwrap_err(),
+            "option -o: bad parameter name: =x"
+        );
+        assert_eq!(
+            parse_service_args(&v(&["-o", "a b=x"])).unwrap_err(),
+            "option -o: bad parameter name: a b=x"
+        );
         assert!(parse_service_args(&v(&["-n", ""])).is_err());
     }
 

@@ -10,7 +10,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt};
+use nix::sys::socket::{
+    AddressFamily, SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A listening socket handed over by master (fd 3).
@@ -48,7 +50,10 @@ impl Listener {
     pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
         let listening = getsockopt(&fd, sockopt::AcceptConn).map_err(io::Error::from)?;
         if !listening {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket is not listening"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket is not listening",
+            ));
         }
         let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(io::Error::from)?;
         match addr.family() {
@@ -75,7 +80,11 @@ impl Listener {
             Listener::Tcp(l) => {
                 let (stream, peer) = l.accept().await?;
                 let local = stream.local_addr()?;
-                Ok(Connection::Tcp { stream, peer, local })
+                Ok(Connection::Tcp {
+                    stream,
+                    peer,
+                    local,
+                })
             }
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await?;
@@ -104,7 +113,11 @@ impl Connection {
 }
 
 impl AsyncRead for Connection {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Connection::Tcp { stream, .. } => Pin::new(stream).poll_read(cx, buf),
             Connection::Unix { stream } => Pin::new(stream).poll_read(cx, buf),
@@ -113,7 +126,11 @@ impl AsyncRead for Connection {
 }
 
 impl AsyncWrite for Connection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Connection::Tcp { stream, .. } => Pin::new(stream).poll_write(cx, buf),
             Connection::Unix { stream } => Pin::new(stream).poll_write(cx, buf),
@@ -177,7 +194,9 @@ mod tests {
         let mut line = String::new();
         let mut r = BufReader::new(&mut conn);
         r.read_line(&mut line).await.unwrap();
-        conn.write_all(format!("echo {line}").as_bytes()).await.unwrap();
+        conn.write_all(format!("echo {line}").as_bytes())
+            .await
+            .unwrap();
         assert_eq!(client.await.unwrap(), "echo hi\n");
     }
 

@@ -103,7 +103,9 @@ pub fn preinit(program: &str) {
 /// when maillog_file is set, else /dev/log, else fd 2.
 pub fn init_logging(program: &str, main: &MainCf, verbose: bool) {
     let sink = if main.str("maillog_file").is_empty() {
-        connect_syslog().map(LogSink::Syslog).unwrap_or(LogSink::Stderr)
+        connect_syslog()
+            .map(LogSink::Syslog)
+            .unwrap_or(LogSink::Stderr)
     } else {
         LogSink::Stderr
     };
@@ -122,7 +124,8 @@ pub fn init_logging_with(program: &str, main: &MainCf, verbose: bool, sink: LogS
         *st = Some(LogState { tag, host, sink });
     }
     INSTALLED.get_or_init(|| {
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(LineLayer)).is_ok()
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(LineLayer))
+            .is_ok()
     });
 }
 
@@ -155,7 +158,11 @@ pub fn emit(sev: Severity, message: &str) -> bool {
     let guard = STATE.read().ok();
     let state = guard.as_ref().and_then(|g| g.as_ref());
     match state {
-        Some(LogState { tag, sink: LogSink::Syslog(sock), .. }) => {
+        Some(LogState {
+            tag,
+            sink: LogSink::Syslog(sock),
+            ..
+        }) => {
             let mut dgram = format_syslog(sev, &timestamp(now), tag, pid, message).into_bytes();
             dgram.truncate(8192);
             if sock.send(&dgram).is_ok() {
@@ -165,28 +172,43 @@ pub fn emit(sev: Severity, message: &str) -> bool {
             write_stderr(&line);
             true
         }
-        Some(LogState { tag, host, sink: LogSink::File(f) }) => {
+        Some(LogState {
+            tag,
+            host,
+            sink: LogSink::File(f),
+        }) => {
             let line = format_line(&timestamp(now), host, tag, pid, sev, message);
             let _ = (&*f).write_all(line.as_bytes());
             false
         }
-        Some(LogState { tag, host, sink: LogSink::Stderr }) => {
+        Some(LogState {
+            tag,
+            host,
+            sink: LogSink::Stderr,
+        }) => {
             write_stderr(&format_line(&timestamp(now), host, tag, pid, sev, message));
             true
         }
         None => {
             let tag = current_tag();
-            write_stderr(&format_line(&timestamp(now), &fallback_host(), &tag, pid, sev, message));
+            write_stderr(&format_line(
+                &timestamp(now),
+                &fallback_host(),
+                &tag,
+                pid,
+                sev,
+                message,
+            ));
             true
         }
     }
 }
 
 fn current_tag() -> String {
-    if let Ok(st) = STATE.read() {
-        if let Some(s) = st.as_ref() {
-            return s.tag.clone();
-        }
+    if let Ok(st) = STATE.read()
+        && let Some(s) = st.as_ref()
+    {
+        return s.tag.clone();
     }
     PREINIT_TAG
         .lock()
@@ -211,18 +233,38 @@ fn fallback_host() -> String {
 /// The first label of a host name ("mail.example.com" → "mail").
 pub fn short_host(name: &str) -> String {
     let first = name.split('.').next().unwrap_or("");
-    if first.is_empty() { "localhost".to_string() } else { first.to_string() }
+    if first.is_empty() {
+        "localhost".to_string()
+    } else {
+        first.to_string()
+    }
 }
 
 /// A file/stderr log line: `Nov 22 03:05:00 HOST TAG[PID]: PREFIXmessage\n`.
 /// Newlines inside the message are replaced so one event stays one line.
-pub fn format_line(ts: &str, host: &str, tag: &str, pid: u32, sev: Severity, message: &str) -> String {
-    format!("{ts} {host} {tag}[{pid}]: {}{}\n", sev.prefix(), one_line(message))
+pub fn format_line(
+    ts: &str,
+    host: &str,
+    tag: &str,
+    pid: u32,
+    sev: Severity,
+    message: &str,
+) -> String {
+    format!(
+        "{ts} {host} {tag}[{pid}]: {}{}\n",
+        sev.prefix(),
+        one_line(message)
+    )
 }
 
 /// An RFC 3164 datagram: `<PRI>Nov 22 03:05:00 TAG[PID]: PREFIXmessage`.
 pub fn format_syslog(sev: Severity, ts: &str, tag: &str, pid: u32, message: &str) -> String {
-    format!("<{}>{ts} {tag}[{pid}]: {}{}", sev.syslog_priority(), sev.prefix(), one_line(message))
+    format!(
+        "<{}>{ts} {tag}[{pid}]: {}{}",
+        sev.syslog_priority(),
+        sev.prefix(),
+        one_line(message)
+    )
 }
 
 fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
@@ -233,11 +275,16 @@ fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Syslog time stamp in local time: "Nov 22 03:05:00" (day padded with a space).
 pub fn timestamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (mon, day, h, m, s) = local_time(secs as i64).unwrap_or_else(|| {
         // No usable local time: fall back to UTC arithmetic on the seconds.
         let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -325,11 +372,25 @@ mod tests {
     #[test]
     fn line_format() {
         assert_eq!(
-            format_line("Nov 22 03:05:00", "mail", "postern/smtpd", 1234, Severity::Warning, "hello"),
+            format_line(
+                "Nov 22 03:05:00",
+                "mail",
+                "postern/smtpd",
+                1234,
+                Severity::Warning,
+                "hello"
+            ),
             "Nov 22 03:05:00 mail postern/smtpd[1234]: warning: hello\n"
         );
         assert_eq!(
-            format_line("Nov  2 03:05:00", "mail", "postern/master", 1, Severity::Info, "a\nb"),
+            format_line(
+                "Nov  2 03:05:00",
+                "mail",
+                "postern/master",
+                1,
+                Severity::Info,
+                "a\nb"
+            ),
             "Nov  2 03:05:00 mail postern/master[1]: a b\n"
         );
     }
@@ -340,8 +401,14 @@ mod tests {
             format_syslog(Severity::Info, "Nov 22 03:05:00", "postern/smtpd", 7, "x"),
             "<22>Nov 22 03:05:00 postern/smtpd[7]: x"
         );
-        assert_eq!(format_syslog(Severity::Warning, "T", "t", 7, "x"), "<20>T t[7]: warning: x");
-        assert_eq!(format_syslog(Severity::Error, "T", "t", 7, "x"), "<19>T t[7]: error: x");
+        assert_eq!(
+            format_syslog(Severity::Warning, "T", "t", 7, "x"),
+            "<20>T t[7]: warning: x"
+        );
+        assert_eq!(
+            format_syslog(Severity::Error, "T", "t", 7, "x"),
+            "<19>T t[7]: error: x"
+        );
     }
 
     #[test]
@@ -364,7 +431,11 @@ mod tests {
     fn events_become_lines_in_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("maillog");
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         let mut main = MainCf::defaults();
         main.set("syslog_name", "postern/test");
         main.set("myhostname", "box.example.org");
@@ -377,11 +448,22 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         let pid = std::process::id();
-        assert!(lines[0].ends_with(&format!(" box postern/test/prog[{pid}]: plain message")), "{}", lines[0]);
-        assert!(lines[1].ends_with(": warning: with field queue_id=ABC"), "{}", lines[1]);
+        assert!(
+            lines[0].ends_with(&format!(" box postern/test/prog[{pid}]: plain message")),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with(": warning: with field queue_id=ABC"),
+            "{}",
+            lines[1]
+        );
         assert!(lines[2].ends_with(": error: bad"), "{}", lines[2]);
         // Verbose: debug events appear.
-        let f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         init_logging_with("prog", &main, true, LogSink::File(f));
         tracing::debug!("now shown");
         let text = std::fs::read_to_string(&path).unwrap();

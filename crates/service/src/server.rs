@@ -36,7 +36,11 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/postern";
 /// Builds a [`ServiceContext`] from argv (without argv\[0\]) and a
 /// configuration directory: loads main.cf, applies `-o` overrides,
 /// validates. Errors are "FILE:LINE: reason" or an argv complaint.
-pub fn build_context(program: &'static str, argv: &[String], config_dir: PathBuf) -> Result<ServiceContext, String> {
+pub fn build_context(
+    program: &'static str,
+    argv: &[String],
+    config_dir: PathBuf,
+) -> Result<ServiceContext, String> {
     let parsed = parse_service_args(argv)?;
     let mut config = MainCf::load(&config_dir).map_err(|e| e.to_string())?;
     for (name, value) in &parsed.overrides {
@@ -74,9 +78,17 @@ fn start_up(program: &'static str) -> Started {
         fatal("no listening socket on descriptor 3 (services are started by master)");
     };
     let status_pipe = take_inherited(STATUS_FD).map(|fd| Arc::new(File::from(fd)));
-    let generation = std::env::var(GENERATION_ENV).ok().and_then(|g| g.parse().ok()).unwrap_or(0);
+    let generation = std::env::var(GENERATION_ENV)
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0);
     let status = StatusReporter::new(status_pipe.clone(), generation);
-    Started { ctx: Arc::new(ctx), listen_fd, status_pipe, status }
+    Started {
+        ctx: Arc::new(ctx),
+        listen_fd,
+        status_pipe,
+        status,
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -92,8 +104,10 @@ fn runtime() -> tokio::runtime::Runtime {
 fn lifecycle(status_pipe: Option<Arc<File>>) -> watch::Receiver<Lifecycle> {
     let (tx, rx) = watch::channel(Lifecycle::Running);
     let tx = Arc::new(tx);
-    let mut hup = signal(SignalKind::hangup()).unwrap_or_else(|e| fatal(format!("signal setup: {e}")));
-    let mut term = signal(SignalKind::terminate()).unwrap_or_else(|e| fatal(format!("signal setup: {e}")));
+    let mut hup =
+        signal(SignalKind::hangup()).unwrap_or_else(|e| fatal(format!("signal setup: {e}")));
+    let mut term =
+        signal(SignalKind::terminate()).unwrap_or_else(|e| fatal(format!("signal setup: {e}")));
     let sig_tx = tx.clone();
     tokio::task::spawn_local(async move {
         loop {
@@ -127,7 +141,14 @@ fn lifecycle(status_pipe: Option<Arc<File>>) -> watch::Receiver<Lifecycle> {
                 }
             }
             tracing::debug!("master went away; finishing");
-            tx.send_if_modified(|l| if *l == Lifecycle::Running { *l = Lifecycle::Drain; true } else { false });
+            tx.send_if_modified(|l| {
+                if *l == Lifecycle::Running {
+                    *l = Lifecycle::Drain;
+                    true
+                } else {
+                    false
+                }
+            });
         });
     }
     rx
@@ -154,16 +175,25 @@ where
     H: Fn(Rc<S>, Connection) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let Started { ctx, listen_fd, status_pipe, status } = start_up(program);
+    let Started {
+        ctx,
+        listen_fd,
+        status_pipe,
+        status,
+    } = start_up(program);
     let state = Rc::new(init(&ctx).unwrap_or_else(|e| fatal(e)));
     privileges::drop_privileges(&ctx).unwrap_or_else(|e| fatal(e));
     let (max_use, max_idle) = limits(&ctx);
     let rt = runtime();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = Listener::from_fd(listen_fd).unwrap_or_else(|e| fatal(format!("descriptor 3: {e}")));
+        let listener =
+            Listener::from_fd(listen_fd).unwrap_or_else(|e| fatal(format!("descriptor 3: {e}")));
         let mut life = lifecycle(status_pipe);
-        serve_loop(&listener, &mut life, &status, max_use, max_idle, |conn| handler(state.clone(), conn)).await;
+        serve_loop(&listener, &mut life, &status, max_use, max_idle, |conn| {
+            handler(state.clone(), conn)
+        })
+        .await;
     });
     std::process::exit(0)
 }
@@ -222,14 +252,20 @@ where
     M: FnOnce(Arc<ServiceContext>, Listener, watch::Receiver<Lifecycle>) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let Started { ctx, listen_fd, status_pipe, status } = start_up(program);
+    let Started {
+        ctx,
+        listen_fd,
+        status_pipe,
+        status,
+    } = start_up(program);
     init(&ctx).unwrap_or_else(|e| fatal(e));
     privileges::drop_privileges(&ctx).unwrap_or_else(|e| fatal(e));
     status.busy();
     let rt = runtime();
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, async move {
-        let listener = Listener::from_fd(listen_fd).unwrap_or_else(|e| fatal(format!("descriptor 3: {e}")));
+        let listener =
+            Listener::from_fd(listen_fd).unwrap_or_else(|e| fatal(format!("descriptor 3: {e}")));
         let life = lifecycle(status_pipe);
         main(ctx, listener, life).await
     });
@@ -281,17 +317,30 @@ mod tests {
         let argv = vec!["-o".to_string(), "max_use=abc".to_string()];
         let e = build_context("smtpd", &argv, d.path().to_path_buf()).unwrap_err();
         assert!(e.contains("max_use"), "{e}");
-        let e = build_context("smtpd", &["-t".into(), "bogus".into()], d.path().to_path_buf()).unwrap_err();
+        let e = build_context(
+            "smtpd",
+            &["-t".into(), "bogus".into()],
+            d.path().to_path_buf(),
+        )
+        .unwrap_err();
         assert!(e.contains("unknown service type"), "{e}");
         let nowhere = d.path().join("missing");
         assert!(build_context("smtpd", &[], nowhere).is_err());
     }
 
     /// Drives serve_loop with a real TCP listener and status pipe.
-    fn run_loop(max_use: u64, max_idle: Duration, clients: usize, hup_after: Option<usize>) -> (Vec<StatusRecord>, usize) {
+    fn run_loop(
+        max_use: u64,
+        max_idle: Duration,
+        clients: usize,
+        hup_after: Option<usize>,
+    ) -> (Vec<StatusRecord>, usize) {
         let (r, w) = nix::unistd::pipe().unwrap();
         let status = StatusReporter::new(Some(Arc::new(File::from(w))), 2);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let served = rt.block_on(async {
             let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = std_l.local_addr().unwrap();
@@ -303,20 +352,32 @@ mod tests {
                     if hup_after == Some(i) {
                         tx.send_replace(Lifecycle::Drain);
                     }
-                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { break };
+                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                        break;
+                    };
                     let _ = s.write_all(b"x").await;
                     let mut b = [0u8; 1];
-                    if matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await, Ok(Ok(1))) {
+                    if matches!(
+                        tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await,
+                        Ok(Ok(1))
+                    ) {
                         answered += 1;
                     }
                 }
                 answered
             });
-            serve_loop(&listener, &mut rx, &status, max_use, max_idle, |mut c| async move {
-                let mut b = [0u8; 1];
-                let _ = c.read(&mut b).await;
-                let _ = c.write_all(b"y").await;
-            })
+            serve_loop(
+                &listener,
+                &mut rx,
+                &status,
+                max_use,
+                max_idle,
+                |mut c| async move {
+                    let mut b = [0u8; 1];
+                    let _ = c.read(&mut b).await;
+                    let _ = c.write_all(b"y").await;
+                },
+            )
             .await;
             drop(listener);
             clients_task.await.unwrap()
@@ -324,7 +385,13 @@ mod tests {
         drop(status);
         let mut buf = Vec::new();
         File::from(r).read_to_end(&mut buf).unwrap();
-        (drain_records(&mut buf).into_iter().map(|r| r.unwrap()).collect(), served)
+        (
+            drain_records(&mut buf)
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect(),
+            served,
+        )
     }
 
     #[test]
@@ -333,7 +400,10 @@ mod tests {
         assert_eq!(answered, 2);
         let avail: Vec<bool> = recs.iter().map(|r| r.available).collect();
         assert_eq!(avail, vec![false, true, false]);
-        assert!(recs.iter().all(|r| r.generation == 2 && r.pid == std::process::id()));
+        assert!(
+            recs.iter()
+                .all(|r| r.generation == 2 && r.pid == std::process::id())
+        );
     }
 
     #[test]
