@@ -144,7 +144,11 @@ fn bare_lf_dot_does_not_end_the_message() {
         assert_eq!(c.cmd("DATA").code, 354);
         c.raw(format!("Subject: smuggle {n}\r\n\r\nbefore").as_bytes());
         c.raw(smuggle);
-        c.raw(b"after\r\n.\r\n");
+        // The third attack closes with a real CRLF.CRLF: that ends the one
+        // message, whose text then includes the would-be commands.
+        if !smuggle.ends_with(b"\r\n.\r\n") {
+            c.raw(b"after\r\n.\r\n");
+        }
         let r = c.read_reply();
         queued_id(&r);
         assert_eq!(c.cmd("QUIT").code, 221);
@@ -152,7 +156,7 @@ fn bare_lf_dot_does_not_end_the_message() {
     let msgs = inst.wait_mail("alice", 3, T);
     for m in &msgs {
         let text = String::from_utf8_lossy(m);
-        assert!(text.contains("smuggled") && text.ends_with("after\n"), "{text}");
+        assert!(text.contains("MAIL FROM:<evil@remote.example>") && text.contains("smuggled"), "{text}");
     }
     std::thread::sleep(Duration::from_secs(1));
     assert!(inst.mailbox("bob").is_empty(), "a smuggled message was delivered");

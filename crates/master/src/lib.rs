@@ -114,10 +114,10 @@ fn run(config_dir: &Path, verbose: bool, ready: Option<File>) -> Result<(), Stri
     }
     let mcf = MasterCf::load(&config_dir).map_err(|e| e.to_string())?;
     let queue_dir = main.path("queue_directory");
-    for sub in ["private", "public", "pid"] {
-        let d = queue_dir.join(sub);
-        std::fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
-    }
+    // Every queue directory with its mode (postern-queue's QUEUE_DIRS).
+    postern_queue::QueueDirs::new(&queue_dir)
+        .create_all()
+        .map_err(|e| format!("create queue directories in {}: {e}", queue_dir.display()))?;
     let pid_file = pidfile::PidFile::acquire(&pid_file_path(&queue_dir))?;
 
     let mut sigs = SigSet::empty();
