@@ -31,7 +31,7 @@ use postern_config::MainCf;
 use postern_ipc::{Channel, DeliveryOutcome, DeliveryRecipient, DeliveryReply, DeliveryRequest, Trigger};
 use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -116,8 +116,8 @@ pub struct Qmgr {
     router: Router,
     main: MainCf,
     active: HashMap<QueueId, Active>,
-    /// Jobs waiting for a free slot, per transport.
-    pending: BTreeMap<String, Vec<Job>>,
+    /// Jobs waiting for a free slot, per transport and next hop.
+    pending: BTreeMap<String, BTreeMap<String, VecDeque<Job>>>,
     /// Deliveries in progress per transport and per (transport, nexthop).
     busy_transport: HashMap<String, usize>,
     busy_destination: HashMap<(String, String), usize>,
@@ -128,7 +128,15 @@ pub struct Qmgr {
 
 impl Qmgr {
     fn new(main: &MainCf, done_tx: mpsc::UnboundedSender<Done>) -> Result<Qmgr, String> {
-        let settings = Settings::from_config(main)?;
+        let mut settings = Settings::from_config(main)?;
+        // Every active message keeps its queue file open: make sure the
+        // descriptor limit allows the active limit, or lower the latter.
+        let fds = raise_fd_limit();
+        let cap = fds.saturating_sub(256).max(16) as usize;
+        if settings.active_limit > cap {
+            warn!("qmgr_message_active_limit {} exceeds what {fds} open files allow; using {cap}", settings.active_limit);
+            settings.active_limit = cap;
+        }
         Ok(Qmgr {
             dirs: QueueDirs::new(&settings.queue_dir),
             router: Router::from_config(main)?,
@@ -288,41 +296,43 @@ impl Qmgr {
                 self.pending
                     .entry(route.transport.clone())
                     .or_default()
-                    .push(Job { id: id.clone(), route: route.clone(), recipients: chunk.to_vec() });
+                    .entry(route.nexthop.clone())
+                    .or_default()
+                    .push_back(Job { id: id.clone(), route: route.clone(), recipients: chunk.to_vec() });
             }
         }
         self.active.insert(id, active);
     }
 
-    fn destination_limit(&self, route: &Route) -> usize {
-        if route.transport == self.router.local_transport() {
-            self.settings.local_destination_limit
-        } else {
-            self.settings.destination_limit
-        }
-    }
-
-    /// Starts as many waiting jobs as the concurrency limits allow.
+    /// Starts as many waiting jobs as the concurrency limits allow. Work is
+    /// queued per (transport, next hop), so this costs one step per started
+    /// job plus one per destination, however long the queues are.
     fn dispatch(&mut self) {
-        let transports: Vec<String> = self.pending.keys().cloned().collect();
-        for t in transports {
-            let Some(mut jobs) = self.pending.remove(&t) else { continue };
-            let mut keep = Vec::new();
-            for job in jobs.drain(..) {
-                let busy_t = self.busy_transport.get(&t).copied().unwrap_or(0);
-                let key = (t.clone(), job.route.nexthop.clone());
-                let busy_d = self.busy_destination.get(&key).copied().unwrap_or(0);
-                if busy_t >= self.settings.transport_limit || busy_d >= self.destination_limit(&job.route) {
-                    keep.push(job);
-                    continue;
+        let mut ready = Vec::new();
+        for (transport, destinations) in self.pending.iter_mut() {
+            let busy_t = self.busy_transport.entry(transport.clone()).or_insert(0);
+            for (nexthop, jobs) in destinations.iter_mut() {
+                if *busy_t >= self.settings.transport_limit {
+                    break;
                 }
-                *self.busy_transport.entry(t.clone()).or_insert(0) += 1;
-                *self.busy_destination.entry(key).or_insert(0) += 1;
-                self.start(job);
+                let dlimit = if *transport == self.router.local_transport() {
+                    self.settings.local_destination_limit
+                } else {
+                    self.settings.destination_limit
+                };
+                let busy_d = self.busy_destination.entry((transport.clone(), nexthop.clone())).or_insert(0);
+                while *busy_t < self.settings.transport_limit && *busy_d < dlimit {
+                    let Some(job) = jobs.pop_front() else { break };
+                    *busy_t += 1;
+                    *busy_d += 1;
+                    ready.push(job);
+                }
             }
-            if !keep.is_empty() {
-                self.pending.insert(t, keep);
-            }
+            destinations.retain(|_, jobs| !jobs.is_empty());
+        }
+        self.pending.retain(|_, d| !d.is_empty());
+        for job in ready {
+            self.start(job);
         }
     }
 
@@ -462,6 +472,21 @@ impl Qmgr {
 
     fn idle(&self) -> bool {
         self.active.is_empty()
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
     }
 }
 
