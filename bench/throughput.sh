@@ -110,6 +110,10 @@ users_file = $P/users
 local_recipient_maps = \$alias_maps
 virtual_mailbox_base = $P/mail
 home_mailbox = Maildir/
+# Postfix's virtual agent (the one it is compared with) delivers up to 20 at
+# a time to one domain; Postern's local defaults to Postfix's local limit of
+# 2 per user, which is for mbox locking, not needed for Maildir.
+local_destination_concurrency_limit = 20
 ${POSTERN_EXTRA:-}
 EOF
 cat > "$P/master.cf" <<EOF

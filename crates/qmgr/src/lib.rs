@@ -109,6 +109,14 @@ struct Done {
     results: Vec<(usize, DeliveryOutcome, String, String)>,
 }
 
+/// What finished work reports back to the scheduler loop.
+enum Event {
+    /// A delivery agent answered (or failed).
+    Delivered(Done),
+    /// Done marks were written (or failed to be).
+    Marked { id: QueueId, marks: postern_queue::DoneMarks, result: std::io::Result<()> },
+}
+
 /// The queue manager's state.
 pub struct Qmgr {
     settings: Settings,
@@ -121,13 +129,15 @@ pub struct Qmgr {
     /// Deliveries in progress per transport and per (transport, nexthop).
     busy_transport: HashMap<String, usize>,
     busy_destination: HashMap<(String, String), usize>,
-    done_tx: mpsc::UnboundedSender<Done>,
+    done_tx: mpsc::UnboundedSender<Event>,
     /// incoming/ may hold more than the active limit let us take.
     incoming_left: bool,
+    /// Done-mark writes in progress on blocking threads.
+    marks_in_flight: usize,
 }
 
 impl Qmgr {
-    fn new(main: &MainCf, done_tx: mpsc::UnboundedSender<Done>) -> Result<Qmgr, String> {
+    fn new(main: &MainCf, done_tx: mpsc::UnboundedSender<Event>) -> Result<Qmgr, String> {
         let mut settings = Settings::from_config(main)?;
         // Every active message keeps its queue file open: make sure the
         // descriptor limit allows the active limit, or lower the latter.
@@ -148,6 +158,7 @@ impl Qmgr {
             busy_destination: HashMap::new(),
             done_tx,
             incoming_left: false,
+            marks_in_flight: 0,
         })
     }
 
@@ -362,7 +373,7 @@ impl Qmgr {
             Ok(f) => f,
             Err(e) => {
                 let results = defer_all(&job.recipients, &format!("cannot duplicate queue file descriptor: {e}"));
-                let _ = self.done_tx.send(Done { id: job.id, route: job.route, results });
+                let _ = self.done_tx.send(Event::Delivered(Done { id: job.id, route: job.route, results }));
                 return;
             }
         };
@@ -387,7 +398,7 @@ impl Qmgr {
                     defer_all(&job.recipients, &why)
                 }
             };
-            let _ = tx.send(Done { id: job.id, route: job.route, results });
+            let _ = tx.send(Event::Delivered(Done { id: job.id, route: job.route, results }));
         });
     }
 
@@ -414,16 +425,48 @@ impl Qmgr {
             }
         }
         if !finished.is_empty() {
-            if let Err(e) = active.file.mark_done(&finished) {
-                // Not marked: those recipients may be delivered again later
-                // (at least once, never zero times).
-                warn!("{}: cannot mark recipients done: {e}", done.id);
-                active.deferred = true;
+            // The fdatasync of the marks runs on a blocking thread so the
+            // scheduler keeps dispatching; the message is not finished (and
+            // so not removed) until the marks are durable.
+            match active.file.prepare_done(&finished) {
+                Ok(marks) => {
+                    active.outstanding += 1;
+                    self.marks_in_flight += 1;
+                    let tx = self.done_tx.clone();
+                    let id = done.id.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let result = marks.write();
+                        let _ = tx.send(Event::Marked { id, marks, result });
+                    });
+                }
+                Err(e) => {
+                    warn!("{}: cannot mark recipients done: {e}", done.id);
+                    active.deferred = true;
+                }
             }
         }
         active.outstanding = active.outstanding.saturating_sub(1);
         if active.outstanding == 0 {
             self.finish(&done.id);
+        }
+    }
+
+    /// Done marks are durable (or failed): record them.
+    fn marked(&mut self, id: QueueId, marks: postern_queue::DoneMarks, result: std::io::Result<()>) {
+        self.marks_in_flight = self.marks_in_flight.saturating_sub(1);
+        let Some(active) = self.active.get_mut(&id) else { return };
+        match result {
+            Ok(()) => active.file.record_done(&marks),
+            Err(e) => {
+                // Not marked: those recipients may be delivered again later
+                // (at least once, never zero times).
+                warn!("{id}: cannot mark recipients done: {e}");
+                active.deferred = true;
+            }
+        }
+        active.outstanding = active.outstanding.saturating_sub(1);
+        if active.outstanding == 0 {
+            self.finish(&id);
         }
     }
 
@@ -472,6 +515,11 @@ impl Qmgr {
 
     fn idle(&self) -> bool {
         self.active.is_empty()
+    }
+
+    /// No delivery and no done-mark write in progress: safe to exit.
+    fn quiet(&self) -> bool {
+        self.marks_in_flight == 0 && self.busy_transport.values().all(|&n| n == 0)
     }
 }
 
@@ -620,11 +668,14 @@ pub async fn run(
                     q.dispatch();
                 }
             }
-            Some(done) = done_rx.recv() => {
+            Some(event) = done_rx.recv() => {
                 let mut q = qmgr.borrow_mut();
-                q.completed(done);
+                match event {
+                    Event::Delivered(done) => q.completed(done),
+                    Event::Marked { id, marks, result } => q.marked(id, marks, result),
+                }
                 if draining {
-                    if q.busy_transport.values().all(|&n| n == 0) {
+                    if q.quiet() {
                         return Ok(());
                     }
                 } else {
@@ -650,7 +701,7 @@ pub async fn run(
                     Lifecycle::Drain => {
                         draining = true;
                         let q = qmgr.borrow();
-                        if q.busy_transport.values().all(|&n| n == 0) {
+                        if q.quiet() {
                             return Ok(());
                         }
                         info!("reload: finishing {} deliveries in progress", q.busy_transport.values().sum::<usize>());
@@ -659,7 +710,7 @@ pub async fn run(
             }
         }
         let q = qmgr.borrow();
-        if draining && (q.idle() || q.busy_transport.values().all(|&n| n == 0)) {
+        if draining && (q.idle() || q.quiet()) {
             // Messages still in active/ are picked up again by the next qmgr.
             return Ok(());
         }

@@ -130,6 +130,37 @@ impl QueueFile {
         Ok(())
     }
 
+    /// The first half of [`QueueFile::mark_done`] for callers that do the
+    /// slow part (the fdatasync) off their event loop: collects what to
+    /// write, with a duplicate of the descriptor. Write it with
+    /// [`DoneMarks::write`], then call [`QueueFile::record_done`].
+    pub fn prepare_done(&self, indexes: &[usize]) -> io::Result<DoneMarks> {
+        let count = self.envelope.recipients.len();
+        if let Some(bad) = indexes.iter().find(|&&i| i >= count) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("recipient index {bad} out of range ({count} recipients)"),
+            ));
+        }
+        let mut todo: Vec<usize> = indexes.iter().copied().filter(|&i| !self.envelope.recipients[i].done).collect();
+        todo.sort_unstable();
+        todo.dedup();
+        Ok(DoneMarks {
+            file: self.file.try_clone()?,
+            offsets: todo.iter().map(|&i| self.rcpt_offsets[i]).collect(),
+            indexes: todo,
+        })
+    }
+
+    /// Records in memory that marks written by [`DoneMarks::write`] are durable.
+    pub fn record_done(&mut self, marks: &DoneMarks) {
+        for &i in &marks.indexes {
+            if let Some(r) = self.envelope.recipients.get_mut(i) {
+                r.done = true;
+            }
+        }
+    }
+
     /// True when no recipient is left: the file may be removed.
     pub fn all_done(&self) -> bool {
         self.envelope.recipients.iter().all(|r| r.done)
@@ -204,4 +235,31 @@ pub fn set_next_attempt(path: &Path, when: SystemTime) -> io::Result<()> {
 /// The next attempt time of a deferred message (its file's mtime).
 pub fn next_attempt(path: &Path) -> io::Result<SystemTime> {
     std::fs::symlink_metadata(path)?.modified()
+}
+
+/// "Done" marks ready to be written to a queue file from any thread (see
+/// [`QueueFile::prepare_done`]).
+#[derive(Debug)]
+pub struct DoneMarks {
+    file: File,
+    offsets: Vec<u64>,
+    indexes: Vec<usize>,
+}
+
+impl DoneMarks {
+    /// Writes 'D' over each recipient record's type byte, then one fdatasync.
+    pub fn write(&self) -> io::Result<()> {
+        if self.offsets.is_empty() {
+            return Ok(());
+        }
+        for &off in &self.offsets {
+            self.file.write_all_at(&[REC_DONE], off)?;
+        }
+        self.file.sync_data()
+    }
+
+    /// The recipient indexes these marks cover.
+    pub fn indexes(&self) -> &[usize] {
+        &self.indexes
+    }
 }
