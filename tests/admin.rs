@@ -113,7 +113,7 @@ fn demo_creates_a_working_instance_and_reuses_it() {
     assert!(users.contains("demo:{ARGON2ID}$argon2id$"), "{users}");
     // Run again: reused, same password.
     let pw = std::fs::read_to_string(dir.join("demo-password")).unwrap();
-    let mut child = Command::new(bin_dir().join("postern"))
+    let child = Command::new(bin_dir().join("postern"))
         .arg("demo")
         .arg(&dir)
         .stdout(std::process::Stdio::piped())

@@ -29,11 +29,10 @@ fn send_many(addr: SocketAddr, n: usize, tag: &str, stop: Arc<AtomicBool>) -> Ve
                     let r = std::panic::catch_unwind(|| {
                         Smtp::send_one(addr, "s@remote.example", &["alice@example.test", "bob@example.test"], body.as_bytes())
                     });
-                    if let Ok(r) = r {
-                        if r.code == 250 {
+                    if let Ok(r) = r
+                        && r.code == 250 {
                             accepted.lock().unwrap().push(subject);
                         }
-                    }
                 }
             })
         })
@@ -41,8 +40,8 @@ fn send_many(addr: SocketAddr, n: usize, tag: &str, stop: Arc<AtomicBool>) -> Ve
     for t in threads {
         let _ = t.join();
     }
-    let v = accepted.lock().unwrap().clone();
-    v
+    
+    accepted.lock().unwrap().clone()
 }
 
 fn assert_all_delivered(inst: &Instance, subjects: &[String]) {

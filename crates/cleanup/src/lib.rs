@@ -127,11 +127,10 @@ impl Cleanup {
                     msg.recipients.push(Recipient { address, original, done: false })
                 }
                 CleanupRequest::Content { data } => {
-                    if msg.failure.is_none() {
-                        if let Err(f) = self.content(&mut writer, &id, &mut msg, &data) {
+                    if msg.failure.is_none()
+                        && let Err(f) = self.content(&mut writer, &id, &mut msg, &data) {
                             msg.failure = Some(f);
                         }
-                    }
                 }
                 CleanupRequest::End => break,
                 other => {
@@ -141,11 +140,10 @@ impl Cleanup {
                 }
             }
         }
-        if msg.failure.is_none() {
-            if let Err(f) = self.finish_header(&mut writer, &id, &mut msg, true) {
+        if msg.failure.is_none()
+            && let Err(f) = self.finish_header(&mut writer, &id, &mut msg, true) {
                 msg.failure = Some(f);
             }
-        }
         if msg.failure.is_none() && writer.content_len() > self.message_size_limit && self.message_size_limit > 0 {
             msg.failure = Some(Failure { temporary: false, dsn: "5.3.4", reason: "message file too big".into() });
         }

@@ -153,11 +153,10 @@ pub fn check(config_dir: &Path, quiet: bool) -> Result<(), Failure> {
                 program.display()
             ));
         }
-        if s.kind == postern_config::ServiceType::Inet {
-            if let Err(e) = s.inet_addresses(&main) {
+        if s.kind == postern_config::ServiceType::Inet
+            && let Err(e) = s.inet_addresses(&main) {
                 problems.push(e.to_string());
             }
-        }
         let mut m = main.clone();
         for (k, v) in &s.overrides {
             m.set(k, v);

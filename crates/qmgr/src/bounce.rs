@@ -57,11 +57,10 @@ pub fn build(
     for (addr, dsn, reason) in failed {
         let status = if dsn.starts_with('5') { dsn.clone() } else { format!("5{}", dsn.get(1..).unwrap_or(".0.0")) };
         m.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", clean(addr)));
-        if let Some(r) = env.recipients.iter().find(|r| &r.address == addr) {
-            if r.original != r.address {
+        if let Some(r) = env.recipients.iter().find(|r| &r.address == addr)
+            && r.original != r.address {
                 m.push_str(&format!("Original-Recipient: rfc822; {}\n", clean(&r.original)));
             }
-        }
         m.push_str(&format!("Action: failed\nStatus: {status}\nDiagnostic-Code: X-Postern; {}\n", clean(reason)));
     }
     m.push('\n');

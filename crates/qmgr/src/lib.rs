@@ -144,7 +144,9 @@ impl Qmgr {
         let fds = raise_fd_limit();
         let cap = fds.saturating_sub(256).max(16) as usize;
         if settings.active_limit > cap {
-            warn!("qmgr_message_active_limit {} exceeds what {fds} open files allow; using {cap}", settings.active_limit);
+            if cap < 1000 {
+                warn!("qmgr_message_active_limit {} exceeds what {fds} open files allow; using {cap}", settings.active_limit);
+            }
             settings.active_limit = cap;
         }
         Ok(Qmgr {

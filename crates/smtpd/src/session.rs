@@ -90,7 +90,11 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
             let _ = tokio::time::timeout(Duration::from_secs(5), s.stream.write_all(r.as_bytes())).await;
         }
     }
-    let mut stats: Vec<String> = s.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // Postfix's order, so log tools that parse these lines see the same.
+    const ORDER: [&str; 14] =
+        ["helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy", "help", "quit", "unknown"];
+    let mut stats: Vec<String> =
+        ORDER.iter().filter_map(|k| s.counts.get(k).map(|v| format!("{k}={v}"))).collect();
     let total: u32 = s.counts.values().sum();
     stats.push(format!("commands={total}"));
     info!("disconnect from {} {}", s.client, stats.join(" "));
@@ -148,6 +152,9 @@ impl Session<'_> {
             "quit" => "QUIT",
             "vrfy" => "VRFY",
             "help" => "HELP",
+            "starttls" => "STARTTLS",
+            "auth" => "AUTH",
+            "bdat" => "BDAT",
             _ => "UNKNOWN",
         };
     }
@@ -439,13 +446,12 @@ impl Session<'_> {
         }
         // First accepted recipient: open the cleanup stream (Postfix's
         // smtpd_delay_open_until_valid_rcpt), so the queue ID exists from here on.
-        if self.tx.as_ref().is_some_and(|t| t.cleanup.is_none()) {
-            if let Err(why) = self.open_cleanup().await {
+        if self.tx.as_ref().is_some_and(|t| t.cleanup.is_none())
+            && let Err(why) = self.open_cleanup().await {
                 warn!("{}: cannot open cleanup stream: {why}", self.client);
                 self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
                 return Ok(());
             }
-        }
         let Some(tx) = self.tx.as_mut() else { return Ok(()) };
         let req = CleanupRequest::Recipient { address: address.clone(), original: address.clone() };
         let sent = match tx.cleanup.as_mut() {
