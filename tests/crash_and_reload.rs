@@ -27,12 +27,18 @@ fn send_many(addr: SocketAddr, n: usize, tag: &str, stop: Arc<AtomicBool>) -> Ve
                     // A refused or broken session is fine here (master may be
                     // dead); only mail that got 250 must be delivered.
                     let r = std::panic::catch_unwind(|| {
-                        Smtp::send_one(addr, "s@remote.example", &["alice@example.test", "bob@example.test"], body.as_bytes())
+                        Smtp::send_one(
+                            addr,
+                            "s@remote.example",
+                            &["alice@example.test", "bob@example.test"],
+                            body.as_bytes(),
+                        )
                     });
                     if let Ok(r) = r
-                        && r.code == 250 {
-                            accepted.lock().unwrap().push(subject);
-                        }
+                        && r.code == 250
+                    {
+                        accepted.lock().unwrap().push(subject);
+                    }
                 }
             })
         })
@@ -40,7 +46,7 @@ fn send_many(addr: SocketAddr, n: usize, tag: &str, stop: Arc<AtomicBool>) -> Ve
     for t in threads {
         let _ = t.join();
     }
-    
+
     accepted.lock().unwrap().clone()
 }
 
@@ -50,16 +56,25 @@ fn assert_all_delivered(inst: &Instance, subjects: &[String]) {
             let msgs = inst.mailbox(user);
             subjects.iter().all(|s| {
                 let needle = format!("Subject: {s}\n");
-                msgs.iter().any(|m| String::from_utf8_lossy(m).contains(&needle))
+                msgs.iter()
+                    .any(|m| String::from_utf8_lossy(m).contains(&needle))
             })
         });
         if !ok {
             let msgs = inst.mailbox(user);
             let missing: Vec<&String> = subjects
                 .iter()
-                .filter(|s| !msgs.iter().any(|m| String::from_utf8_lossy(m).contains(&format!("Subject: {s}\n"))))
+                .filter(|s| {
+                    !msgs
+                        .iter()
+                        .any(|m| String::from_utf8_lossy(m).contains(&format!("Subject: {s}\n")))
+                })
                 .collect();
-            panic!("{user} is missing {} accepted messages: {missing:?}\nlog:\n{}", missing.len(), inst.log());
+            panic!(
+                "{user} is missing {} accepted messages: {missing:?}\nlog:\n{}",
+                missing.len(),
+                inst.log()
+            );
         }
     }
 }
@@ -77,17 +92,27 @@ fn kill_9_of_qmgr_loses_nothing() {
     // Kill qmgr a few times while mail flows.
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(300));
-        assert!(wait_until(Duration::from_secs(10), || !inst.pids_of("qmgr").is_empty()), "no qmgr running");
+        assert!(
+            wait_until(Duration::from_secs(10), || !inst.pids_of("qmgr").is_empty()),
+            "no qmgr running"
+        );
         for pid in inst.pids_of("qmgr") {
             signal(pid, libc::SIGKILL);
         }
     }
     let accepted = sender.join().unwrap();
-    assert!(accepted.len() >= 50, "only {} of 60 accepted", accepted.len());
+    assert!(
+        accepted.len() >= 50,
+        "only {} of 60 accepted",
+        accepted.len()
+    );
     assert_all_delivered(&inst, &accepted);
     assert!(wait_until(T, || inst.queue_empty()), "queue not empty");
     let log = inst.log();
-    assert!(log.contains("killed by signal 9"), "master did not log the crash:\n{log}");
+    assert!(
+        log.contains("killed by signal 9"),
+        "master did not log the crash:\n{log}"
+    );
     inst.stop();
 }
 
@@ -121,7 +146,11 @@ fn kill_9_of_master_and_all_children_loses_nothing() {
     std::thread::sleep(Duration::from_millis(200));
     inst.start();
     assert_all_delivered(&inst, &accepted);
-    assert!(wait_until(T, || inst.queue_empty()), "queue not empty: {:?}", inst.queue_files("deferred"));
+    assert!(
+        wait_until(T, || inst.queue_empty()),
+        "queue not empty: {:?}",
+        inst.queue_files("deferred")
+    );
     inst.stop();
 }
 
@@ -136,22 +165,47 @@ fn reload_adds_a_listener_without_restarting_the_first() {
     let smtpd_before = inst.pids_of("smtpd");
     assert!(!smtpd_before.is_empty());
     let second_port = free_port();
-    std::fs::write(inst.dir.join("master.cf"), Instance::master_cf_text(&[inst.smtp_port, second_port])).unwrap();
+    std::fs::write(
+        inst.dir.join("master.cf"),
+        Instance::master_cf_text(&[inst.smtp_port, second_port]),
+    )
+    .unwrap();
     let out = inst.postern(&["reload"]);
-    assert!(out.status.success(), "reload failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second = SocketAddr::from(([127, 0, 0, 1], second_port));
     assert!(
-        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(second).is_ok()),
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+            second
+        )
+        .is_ok()),
         "second listener did not appear\n{}",
         inst.log()
     );
     // The open session still works and delivers.
-    let r = open.send("s@remote.example", &["alice@example.test"], b"Subject: across reload\r\n\r\nstill here\r\n");
+    let r = open.send(
+        "s@remote.example",
+        &["alice@example.test"],
+        b"Subject: across reload\r\n\r\nstill here\r\n",
+    );
     queued_id(&r);
     assert_eq!(open.cmd("QUIT").code, 221);
     // Both listeners take new mail.
-    queued_id(&Smtp::send_one(first, "s@remote.example", &["bob@example.test"], b"Subject: first\r\n\r\n1\r\n"));
-    queued_id(&Smtp::send_one(second, "s@remote.example", &["bob@example.test"], b"Subject: second\r\n\r\n2\r\n"));
+    queued_id(&Smtp::send_one(
+        first,
+        "s@remote.example",
+        &["bob@example.test"],
+        b"Subject: first\r\n\r\n1\r\n",
+    ));
+    queued_id(&Smtp::send_one(
+        second,
+        "s@remote.example",
+        &["bob@example.test"],
+        b"Subject: second\r\n\r\n2\r\n",
+    ));
     inst.wait_mail("alice", 1, T);
     inst.wait_mail("bob", 2, T);
     let log = inst.log();
@@ -168,8 +222,17 @@ fn temporary_delivery_failures_are_retried() {
     std::fs::write(&carol_home, b"not a directory").unwrap();
     inst.start();
     let addr = SocketAddr::from(([127, 0, 0, 1], inst.smtp_port));
-    queued_id(&Smtp::send_one(addr, "s@remote.example", &["carol@example.test"], b"Subject: retry\r\n\r\nlater\r\n"));
-    assert!(wait_until(T, || inst.log().contains("status=deferred")), "{}", inst.log());
+    queued_id(&Smtp::send_one(
+        addr,
+        "s@remote.example",
+        &["carol@example.test"],
+        b"Subject: retry\r\n\r\nlater\r\n",
+    ));
+    assert!(
+        wait_until(T, || inst.log().contains("status=deferred")),
+        "{}",
+        inst.log()
+    );
     assert!(wait_until(T, || !inst.queue_files("deferred").is_empty()));
     std::fs::remove_file(&carol_home).unwrap();
     let m = inst.wait_mail("carol", 1, T);

@@ -34,22 +34,44 @@ fn message_lands_byte_exact_in_the_maildir() {
     content.extend_from_slice(b"trailing spaces   \r\n");
     content.extend_from_slice(b"\r\n");
     content.extend_from_slice(b"last line\r\n");
-    let r = Smtp::send_one(inst_addr(&inst), "sender@remote.example", &["alice@example.test"], &content);
+    let r = Smtp::send_one(
+        inst_addr(&inst),
+        "sender@remote.example",
+        &["alice@example.test"],
+        &content,
+    );
     let id = queued_id(&r);
     let msgs = inst.wait_mail("alice", 1, T);
     assert_eq!(msgs.len(), 1);
     let got = &msgs[0];
     let want = to_lf(&content);
-    assert!(got.ends_with(&want), "content not byte-exact:\n{}", String::from_utf8_lossy(got));
+    assert!(
+        got.ends_with(&want),
+        "content not byte-exact:\n{}",
+        String::from_utf8_lossy(got)
+    );
     let added = String::from_utf8_lossy(&got[..got.len() - want.len()]).into_owned();
-    assert!(added.starts_with("Return-Path: <sender@remote.example>\n"), "{added}");
-    assert!(added.contains("Delivered-To: alice@example.test\n"), "{added}");
+    assert!(
+        added.starts_with("Return-Path: <sender@remote.example>\n"),
+        "{added}"
+    );
+    assert!(
+        added.contains("Delivered-To: alice@example.test\n"),
+        "{added}"
+    );
     assert!(added.contains(&format!("with ESMTP id {id}")), "{added}");
-    assert!(added.contains("Received: from client.example (unknown [127.0.0.1])"), "{added}");
+    assert!(
+        added.contains("Received: from client.example (unknown [127.0.0.1])"),
+        "{added}"
+    );
     // Message-ID and Date were present, so none were added.
     assert!(!added.contains("Message-Id:"), "{added}");
     // One grep on the queue ID follows the message through every program.
-    assert!(wait_until(T, || inst.log().contains(&format!("{id}: removed"))), "{}", inst.log());
+    assert!(
+        wait_until(T, || inst.log().contains(&format!("{id}: removed"))),
+        "{}",
+        inst.log()
+    );
     let log = inst.log();
     for needle in [
         "postern/smtpd[".to_string(),
@@ -72,25 +94,44 @@ fn inst_addr(inst: &Instance) -> SocketAddr {
 #[test]
 fn missing_message_id_and_date_are_added() {
     let inst = started(Options::default());
-    let r = Smtp::send_one(inst_addr(&inst), "s@remote.example", &["bob@example.test"], b"Subject: bare\r\n\r\nbody\r\n");
+    let r = Smtp::send_one(
+        inst_addr(&inst),
+        "s@remote.example",
+        &["bob@example.test"],
+        b"Subject: bare\r\n\r\nbody\r\n",
+    );
     let id = queued_id(&r);
     let msgs = inst.wait_mail("bob", 1, T);
     let h = header_of(&msgs[0]);
-    assert!(h.contains(&"Message-Id: <".to_string()) && h.contains(&format!(".{id}@mail.example.test>")), "{h}");
+    assert!(
+        h.contains(&"Message-Id: <".to_string())
+            && h.contains(&format!(".{id}@mail.example.test>")),
+        "{h}"
+    );
     assert!(h.contains("\nDate: "), "{h}");
 }
 
 #[test]
 fn an_alias_fans_out_to_two_mailboxes() {
     let inst = started(Options::default());
-    let r = Smtp::send_one(inst_addr(&inst), "s@remote.example", &["team@example.test"], b"Subject: team\r\n\r\nhello team\r\n");
+    let r = Smtp::send_one(
+        inst_addr(&inst),
+        "s@remote.example",
+        &["team@example.test"],
+        b"Subject: team\r\n\r\nhello team\r\n",
+    );
     queued_id(&r);
     let a = inst.wait_mail("alice", 1, T);
     let b = inst.wait_mail("bob", 1, T);
     assert!(a[0].ends_with(b"hello team\n") && b[0].ends_with(b"hello team\n"));
     assert!(inst.mailbox("carol").is_empty());
     // Nested: all -> team (alice, bob) + carol.
-    let r = Smtp::send_one(inst_addr(&inst), "s@remote.example", &["all@example.test"], b"Subject: all\r\n\r\nhello all\r\n");
+    let r = Smtp::send_one(
+        inst_addr(&inst),
+        "s@remote.example",
+        &["all@example.test"],
+        b"Subject: all\r\n\r\nhello all\r\n",
+    );
     queued_id(&r);
     inst.wait_mail("alice", 2, T);
     inst.wait_mail("bob", 2, T);
@@ -105,21 +146,37 @@ fn unknown_users_and_relaying_are_refused_at_rcpt() {
     assert_eq!(c.cmd("MAIL FROM:<s@remote.example>").code, 250);
     let r = c.cmd("RCPT TO:<nobody@example.test>");
     assert_eq!(r.code, 550, "{r:?}");
-    assert!(r.text().starts_with("5.1.1 <nobody@example.test>: Recipient address rejected"), "{r:?}");
+    assert!(
+        r.text()
+            .starts_with("5.1.1 <nobody@example.test>: Recipient address rejected"),
+        "{r:?}"
+    );
     let r = c.cmd("RCPT TO:<someone@elsewhere.example>");
     assert_eq!(r.code, 554, "{r:?}");
-    assert!(r.text().starts_with("5.7.1 <someone@elsewhere.example>: Relay access denied"), "{r:?}");
+    assert!(
+        r.text()
+            .starts_with("5.7.1 <someone@elsewhere.example>: Relay access denied"),
+        "{r:?}"
+    );
     // Postmaster is always accepted, with or without a domain.
     assert_eq!(c.cmd("RCPT TO:<Postmaster>").code, 250);
     assert_eq!(c.cmd("RCPT TO:<postmaster@example.test>").code, 250);
     assert_eq!(c.cmd("QUIT").code, 221);
     let log = inst.log();
-    assert!(log.contains("NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nobody@example.test>"), "{log}");
+    assert!(
+        log.contains(
+            "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nobody@example.test>"
+        ),
+        "{log}"
+    );
 }
 
 #[test]
 fn clients_in_mynetworks_may_relay() {
-    let inst = started(Options { mynetworks: "127.0.0.0/8".into(), ..Options::default() });
+    let inst = started(Options {
+        mynetworks: "127.0.0.0/8".into(),
+        ..Options::default()
+    });
     let mut c = inst.smtp();
     c.cmd("EHLO client.example");
     assert_eq!(c.cmd("MAIL FROM:<alice@example.test>").code, 250);
@@ -156,10 +213,16 @@ fn bare_lf_dot_does_not_end_the_message() {
     let msgs = inst.wait_mail("alice", 3, T);
     for m in &msgs {
         let text = String::from_utf8_lossy(m);
-        assert!(text.contains("MAIL FROM:<evil@remote.example>") && text.contains("smuggled"), "{text}");
+        assert!(
+            text.contains("MAIL FROM:<evil@remote.example>") && text.contains("smuggled"),
+            "{text}"
+        );
     }
     std::thread::sleep(Duration::from_secs(1));
-    assert!(inst.mailbox("bob").is_empty(), "a smuggled message was delivered");
+    assert!(
+        inst.mailbox("bob").is_empty(),
+        "a smuggled message was delivered"
+    );
 }
 
 #[test]
@@ -170,7 +233,12 @@ fn fifty_concurrent_clients_each_deliver_once() {
         .map(|i| {
             std::thread::spawn(move || {
                 let body = format!("Subject: concurrent {i}\r\n\r\nmessage number {i}\r\n");
-                let r = Smtp::send_one(addr, "s@remote.example", &["carol@example.test"], body.as_bytes());
+                let r = Smtp::send_one(
+                    addr,
+                    "s@remote.example",
+                    &["carol@example.test"],
+                    body.as_bytes(),
+                );
                 queued_id(&r)
             })
         })
@@ -184,7 +252,10 @@ fn fifty_concurrent_clients_each_deliver_once() {
     assert_eq!(msgs2.len(), 50, "each message exactly once");
     for i in 0..50 {
         let needle = format!("Subject: concurrent {i}\n");
-        let n = msgs.iter().filter(|m| String::from_utf8_lossy(m).contains(&needle)).count();
+        let n = msgs
+            .iter()
+            .filter(|m| String::from_utf8_lossy(m).contains(&needle))
+            .count();
         assert_eq!(n, 1, "message {i} delivered {n} times");
     }
 }
@@ -195,10 +266,18 @@ fn smtp_protocol_details() {
     let mut c = inst.smtp();
     let r = c.cmd("EHLO client.example");
     assert_eq!(r.code, 250);
-    for ext in ["PIPELINING", "SIZE 10240000", "8BITMIME", "ENHANCEDSTATUSCODES"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE 10240000",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+    ] {
         assert!(r.lines.iter().any(|l| l == ext), "EHLO lacks {ext}: {r:?}");
     }
-    assert!(!r.lines.iter().any(|l| l == "VRFY"), "VRFY is off by default");
+    assert!(
+        !r.lines.iter().any(|l| l == "VRFY"),
+        "VRFY is off by default"
+    );
     assert_eq!(c.cmd("RCPT TO:<alice@example.test>").code, 503);
     assert_eq!(c.cmd("DATA").code, 503);
     assert_eq!(c.cmd("FROBNICATE").code, 500);
@@ -208,7 +287,11 @@ fn smtp_protocol_details() {
     let r = c.cmd("MAIL FROM:<s@remote.example> SIZE=999999999");
     assert_eq!(r.code, 552, "{r:?}");
     assert_eq!(c.cmd("MAIL FROM:<s@remote.example> SIZE=100").code, 250);
-    assert_eq!(c.cmd("MAIL FROM:<s@remote.example>").code, 503, "nested MAIL");
+    assert_eq!(
+        c.cmd("MAIL FROM:<s@remote.example>").code,
+        503,
+        "nested MAIL"
+    );
     assert_eq!(c.cmd("RSET").code, 250);
     // Pipelining: several commands in one write, replies in order.
     c.raw(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\n");
@@ -227,7 +310,10 @@ fn smtp_protocol_details() {
 
 #[test]
 fn oversized_messages_are_refused_after_data() {
-    let inst = started(Options { main_extra: "message_size_limit = 20000".into(), ..Options::default() });
+    let inst = started(Options {
+        main_extra: "message_size_limit = 20000".into(),
+        ..Options::default()
+    });
     let mut c = inst.smtp();
     c.cmd("EHLO client.example");
     let big = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(100).repeat(300));
@@ -235,7 +321,11 @@ fn oversized_messages_are_refused_after_data() {
     assert_eq!(r.code, 552, "{r:?}");
     // The session continues in step after the refused data.
     assert_eq!(c.cmd("NOOP").code, 250);
-    let r = c.send("s@remote.example", &["alice@example.test"], b"Subject: small\r\n\r\nfits\r\n");
+    let r = c.send(
+        "s@remote.example",
+        &["alice@example.test"],
+        b"Subject: small\r\n\r\nfits\r\n",
+    );
     queued_id(&r);
     let msgs = inst.wait_mail("alice", 1, T);
     assert_eq!(msgs.len(), 1);
@@ -253,12 +343,23 @@ fn python_smtplib_can_send() {
          s.quit()\n",
         port = inst.smtp_port
     );
-    let out = std::process::Command::new("python3").arg("-c").arg(&script).output();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output();
     let Ok(out) = out else {
         eprintln!("python3 not available; skipping");
         return;
     };
-    assert!(out.status.success(), "smtplib failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "smtplib failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = inst.wait_mail("bob", 1, T);
-    assert!(m[0].ends_with(b".hello from smtplib\n"), "{}", String::from_utf8_lossy(&m[0]));
+    assert!(
+        m[0].ends_with(b".hello from smtplib\n"),
+        "{}",
+        String::from_utf8_lossy(&m[0])
+    );
 }

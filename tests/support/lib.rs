@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/test-binary
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
     for b in ["master", "smtpd", "cleanup", "qmgr", "local", "postern"] {
         assert!(
             dir.join(b).is_file(),
@@ -28,7 +32,11 @@ pub fn bin_dir() -> PathBuf {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until `f` is true or the time is up; returns whether it became true.
@@ -56,7 +64,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { mynetworks: "192.0.2.0/24".into(), main_extra: String::new() }
+        Options {
+            mynetworks: "192.0.2.0/24".into(),
+            main_extra: String::new(),
+        }
     }
 }
 
@@ -78,7 +89,10 @@ pub const USERS: &[&str] = &["alice", "bob", "carol"];
 impl Instance {
     /// Writes a complete instance (not started).
     pub fn new(opts: Options) -> Instance {
-        let tmp = tempfile::Builder::new().prefix("postern-test-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("postern-test-")
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let smtp_port = free_port();
         let bins = bin_dir();
@@ -109,13 +123,25 @@ impl Instance {
         );
         std::fs::write(dir.join("main.cf"), main_cf).unwrap();
         std::fs::write(dir.join("master.cf"), Self::master_cf_text(&[smtp_port])).unwrap();
-        std::fs::write(dir.join("aliases"), "postmaster: alice\nteam: alice, bob\nall: team, carol\nloop1: loop2\nloop2: loop1\n").unwrap();
-        let users: String = USERS.iter().map(|u| format!("{u}:{{PLAIN}}secret::::::\n")).collect();
+        std::fs::write(
+            dir.join("aliases"),
+            "postmaster: alice\nteam: alice, bob\nall: team, carol\nloop1: loop2\nloop2: loop1\n",
+        )
+        .unwrap();
+        let users: String = USERS
+            .iter()
+            .map(|u| format!("{u}:{{PLAIN}}secret::::::\n"))
+            .collect();
         std::fs::write(dir.join("users"), users).unwrap();
         for sub in ["queue", "data", "mail"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        Instance { _tmp: tmp, dir, smtp_port, master: None }
+        Instance {
+            _tmp: tmp,
+            dir,
+            smtp_port,
+            master: None,
+        }
     }
 
     /// master.cf text with one smtpd per port.
@@ -141,7 +167,9 @@ impl Instance {
             .expect("start master");
         self.master = Some(child);
         let port = self.smtp_port;
-        if !wait_until(Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+        if !wait_until(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) {
             let mut err = String::new();
             if let Some(mut c) = self.master.take() {
                 let _ = c.kill();
@@ -150,7 +178,10 @@ impl Instance {
                 }
                 let _ = c.wait();
             }
-            panic!("master did not start listening: {err}\nlog:\n{}", self.log());
+            panic!(
+                "master did not start listening: {err}\nlog:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -158,7 +189,9 @@ impl Instance {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.master.take() {
             signal(c.id() as i32, libc::SIGTERM);
-            let done = wait_until(Duration::from_secs(15), || matches!(c.try_wait(), Ok(Some(_))));
+            let done = wait_until(Duration::from_secs(15), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            });
             if !done {
                 let _ = c.kill();
                 let _ = c.wait();
@@ -169,7 +202,12 @@ impl Instance {
 
     /// Runs the postern command against this instance.
     pub fn postern(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin_dir().join("postern")).arg("-c").arg(&self.dir).args(args).output().expect("run postern")
+        Command::new(bin_dir().join("postern"))
+            .arg("-c")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("run postern")
     }
 
     /// The mail log so far.
@@ -192,21 +230,31 @@ impl Instance {
     pub fn wait_mail(&self, user: &str, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
         let ok = wait_until(timeout, || self.mailbox(user).len() >= n);
         let got = self.mailbox(user);
-        assert!(ok, "{user} has {} messages, want {n}\nlog:\n{}", got.len(), self.log());
+        assert!(
+            ok,
+            "{user} has {} messages, want {n}\nlog:\n{}",
+            got.len(),
+            self.log()
+        );
         got
     }
 
     /// Files in a queue directory.
     pub fn queue_files(&self, queue: &str) -> Vec<String> {
         match std::fs::read_dir(self.dir.join("queue").join(queue)) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
 
     /// True when incoming/, active/ and deferred/ are empty.
     pub fn queue_empty(&self) -> bool {
-        ["incoming", "active", "deferred"].iter().all(|q| self.queue_files(q).is_empty())
+        ["incoming", "active", "deferred"]
+            .iter()
+            .all(|q| self.queue_files(q).is_empty())
     }
 
     /// Connects an SMTP client to the first smtpd.
@@ -218,17 +266,26 @@ impl Instance {
     /// that belong to this instance (their MAIL_CONFIG is our directory).
     pub fn pids_of(&self, name: &str) -> Vec<i32> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return out;
+        };
         for e in rd.filter_map(|e| e.ok()) {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
             let argv0 = cmd.split(|&b| b == 0).next().unwrap_or_default();
             if !argv0.ends_with(format!("/{name}").as_bytes()) && argv0 != name.as_bytes() {
                 continue;
             }
-            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
             let want = format!("MAIL_CONFIG={}", self.dir.display());
-            if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) || self.is_our_master(pid, &cmd) {
+            if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) || self.is_our_master(pid, &cmd)
+            {
                 out.push(pid);
             }
         }
@@ -245,7 +302,9 @@ impl Drop for Instance {
     fn drop(&mut self) {
         if let Some(mut c) = self.master.take() {
             signal(c.id() as i32, libc::SIGTERM);
-            if !wait_until(Duration::from_secs(10), || matches!(c.try_wait(), Ok(Some(_)))) {
+            if !wait_until(Duration::from_secs(10), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            }) {
                 let _ = c.kill();
                 let _ = c.wait();
             }
@@ -294,7 +353,10 @@ impl Smtp {
     pub fn connect(addr: SocketAddr) -> Smtp {
         let s = TcpStream::connect(addr).expect("connect to smtpd");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut c = Smtp { reader: BufReader::new(s.try_clone().unwrap()), writer: s };
+        let mut c = Smtp {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        };
         let g = c.read_reply();
         assert_eq!(g.code, 220, "greeting: {g:?}");
         c
@@ -324,7 +386,10 @@ impl Smtp {
             Ok(0) | Err(_) => None,
             Ok(_) => {
                 let code: u16 = l.get(..3)?.parse().ok()?;
-                Some(Reply { code, lines: vec![l.get(4..).unwrap_or("").trim_end().to_string()] })
+                Some(Reply {
+                    code,
+                    lines: vec![l.get(4..).unwrap_or("").trim_end().to_string()],
+                })
             }
         }
     }
@@ -407,6 +472,10 @@ pub fn to_lf(content: &[u8]) -> Vec<u8> {
 
 /// The header fields of a delivered message (up to the first empty line).
 pub fn header_of(msg: &[u8]) -> String {
-    let end = msg.windows(2).position(|w| w == b"\n\n").map(|i| i + 1).unwrap_or(msg.len());
+    let end = msg
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| i + 1)
+        .unwrap_or(msg.len());
     String::from_utf8_lossy(&msg[..end]).into_owned()
 }

@@ -26,8 +26,13 @@ pub struct HeaderSummary {
 
 /// Is this line the start of a header field ("Name: value")?
 fn is_field_start(line: &[u8]) -> bool {
-    let Some(colon) = line.iter().position(|&b| b == b':') else { return false };
-    colon > 0 && line[..colon].iter().all(|&b| (33..=126).contains(&b) && b != b':')
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon]
+            .iter()
+            .all(|&b| (33..=126).contains(&b) && b != b':')
 }
 
 /// Scans the header section at the start of `content` (LF line endings).
@@ -104,7 +109,9 @@ pub fn scan(content: &[u8], complete: bool) -> Option<HeaderSummary> {
 pub fn rfc5322_date(t: SystemTime) -> String {
     let tm = local_tm(t);
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let off = tm.tm_gmtoff / 60;
     let sign = if off < 0 { '-' } else { '+' };
     let off = off.abs();
@@ -146,7 +153,10 @@ pub fn compact_timestamp(t: SystemTime) -> String {
 }
 
 fn local_tm(t: SystemTime) -> libc::tm {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as libc::time_t;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as libc::time_t;
     // SAFETY: tm is plain data; localtime_r fills it and is thread-safe.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
@@ -177,7 +187,13 @@ pub struct Origin {
 impl Origin {
     /// Reads the attributes a client of cleanup sent with Open.
     pub fn from_attributes(attrs: &[(String, String)]) -> Origin {
-        let get = |n: &str| attrs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+        let get = |n: &str| {
+            attrs
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
         Origin {
             helo: get("helo_name"),
             client_name: get("client_name"),
@@ -192,16 +208,33 @@ impl Origin {
 
 /// Removes characters that would break a header line (CR, LF, other controls).
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Builds the Received header (folded, LF line endings), shaped like Postfix's:
 /// `Received: from HELO (NAME [ADDR])\n\tby HOST (Postern) with ESMTP id ID\n\tfor <rcpt>; DATE\n`
-pub fn received_header(origin: &Origin, myhostname: &str, mail_name: &str, queue_id: &str, single_rcpt: Option<&str>, now: SystemTime) -> String {
+pub fn received_header(
+    origin: &Origin,
+    myhostname: &str,
+    mail_name: &str,
+    queue_id: &str,
+    single_rcpt: Option<&str>,
+    now: SystemTime,
+) -> String {
     let mut h = String::from("Received: ");
     if let Some(addr) = &origin.client_address {
-        let helo = origin.helo.as_deref().map(clean).unwrap_or_else(|| "unknown".into());
-        let name = origin.client_name.as_deref().map(clean).unwrap_or_else(|| "unknown".into());
+        let helo = origin
+            .helo
+            .as_deref()
+            .map(clean)
+            .unwrap_or_else(|| "unknown".into());
+        let name = origin
+            .client_name
+            .as_deref()
+            .map(clean)
+            .unwrap_or_else(|| "unknown".into());
         h.push_str(&format!("from {} ({} [{}])", helo, name, clean(addr)));
         if let Some(tls) = &origin.tls {
             h.push_str(&format!("\n\t({})", clean(tls)));
@@ -211,7 +244,12 @@ pub fn received_header(origin: &Origin, myhostname: &str, mail_name: &str, queue
         }
         h.push_str("\n\t");
     } else if let Some(user) = &origin.local_user {
-        h.push_str(&format!("by {} ({}, from userid {})\n\t", clean(myhostname), clean(mail_name), clean(user)));
+        h.push_str(&format!(
+            "by {} ({}, from userid {})\n\t",
+            clean(myhostname),
+            clean(mail_name),
+            clean(user)
+        ));
         h.push_str(&format!("id {}", queue_id));
         if let Some(r) = single_rcpt {
             h.push_str(&format!("\n\tfor <{}>", clean(r)));
@@ -219,8 +257,18 @@ pub fn received_header(origin: &Origin, myhostname: &str, mail_name: &str, queue
         h.push_str(&format!("; {}\n", rfc5322_date(now)));
         return h;
     }
-    let proto = origin.protocol.as_deref().map(clean).unwrap_or_else(|| "local".into());
-    h.push_str(&format!("by {} ({}) with {} id {}", clean(myhostname), clean(mail_name), proto, queue_id));
+    let proto = origin
+        .protocol
+        .as_deref()
+        .map(clean)
+        .unwrap_or_else(|| "local".into());
+    h.push_str(&format!(
+        "by {} ({}) with {} id {}",
+        clean(myhostname),
+        clean(mail_name),
+        proto,
+        queue_id
+    ));
     if let Some(r) = single_rcpt {
         h.push_str(&format!("\n\tfor <{}>", clean(r)));
     }
@@ -278,7 +326,14 @@ mod tests {
             protocol: Some("ESMTP".into()),
             ..Origin::default()
         };
-        let h = received_header(&o, "mx.example.test", "Postern", "ABC123", Some("u@example.test"), UNIX_EPOCH);
+        let h = received_header(
+            &o,
+            "mx.example.test",
+            "Postern",
+            "ABC123",
+            Some("u@example.test"),
+            UNIX_EPOCH,
+        );
         assert!(h.starts_with("Received: from client.example (unknown [127.0.0.1])\n\tby mx.example.test (Postern) with ESMTP id ABC123\n\tfor <u@example.test>; "), "{h}");
         assert!(h.ends_with('\n'));
         assert!(!h.contains('\r'));
@@ -286,7 +341,11 @@ mod tests {
 
     #[test]
     fn control_characters_cannot_break_the_header() {
-        let o = Origin { helo: Some("evil\nX-Injected: yes".into()), client_address: Some("::1".into()), ..Origin::default() };
+        let o = Origin {
+            helo: Some("evil\nX-Injected: yes".into()),
+            client_address: Some("::1".into()),
+            ..Origin::default()
+        };
         let h = received_header(&o, "h", "Postern", "ID", None, UNIX_EPOCH);
         assert!(!h.contains("\nX-Injected"));
     }
@@ -295,7 +354,7 @@ mod tests {
     fn dates_look_like_rfc5322() {
         let d = rfc5322_date(UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
         // "Tue, 14 Nov 2023 22:13:20 +0000 (UTC)" in UTC; the zone depends on TZ.
-        assert!(d.contains(" Nov 2023 ") || d.contains(" Nov 2023") , "{d}");
+        assert!(d.contains(" Nov 2023 ") || d.contains(" Nov 2023"), "{d}");
         assert_eq!(compact_timestamp(UNIX_EPOCH).len(), 14);
     }
 }

@@ -20,9 +20,9 @@
 
 pub mod headers;
 
-use headers::{compact_timestamp, received_header, rfc5322_date, HeaderSummary, Origin};
+use headers::{HeaderSummary, Origin, compact_timestamp, received_header, rfc5322_date};
 use postern_config::MainCf;
-use postern_ipc::{cleanup_flags, Channel, CleanupReply, CleanupRequest, Trigger};
+use postern_ipc::{Channel, CleanupReply, CleanupRequest, Trigger, cleanup_flags};
 use postern_queue::{Envelope, QueueDirs, QueueFileWriter, Recipient};
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -82,15 +82,28 @@ impl Cleanup {
         let mut writer = match QueueFileWriter::create(&self.dirs) {
             Ok(w) => w,
             Err(e) => {
-                warn!("cannot create queue file in {}: {e}", self.dirs.dir(postern_queue::Queue::Incoming).display());
+                warn!(
+                    "cannot create queue file in {}: {e}",
+                    self.dirs.dir(postern_queue::Queue::Incoming).display()
+                );
                 let _ = ch
-                    .send(&CleanupReply::Rejected { temporary: true, dsn: "4.3.0".into(), reason: "queue file write error".into() })
+                    .send(&CleanupReply::Rejected {
+                        temporary: true,
+                        dsn: "4.3.0".into(),
+                        reason: "queue file write error".into(),
+                    })
                     .await;
                 return;
             }
         };
         let id = writer.queue_id().to_string();
-        if ch.send(&CleanupReply::Opened { queue_id: id.clone() }).await.is_err() {
+        if ch
+            .send(&CleanupReply::Opened {
+                queue_id: id.clone(),
+            })
+            .await
+            .is_err()
+        {
             writer.abort();
             return;
         }
@@ -122,15 +135,22 @@ impl Cleanup {
                 }
             };
             match req {
-                CleanupRequest::Sender { address } if !msg.envelope_written => msg.sender = Some(address),
+                CleanupRequest::Sender { address } if !msg.envelope_written => {
+                    msg.sender = Some(address)
+                }
                 CleanupRequest::Recipient { address, original } if !msg.envelope_written => {
-                    msg.recipients.push(Recipient { address, original, done: false })
+                    msg.recipients.push(Recipient {
+                        address,
+                        original,
+                        done: false,
+                    })
                 }
                 CleanupRequest::Content { data } => {
                     if msg.failure.is_none()
-                        && let Err(f) = self.content(&mut writer, &id, &mut msg, &data) {
-                            msg.failure = Some(f);
-                        }
+                        && let Err(f) = self.content(&mut writer, &id, &mut msg, &data)
+                    {
+                        msg.failure = Some(f);
+                    }
                 }
                 CleanupRequest::End => break,
                 other => {
@@ -141,16 +161,30 @@ impl Cleanup {
             }
         }
         if msg.failure.is_none()
-            && let Err(f) = self.finish_header(&mut writer, &id, &mut msg, true) {
-                msg.failure = Some(f);
-            }
-        if msg.failure.is_none() && writer.content_len() > self.message_size_limit && self.message_size_limit > 0 {
-            msg.failure = Some(Failure { temporary: false, dsn: "5.3.4", reason: "message file too big".into() });
+            && let Err(f) = self.finish_header(&mut writer, &id, &mut msg, true)
+        {
+            msg.failure = Some(f);
+        }
+        if msg.failure.is_none()
+            && writer.content_len() > self.message_size_limit
+            && self.message_size_limit > 0
+        {
+            msg.failure = Some(Failure {
+                temporary: false,
+                dsn: "5.3.4",
+                reason: "message file too big".into(),
+            });
         }
         if let Some(f) = msg.failure {
             writer.abort();
             info!("{id}: reject: {}", f.reason);
-            let _ = ch.send(&CleanupReply::Rejected { temporary: f.temporary, dsn: f.dsn.into(), reason: f.reason }).await;
+            let _ = ch
+                .send(&CleanupReply::Rejected {
+                    temporary: f.temporary,
+                    dsn: f.dsn.into(),
+                    reason: f.reason,
+                })
+                .await;
             return;
         }
         match writer.commit() {
@@ -158,22 +192,40 @@ impl Cleanup {
                 if let Some(mid) = &msg.message_id {
                     info!("{qid}: message-id={mid}");
                 }
-                let _ = ch.send(&CleanupReply::Queued { queue_id: qid.to_string() }).await;
-                if let Err(e) = postern_ipc::send_trigger(&self.qmgr_socket, Trigger::ScanIncoming) {
+                let _ = ch
+                    .send(&CleanupReply::Queued {
+                        queue_id: qid.to_string(),
+                    })
+                    .await;
+                if let Err(e) = postern_ipc::send_trigger(&self.qmgr_socket, Trigger::ScanIncoming)
+                {
                     // Not fatal: qmgr's periodic wakeup finds the file anyway.
-                    warn!("{qid}: cannot notify qmgr at {}: {e}", self.qmgr_socket.display());
+                    warn!(
+                        "{qid}: cannot notify qmgr at {}: {e}",
+                        self.qmgr_socket.display()
+                    );
                 }
             }
             Err(e) => {
                 warn!("{id}: cannot write queue file: {e}");
                 let _ = ch
-                    .send(&CleanupReply::Rejected { temporary: true, dsn: "4.3.0".into(), reason: "queue file write error".into() })
+                    .send(&CleanupReply::Rejected {
+                        temporary: true,
+                        dsn: "4.3.0".into(),
+                        reason: "queue file write error".into(),
+                    })
                     .await;
             }
         }
     }
 
-    fn content(&self, w: &mut QueueFileWriter, id: &str, msg: &mut MessageState, data: &[u8]) -> Result<(), Failure> {
+    fn content(
+        &self,
+        w: &mut QueueFileWriter,
+        id: &str,
+        msg: &mut MessageState,
+        data: &[u8],
+    ) -> Result<(), Failure> {
         if !msg.envelope_written {
             self.write_envelope(w, msg)?;
         }
@@ -184,12 +236,24 @@ impl Cleanup {
         self.finish_header(w, id, msg, false)
     }
 
-    fn write_envelope(&self, w: &mut QueueFileWriter, msg: &mut MessageState) -> Result<(), Failure> {
+    fn write_envelope(
+        &self,
+        w: &mut QueueFileWriter,
+        msg: &mut MessageState,
+    ) -> Result<(), Failure> {
         let Some(sender) = msg.sender.clone() else {
-            return Err(Failure { temporary: false, dsn: "5.5.1", reason: "no sender".into() });
+            return Err(Failure {
+                temporary: false,
+                dsn: "5.5.1",
+                reason: "no sender".into(),
+            });
         };
         if msg.recipients.is_empty() {
-            return Err(Failure { temporary: false, dsn: "5.5.1", reason: "no recipients".into() });
+            return Err(Failure {
+                temporary: false,
+                dsn: "5.5.1",
+                reason: "no recipients".into(),
+            });
         }
         let env = Envelope {
             arrival: msg.arrival,
@@ -205,7 +269,13 @@ impl Cleanup {
     /// Once the whole header is buffered (or the header limit is reached, or
     /// the message ended), writes the added fields, the header and what came
     /// after it.
-    fn finish_header(&self, w: &mut QueueFileWriter, id: &str, msg: &mut MessageState, complete: bool) -> Result<(), Failure> {
+    fn finish_header(
+        &self,
+        w: &mut QueueFileWriter,
+        id: &str,
+        msg: &mut MessageState,
+        complete: bool,
+    ) -> Result<(), Failure> {
         if msg.header_done {
             return Ok(());
         }
@@ -218,16 +288,22 @@ impl Cleanup {
             None => return Ok(()),
         };
         if summary.hops >= self.hopcount_limit {
-            return Err(Failure { temporary: false, dsn: "5.4.6", reason: "too many hops".into() });
+            return Err(Failure {
+                temporary: false,
+                dsn: "5.4.6",
+                reason: "too many hops".into(),
+            });
         }
         let added = self.added_fields(id, msg, &summary);
         w.write_content(added.as_bytes()).map_err(io_failure)?;
         let buf = std::mem::take(&mut msg.header_buf);
-        w.write_content(&buf[..summary.header_len]).map_err(io_failure)?;
+        w.write_content(&buf[..summary.header_len])
+            .map_err(io_failure)?;
         if summary.needs_separator {
             w.write_content(b"\n").map_err(io_failure)?;
         }
-        w.write_content(&buf[summary.header_len..]).map_err(io_failure)?;
+        w.write_content(&buf[summary.header_len..])
+            .map_err(io_failure)?;
         msg.header_done = true;
         Ok(())
     }
@@ -236,8 +312,19 @@ impl Cleanup {
         let now = SystemTime::now();
         let mut out = String::new();
         if msg.flags & cleanup_flags::NO_RECEIVED == 0 {
-            let single = if msg.recipients.len() == 1 { Some(msg.recipients[0].original.as_str()) } else { None };
-            out.push_str(&received_header(&msg.origin, &self.myhostname, &self.mail_name, id, single, now));
+            let single = if msg.recipients.len() == 1 {
+                Some(msg.recipients[0].original.as_str())
+            } else {
+                None
+            };
+            out.push_str(&received_header(
+                &msg.origin,
+                &self.myhostname,
+                &self.mail_name,
+                id,
+                single,
+                now,
+            ));
         }
         // Added fields go before the original header, Received first (trace
         // fields must stay on top); Postfix appends the others at the end of
@@ -284,7 +371,11 @@ struct MessageState {
 
 fn io_failure(e: std::io::Error) -> Failure {
     warn!("queue file write error: {e}");
-    Failure { temporary: true, dsn: "4.3.0", reason: "queue file write error".into() }
+    Failure {
+        temporary: true,
+        dsn: "4.3.0",
+        reason: "queue file write error".into(),
+    }
 }
 
 fn kind_name(r: &CleanupRequest) -> &'static str {
@@ -304,8 +395,12 @@ pub fn main() -> ! {
         |ctx| Cleanup::from_config(&ctx.config),
         |cleanup: std::rc::Rc<Cleanup>, conn| async move {
             match conn {
-                postern_service::Connection::Unix { stream } => cleanup.serve(Channel::new(stream)).await,
-                postern_service::Connection::Tcp { peer, .. } => warn!("refusing TCP client {peer}: cleanup is a unix service"),
+                postern_service::Connection::Unix { stream } => {
+                    cleanup.serve(Channel::new(stream)).await
+                }
+                postern_service::Connection::Tcp { peer, .. } => {
+                    warn!("refusing TCP client {peer}: cleanup is a unix service")
+                }
             }
         },
     )

@@ -5,8 +5,8 @@
 //! commands). Both read with `recvmsg` so a descriptor sent with a frame
 //! (SCM_RIGHTS) is picked up and queued for [`Channel::take_fd`].
 
-use crate::codec::{split_frame, DecodeError, Decoder, Message};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use crate::codec::{DecodeError, Decoder, Message, split_frame};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -136,7 +136,10 @@ pub struct Channel {
 impl Channel {
     /// Wraps a connected socket.
     pub fn new(stream: tokio::net::UnixStream) -> Channel {
-        Channel { stream, inbox: Inbox::default() }
+        Channel {
+            stream,
+            inbox: Inbox::default(),
+        }
     }
 
     /// Connects to a service's socket (e.g. QUEUE_DIR/public/cleanup).
@@ -170,9 +173,16 @@ impl Channel {
             }
             let raw = self.stream.as_raw_fd();
             let inbox = &mut self.inbox;
-            let n = self.stream.async_io(Interest::READABLE, || inbox.recv_from(raw)).await?;
+            let n = self
+                .stream
+                .async_io(Interest::READABLE, || inbox.recv_from(raw))
+                .await?;
             if n == 0 {
-                return if self.inbox.pending() { Err(IpcError::UnexpectedEof) } else { Ok(None) };
+                return if self.inbox.pending() {
+                    Err(IpcError::UnexpectedEof)
+                } else {
+                    Ok(None)
+                };
             }
         }
     }
@@ -197,7 +207,10 @@ pub struct BlockingChannel {
 impl BlockingChannel {
     /// Wraps a connected socket.
     pub fn new(stream: std::os::unix::net::UnixStream) -> BlockingChannel {
-        BlockingChannel { stream, inbox: Inbox::default() }
+        BlockingChannel {
+            stream,
+            inbox: Inbox::default(),
+        }
     }
 
     /// Connects to a service's socket, with a read/write timeout.
@@ -228,7 +241,11 @@ impl BlockingChannel {
             }
             let n = self.inbox.recv_from(self.stream.as_raw_fd())?;
             if n == 0 {
-                return if self.inbox.pending() { Err(IpcError::UnexpectedEof) } else { Ok(None) };
+                return if self.inbox.pending() {
+                    Err(IpcError::UnexpectedEof)
+                } else {
+                    Ok(None)
+                };
             }
         }
     }
@@ -297,7 +314,9 @@ mod tests {
     async fn a_large_frame_arrives_whole() {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let (mut a, mut b) = (Channel::new(a), Channel::new(b));
-        let data: Vec<u8> = (0..crate::codec::CHUNK_SIZE * 4).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..crate::codec::CHUNK_SIZE * 4)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let m = CleanupRequest::Content { data: data.clone() };
         let sender = tokio::spawn(async move {
             a.send(&m).await.unwrap();
@@ -312,25 +331,45 @@ mod tests {
     async fn eof_inside_a_frame_is_an_error() {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let mut b = Channel::new(b);
-        let frame = CleanupRequest::Sender { address: "abc".into() }.encode();
+        let frame = CleanupRequest::Sender {
+            address: "abc".into(),
+        }
+        .encode();
         let mut a = a;
         a.write_all(&frame[..frame.len() - 1]).await.unwrap();
         drop(a);
-        assert!(matches!(b.recv::<CleanupRequest>().await, Err(IpcError::UnexpectedEof)));
+        assert!(matches!(
+            b.recv::<CleanupRequest>().await,
+            Err(IpcError::UnexpectedEof)
+        ));
     }
 
     #[test]
     fn blocking_channel_speaks_the_same_protocol() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let (mut a, mut b) = (BlockingChannel::new(a), BlockingChannel::new(b));
-        a.send(&CleanupReply::Queued { queue_id: "Q".into() }).unwrap();
+        a.send(&CleanupReply::Queued {
+            queue_id: "Q".into(),
+        })
+        .unwrap();
         let r: CleanupReply = b.recv().unwrap().unwrap();
-        assert_eq!(r, CleanupReply::Queued { queue_id: "Q".into() });
+        assert_eq!(
+            r,
+            CleanupReply::Queued {
+                queue_id: "Q".into()
+            }
+        );
     }
 
     fn tempfile_in_tmp() -> std::fs::File {
         let p = std::env::temp_dir().join(format!("postern-ipc-test-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
         std::fs::remove_file(&p).unwrap();
         f
     }

@@ -12,9 +12,9 @@ pub mod channel;
 pub mod codec;
 pub mod messages;
 
-pub use channel::{send_trigger, BlockingChannel, Channel, IpcError};
-pub use codec::{DecodeError, Message, CHUNK_SIZE, MAX_FRAME, VERSION};
+pub use channel::{BlockingChannel, Channel, IpcError, send_trigger};
+pub use codec::{CHUNK_SIZE, DecodeError, MAX_FRAME, Message, VERSION};
 pub use messages::{
-    cleanup_flags, CleanupReply, CleanupRequest, DeliveryOutcome, DeliveryRecipient, DeliveryReply,
-    DeliveryRequest, Trigger,
+    CleanupReply, CleanupRequest, DeliveryOutcome, DeliveryRecipient, DeliveryReply,
+    DeliveryRequest, Trigger, cleanup_flags,
 };

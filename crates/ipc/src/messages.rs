@@ -19,7 +19,10 @@ pub enum CleanupRequest {
     /// Starts a message. Attributes describe where it came from (client_name,
     /// client_address, client_port, helo_name, protocol, origin, ...); they go
     /// into the queue file and the Received header.
-    Open { attributes: Vec<(String, String)>, flags: u32 },
+    Open {
+        attributes: Vec<(String, String)>,
+        flags: u32,
+    },
     /// The envelope sender ("" = null sender).
     Sender { address: String },
     /// One envelope recipient, and the address as originally received.
@@ -47,7 +50,11 @@ pub enum CleanupReply {
     /// Sent after `End`: the queue file is written, fsync'd and in incoming/.
     Queued { queue_id: String },
     /// The message was not queued. `temporary` decides 4xx versus 5xx.
-    Rejected { temporary: bool, dsn: String, reason: String },
+    Rejected {
+        temporary: bool,
+        dsn: String,
+        reason: String,
+    },
 }
 
 const K_OPEN: u8 = 1;
@@ -92,11 +99,19 @@ impl Message for CleanupRequest {
         Ok(match kind {
             K_OPEN => {
                 let flags = d.u32()?;
-                CleanupRequest::Open { flags, attributes: d.pairs()? }
+                CleanupRequest::Open {
+                    flags,
+                    attributes: d.pairs()?,
+                }
             }
             K_SENDER => CleanupRequest::Sender { address: d.str()? },
-            K_RCPT => CleanupRequest::Recipient { address: d.str()?, original: d.str()? },
-            K_CONTENT => CleanupRequest::Content { data: d.bytes()?.to_vec() },
+            K_RCPT => CleanupRequest::Recipient {
+                address: d.str()?,
+                original: d.str()?,
+            },
+            K_CONTENT => CleanupRequest::Content {
+                data: d.bytes()?.to_vec(),
+            },
             K_END => CleanupRequest::End,
             k => return Err(DecodeError::UnknownKind(k)),
         })
@@ -116,7 +131,11 @@ impl Message for CleanupReply {
                 e.str(queue_id);
                 e.finish()
             }
-            CleanupReply::Rejected { temporary, dsn, reason } => {
+            CleanupReply::Rejected {
+                temporary,
+                dsn,
+                reason,
+            } => {
                 let mut e = Encoder::new(K_REJECTED);
                 e.u8(u8::from(*temporary)).str(dsn).str(reason);
                 e.finish()
@@ -133,7 +152,11 @@ impl Message for CleanupReply {
                     1 => true,
                     _ => return Err(DecodeError::BadValue("boolean")),
                 };
-                CleanupReply::Rejected { temporary, dsn: d.str()?, reason: d.str()? }
+                CleanupReply::Rejected {
+                    temporary,
+                    dsn: d.str()?,
+                    reason: d.str()?,
+                }
             }
             k => return Err(DecodeError::UnknownKind(k)),
         })
@@ -189,7 +212,12 @@ pub enum DeliveryOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeliveryReply {
     /// The outcome for one recipient of the request.
-    Status { index: u32, outcome: DeliveryOutcome, dsn: String, text: String },
+    Status {
+        index: u32,
+        outcome: DeliveryOutcome,
+        dsn: String,
+        text: String,
+    },
     /// Every recipient of the request has a status.
     Finished,
 }
@@ -215,7 +243,9 @@ impl Message for DeliveryRequest {
         let mut e = Encoder::new(K_DELIVER);
         e.str(&self.queue_id).str(&self.sender);
         put_time(&mut e, self.arrival);
-        e.u64(self.content_offset).u64(self.content_len).str(&self.nexthop);
+        e.u64(self.content_offset)
+            .u64(self.content_len)
+            .str(&self.nexthop);
         e.u32(self.recipients.len() as u32);
         for r in &self.recipients {
             e.u32(r.index).str(&r.address).str(&r.original);
@@ -236,17 +266,35 @@ impl Message for DeliveryRequest {
         let n = d.u32()? as usize;
         let mut recipients = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
-            recipients.push(DeliveryRecipient { index: d.u32()?, address: d.str()?, original: d.str()? });
+            recipients.push(DeliveryRecipient {
+                index: d.u32()?,
+                address: d.str()?,
+                original: d.str()?,
+            });
         }
         let attributes = d.pairs()?;
-        Ok(DeliveryRequest { queue_id, sender, arrival, content_offset, content_len, nexthop, recipients, attributes })
+        Ok(DeliveryRequest {
+            queue_id,
+            sender,
+            arrival,
+            content_offset,
+            content_len,
+            nexthop,
+            recipients,
+            attributes,
+        })
     }
 }
 
 impl Message for DeliveryReply {
     fn encode(&self) -> Vec<u8> {
         match self {
-            DeliveryReply::Status { index, outcome, dsn, text } => {
+            DeliveryReply::Status {
+                index,
+                outcome,
+                dsn,
+                text,
+            } => {
                 let mut e = Encoder::new(K_STATUS);
                 let o = match outcome {
                     DeliveryOutcome::Sent => 0,
@@ -269,7 +317,12 @@ impl Message for DeliveryReply {
                     2 => DeliveryOutcome::Bounced,
                     _ => return Err(DecodeError::BadValue("delivery outcome")),
                 };
-                DeliveryReply::Status { index, outcome, dsn: d.str()?, text: d.str()? }
+                DeliveryReply::Status {
+                    index,
+                    outcome,
+                    dsn: d.str()?,
+                    text: d.str()?,
+                }
             }
             K_FINISHED => DeliveryReply::Finished,
             k => return Err(DecodeError::UnknownKind(k)),
@@ -312,7 +365,7 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{decode_frame, VERSION};
+    use crate::codec::{VERSION, decode_frame};
     use proptest::prelude::*;
 
     fn round<M: Message + PartialEq + std::fmt::Debug>(m: M) {
@@ -322,14 +375,32 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        round(CleanupRequest::Open { flags: 3, attributes: vec![("client_name".into(), "x".into())] });
-        round(CleanupRequest::Sender { address: String::new() });
-        round(CleanupRequest::Recipient { address: "a@b".into(), original: "A@b".into() });
-        round(CleanupRequest::Content { data: vec![0, 255, b'\n'] });
+        round(CleanupRequest::Open {
+            flags: 3,
+            attributes: vec![("client_name".into(), "x".into())],
+        });
+        round(CleanupRequest::Sender {
+            address: String::new(),
+        });
+        round(CleanupRequest::Recipient {
+            address: "a@b".into(),
+            original: "A@b".into(),
+        });
+        round(CleanupRequest::Content {
+            data: vec![0, 255, b'\n'],
+        });
         round(CleanupRequest::End);
-        round(CleanupReply::Opened { queue_id: "ABC".into() });
-        round(CleanupReply::Queued { queue_id: "ABC".into() });
-        round(CleanupReply::Rejected { temporary: true, dsn: "4.3.0".into(), reason: "disk full".into() });
+        round(CleanupReply::Opened {
+            queue_id: "ABC".into(),
+        });
+        round(CleanupReply::Queued {
+            queue_id: "ABC".into(),
+        });
+        round(CleanupReply::Rejected {
+            temporary: true,
+            dsn: "4.3.0".into(),
+            reason: "disk full".into(),
+        });
         round(DeliveryRequest {
             queue_id: "Q".into(),
             sender: "s@x".into(),
@@ -337,39 +408,70 @@ mod tests {
             content_offset: 99,
             content_len: 1234,
             nexthop: "example.test".into(),
-            recipients: vec![DeliveryRecipient { index: 2, address: "a@b".into(), original: "a@b".into() }],
+            recipients: vec![DeliveryRecipient {
+                index: 2,
+                address: "a@b".into(),
+                original: "a@b".into(),
+            }],
             attributes: vec![],
         });
-        round(DeliveryReply::Status { index: 7, outcome: DeliveryOutcome::Bounced, dsn: "5.1.1".into(), text: "no".into() });
+        round(DeliveryReply::Status {
+            index: 7,
+            outcome: DeliveryOutcome::Bounced,
+            dsn: "5.1.1".into(),
+            text: "no".into(),
+        });
         round(DeliveryReply::Finished);
     }
 
     #[test]
     fn trailing_bytes_are_an_error() {
-        let mut f = CleanupRequest::Sender { address: "a".into() }.encode();
+        let mut f = CleanupRequest::Sender {
+            address: "a".into(),
+        }
+        .encode();
         f.push(0);
         let len = (f.len() - 4) as u32;
         f[..4].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(decode_frame::<CleanupRequest>(&f), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            decode_frame::<CleanupRequest>(&f),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 
     #[test]
     fn wrong_version_and_kind_are_errors() {
         let mut f = CleanupRequest::End.encode();
         f[4] = VERSION + 1;
-        assert_eq!(decode_frame::<CleanupRequest>(&f), Err(DecodeError::Version(VERSION + 1)));
-        let f = CleanupReply::Opened { queue_id: "x".into() }.encode();
-        assert!(matches!(decode_frame::<CleanupRequest>(&f), Err(DecodeError::UnknownKind(65))));
+        assert_eq!(
+            decode_frame::<CleanupRequest>(&f),
+            Err(DecodeError::Version(VERSION + 1))
+        );
+        let f = CleanupReply::Opened {
+            queue_id: "x".into(),
+        }
+        .encode();
+        assert!(matches!(
+            decode_frame::<CleanupRequest>(&f),
+            Err(DecodeError::UnknownKind(65))
+        ));
     }
 
     #[test]
     fn truncated_fields_are_errors() {
-        let f = CleanupRequest::Recipient { address: "a@b".into(), original: "c".into() }.encode();
+        let f = CleanupRequest::Recipient {
+            address: "a@b".into(),
+            original: "c".into(),
+        }
+        .encode();
         // Cut the last byte off but keep the length field consistent.
         let mut g = f[..f.len() - 1].to_vec();
         let len = (g.len() - 4) as u32;
         g[..4].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(decode_frame::<CleanupRequest>(&g), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode_frame::<CleanupRequest>(&g),
+            Err(DecodeError::Truncated)
+        );
     }
 
     proptest! {

@@ -23,8 +23,8 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
-pub mod server;
 pub mod mailbox;
+pub mod server;
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;

@@ -8,7 +8,8 @@
 
 use crate::{LocalConfig, LocalDelivery, Message, Outcome};
 use postern_ipc::{
-    BlockingChannel, Channel, CleanupReply, CleanupRequest, DeliveryOutcome, DeliveryReply, DeliveryRequest, CHUNK_SIZE,
+    BlockingChannel, CHUNK_SIZE, Channel, CleanupReply, CleanupRequest, DeliveryOutcome,
+    DeliveryReply, DeliveryRequest,
 };
 use std::cell::RefCell;
 use std::io::Read;
@@ -26,11 +27,20 @@ pub struct CleanupForwarder {
 impl CleanupForwarder {
     /// A forwarder that talks to cleanup at QUEUE_DIR/public/cleanup.
     pub fn new(queue_dir: &std::path::Path, timeout: Duration) -> CleanupForwarder {
-        CleanupForwarder { socket: queue_dir.join("public").join("cleanup"), timeout }
+        CleanupForwarder {
+            socket: queue_dir.join("public").join("cleanup"),
+            timeout,
+        }
     }
 
-    fn try_forward(&self, msg: &Message, recipients: &[String], delivered_to: Option<&str>) -> Result<String, String> {
-        let mut ch = BlockingChannel::connect(&self.socket, self.timeout).map_err(|e| format!("connect to {}: {e}", self.socket.display()))?;
+    fn try_forward(
+        &self,
+        msg: &Message,
+        recipients: &[String],
+        delivered_to: Option<&str>,
+    ) -> Result<String, String> {
+        let mut ch = BlockingChannel::connect(&self.socket, self.timeout)
+            .map_err(|e| format!("connect to {}: {e}", self.socket.display()))?;
         let io = |e: std::io::Error| e.to_string();
         ch.send(&CleanupRequest::Open {
             attributes: vec![
@@ -46,23 +56,39 @@ impl CleanupForwarder {
             Ok(Some(CleanupReply::Rejected { reason, .. })) => return Err(reason),
             other => return Err(format!("unexpected answer from cleanup: {other:?}")),
         }
-        ch.send(&CleanupRequest::Sender { address: msg.sender.to_string() }).map_err(io)?;
+        ch.send(&CleanupRequest::Sender {
+            address: msg.sender.to_string(),
+        })
+        .map_err(io)?;
         for r in recipients {
-            ch.send(&CleanupRequest::Recipient { address: r.clone(), original: r.clone() }).map_err(io)?;
+            ch.send(&CleanupRequest::Recipient {
+                address: r.clone(),
+                original: r.clone(),
+            })
+            .map_err(io)?;
         }
         if let Some(d) = delivered_to {
             // Lets the next hop (or we, when it comes back) see the loop.
             let line = format!("Delivered-To: {}\n", d.replace(['\r', '\n'], ""));
-            ch.send(&CleanupRequest::Content { data: line.into_bytes() }).map_err(io)?;
+            ch.send(&CleanupRequest::Content {
+                data: line.into_bytes(),
+            })
+            .map_err(io)?;
         }
-        let mut reader = postern_queue::content_reader_for(msg.content, msg.content_offset, msg.content_len);
+        let mut reader =
+            postern_queue::content_reader_for(msg.content, msg.content_offset, msg.content_len);
         let mut buf = vec![0u8; CHUNK_SIZE];
         loop {
-            let n = reader.read(&mut buf).map_err(|e| format!("read queue file: {e}"))?;
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| format!("read queue file: {e}"))?;
             if n == 0 {
                 break;
             }
-            ch.send(&CleanupRequest::Content { data: buf[..n].to_vec() }).map_err(io)?;
+            ch.send(&CleanupRequest::Content {
+                data: buf[..n].to_vec(),
+            })
+            .map_err(io)?;
         }
         ch.send(&CleanupRequest::End).map_err(io)?;
         match ch.recv::<CleanupReply>() {
@@ -78,16 +104,29 @@ impl crate::Forwarder for CleanupForwarder {
         self.forward_delivered_to_opt(msg, recipients, None)
     }
 
-    fn forward_delivered_to(&mut self, msg: &Message, recipients: &[String], delivered_to: &str) -> Result<(), Outcome> {
+    fn forward_delivered_to(
+        &mut self,
+        msg: &Message,
+        recipients: &[String],
+        delivered_to: &str,
+    ) -> Result<(), Outcome> {
         self.forward_delivered_to_opt(msg, recipients, Some(delivered_to))
     }
 }
 
 impl CleanupForwarder {
-    fn forward_delivered_to_opt(&mut self, msg: &Message, recipients: &[String], d: Option<&str>) -> Result<(), Outcome> {
+    fn forward_delivered_to_opt(
+        &mut self,
+        msg: &Message,
+        recipients: &[String],
+        d: Option<&str>,
+    ) -> Result<(), Outcome> {
         match self.try_forward(msg, recipients, d) {
             Ok(_) => Ok(()),
-            Err(e) => Err(Outcome::Deferred { dsn: "4.3.0".into(), reason: format!("cannot forward mail: {e}") }),
+            Err(e) => Err(Outcome::Deferred {
+                dsn: "4.3.0".into(),
+                reason: format!("cannot forward mail: {e}"),
+            }),
         }
     }
 }
@@ -110,7 +149,10 @@ impl LocalService {
             }
         };
         let Some(fd) = ch.take_fd() else {
-            warn!("{}: delivery request without queue file descriptor", req.queue_id);
+            warn!(
+                "{}: delivery request without queue file descriptor",
+                req.queue_id
+            );
             for r in &req.recipients {
                 let st = DeliveryReply::Status {
                     index: r.index,
@@ -147,7 +189,16 @@ impl LocalService {
                 Outcome::Deferred { dsn, reason } => (DeliveryOutcome::Deferred, dsn, reason),
                 Outcome::Bounced { dsn, reason } => (DeliveryOutcome::Bounced, dsn, reason),
             };
-            if ch.send(&DeliveryReply::Status { index: r.index, outcome: o, dsn, text }).await.is_err() {
+            if ch
+                .send(&DeliveryReply::Status {
+                    index: r.index,
+                    outcome: o,
+                    dsn,
+                    text,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -162,7 +213,11 @@ pub fn main() -> ! {
         |ctx| {
             let config = LocalConfig::from_main(&ctx.config)?;
             let delivery = LocalDelivery::new(config)?;
-            let timeout = ctx.config.time("ipc_timeout").map_err(|e| e.to_string())?.min(Duration::from_secs(300));
+            let timeout = ctx
+                .config
+                .time("ipc_timeout")
+                .map_err(|e| e.to_string())?
+                .min(Duration::from_secs(300));
             Ok(LocalService {
                 delivery: RefCell::new(delivery),
                 forwarder: RefCell::new(CleanupForwarder::new(&ctx.queue_dir(), timeout)),
@@ -170,8 +225,12 @@ pub fn main() -> ! {
         },
         |svc: std::rc::Rc<LocalService>, conn| async move {
             match conn {
-                postern_service::Connection::Unix { stream } => svc.serve(Channel::new(stream)).await,
-                postern_service::Connection::Tcp { peer, .. } => warn!("refusing TCP client {peer}: local is a unix service"),
+                postern_service::Connection::Unix { stream } => {
+                    svc.serve(Channel::new(stream)).await
+                }
+                postern_service::Connection::Tcp { peer, .. } => {
+                    warn!("refusing TCP client {peer}: local is a unix service")
+                }
             }
         },
     )

@@ -28,7 +28,10 @@ fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
 /// A password that is easy to type: 16 characters of a-z and 2-9.
 fn new_password() -> Result<String, String> {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    Ok(random_bytes(16)?.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect())
+    Ok(random_bytes(16)?
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect())
 }
 
 /// An argon2id hash in the passwd-file form "{ARGON2ID}$argon2id$...".
@@ -42,8 +45,11 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// Where the service binaries are: next to this `postern` binary.
 fn daemon_directory() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("postern: cannot find my own binary: {e}"))?;
-    exe.parent().map(Path::to_path_buf).ok_or_else(|| "postern: binary has no directory".to_string())
+    let exe =
+        std::env::current_exe().map_err(|e| format!("postern: cannot find my own binary: {e}"))?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "postern: binary has no directory".to_string())
 }
 
 /// The demo's main.cf.
@@ -115,7 +121,8 @@ local     unix  -       n       n       -       -       local
 /// Creates DIR if needed (or reuses it), prints how to use it, runs master
 /// in the foreground until Ctrl-C.
 pub fn run(dir: &Path) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| format!("postern: cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .map_err(|e| format!("postern: cannot create {}: {e}", dir.display()))?;
     let dir = fs::canonicalize(dir).map_err(|e| format!("postern: {}: {e}", dir.display()))?;
     let daemon_dir = daemon_directory()?;
     let main_path = dir.join("main.cf");
@@ -130,7 +137,10 @@ pub fn run(dir: &Path) -> Result<(), String> {
         let password = new_password()?;
         write_new(
             &dir.join("users"),
-            &format!("# Mailbox users (Dovecot passwd-file format).\ndemo:{}::::::\n", hash_password(&password)?),
+            &format!(
+                "# Mailbox users (Dovecot passwd-file format).\ndemo:{}::::::\n",
+                hash_password(&password)?
+            ),
         )?;
         let pw_path = dir.join("demo-password");
         write_new(&pw_path, &format!("{password}\n"))?;
@@ -142,7 +152,8 @@ pub fn run(dir: &Path) -> Result<(), String> {
         refresh_daemon_directory(&main_path, &daemon_dir)?;
     }
     for sub in ["queue", "data", "mail"] {
-        fs::create_dir_all(dir.join(sub)).map_err(|e| format!("postern: cannot create {sub}: {e}"))?;
+        fs::create_dir_all(dir.join(sub))
+            .map_err(|e| format!("postern: cannot create {sub}: {e}"))?;
     }
     crate::check(&dir, true).map_err(|f| f.message)?;
     let password = fs::read_to_string(dir.join("demo-password")).unwrap_or_default();
@@ -166,11 +177,13 @@ Log lines follow; stop with Ctrl-C.
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("postern: chmod {}: {e}", path.display()))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("postern: chmod {}: {e}", path.display()))
 }
 
 fn refresh_daemon_directory(main_path: &Path, daemon_dir: &Path) -> Result<(), String> {
-    let text = fs::read_to_string(main_path).map_err(|e| format!("postern: cannot read {}: {e}", main_path.display()))?;
+    let text = fs::read_to_string(main_path)
+        .map_err(|e| format!("postern: cannot read {}: {e}", main_path.display()))?;
     let wanted = format!("daemon_directory = {}", daemon_dir.display());
     let mut changed = false;
     let lines: Vec<String> = text
@@ -197,15 +210,29 @@ mod tests {
     #[test]
     fn demo_configuration_is_valid_and_self_contained() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("main.cf"), main_cf(dir.path(), Path::new("/opt/postern/bin"))).unwrap();
+        fs::write(
+            dir.path().join("main.cf"),
+            main_cf(dir.path(), Path::new("/opt/postern/bin")),
+        )
+        .unwrap();
         fs::write(dir.path().join("master.cf"), master_cf(SMTP_PORT)).unwrap();
         let main = postern_config::MainCf::load(dir.path()).unwrap();
         assert!(main.warnings().is_empty(), "{:?}", main.warnings());
         assert!(main.path("queue_directory").starts_with(dir.path()));
-        assert!(main.list("mydestination").contains(&"example.test".to_string()));
+        assert!(
+            main.list("mydestination")
+                .contains(&"example.test".to_string())
+        );
         let master = postern_config::MasterCf::load(dir.path()).unwrap();
-        let smtp = master.services.iter().find(|s| s.command == "smtpd").unwrap();
-        assert_eq!(smtp.inet_addresses(&main).unwrap(), vec!["127.0.0.1:1025".parse().unwrap()]);
+        let smtp = master
+            .services
+            .iter()
+            .find(|s| s.command == "smtpd")
+            .unwrap();
+        assert_eq!(
+            smtp.inet_addresses(&main).unwrap(),
+            vec!["127.0.0.1:1025".parse().unwrap()]
+        );
     }
 
     #[test]
@@ -221,6 +248,9 @@ mod tests {
         let p = dir.path().join("main.cf");
         fs::write(&p, "a = b\ndaemon_directory = /old\n").unwrap();
         refresh_daemon_directory(&p, Path::new("/new")).unwrap();
-        assert_eq!(fs::read_to_string(&p).unwrap(), "a = b\ndaemon_directory = /new\n");
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "a = b\ndaemon_directory = /new\n"
+        );
     }
 }

@@ -41,11 +41,17 @@ pub struct Failure {
 }
 
 fn fail(message: impl Into<String>) -> Failure {
-    Failure { message: message.into(), status: 1 }
+    Failure {
+        message: message.into(),
+        status: 1,
+    }
 }
 
 fn usage(message: impl Into<String>) -> Failure {
-    Failure { message: format!("{}\n{USAGE}", message.into()), status: 2 }
+    Failure {
+        message: format!("{}\n{USAGE}", message.into()),
+        status: 2,
+    }
 }
 
 /// Runs the command line (without argv[0]); prints to stdout, returns the
@@ -56,7 +62,9 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     while i < args.len() {
         match args[i].as_str() {
             "-c" => {
-                let Some(d) = args.get(i + 1) else { return Err(usage("postern: -c needs a directory")) };
+                let Some(d) = args.get(i + 1) else {
+                    return Err(usage("postern: -c needs a directory"));
+                };
                 config_dir = Some(PathBuf::from(d));
                 i += 2;
             }
@@ -72,7 +80,9 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             _ => break,
         }
     }
-    let Some(command) = args.get(i) else { return Err(usage("postern: no command given")) };
+    let Some(command) = args.get(i) else {
+        return Err(usage("postern: no command given"));
+    };
     let rest = &args[i + 1..];
     let config_dir = config_dir
         .or_else(|| std::env::var_os("MAIL_CONFIG").map(PathBuf::from))
@@ -117,7 +127,10 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             if rest.len() > 1 {
                 return Err(usage("postern: demo takes at most one directory"));
             }
-            let dir = rest.first().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("postern-demo"));
+            let dir = rest
+                .first()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("postern-demo"));
             demo::run(&dir).map_err(fail)
         }
         other => Err(usage(format!("postern: unknown command: {other}"))),
@@ -154,25 +167,40 @@ pub fn check(config_dir: &Path, quiet: bool) -> Result<(), Failure> {
             ));
         }
         if s.kind == postern_config::ServiceType::Inet
-            && let Err(e) = s.inet_addresses(&main) {
-                problems.push(e.to_string());
-            }
+            && let Err(e) = s.inet_addresses(&main)
+        {
+            problems.push(e.to_string());
+        }
         let mut m = main.clone();
         for (k, v) in &s.overrides {
             m.set(k, v);
         }
         if let Err(e) = m.validate() {
-            problems.push(format!("{}:{}: service {}: {e}", master.path.display(), s.line, s.name));
+            problems.push(format!(
+                "{}:{}: service {}: {e}",
+                master.path.display(),
+                s.line,
+                s.name
+            ));
         }
     }
     let queue = main.path("queue_directory");
     if !queue.is_dir() && !quiet {
-        eprintln!("postern: warning: queue_directory {} does not exist yet (created at start)", queue.display());
+        eprintln!(
+            "postern: warning: queue_directory {} does not exist yet (created at start)",
+            queue.display()
+        );
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(fail(problems.iter().map(|p| format!("postern: fatal: {p}")).collect::<Vec<_>>().join("\n")))
+        Err(fail(
+            problems
+                .iter()
+                .map(|p| format!("postern: fatal: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ))
     }
 }
 
@@ -187,7 +215,9 @@ fn config(config_dir: &Path, args: &[String]) -> Result<(), Failure> {
             "-n" => only_set = true,
             "-d" => defaults = true,
             "-x" => expand = true,
-            s if s.starts_with('-') => return Err(usage(format!("postern: config: unknown option {s}"))),
+            s if s.starts_with('-') => {
+                return Err(usage(format!("postern: config: unknown option {s}")));
+            }
             s => names.push(s.to_string()),
         }
     }
@@ -221,7 +251,10 @@ fn config(config_dir: &Path, args: &[String]) -> Result<(), Failure> {
         }
     }
     if bad {
-        Err(Failure { message: String::new(), status: 1 })
+        Err(Failure {
+            message: String::new(),
+            status: 1,
+        })
     } else {
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! back and loop) and enters the queue through cleanup like any mail.
 
 use postern_config::MainCf;
-use postern_ipc::{BlockingChannel, CleanupReply, CleanupRequest, CHUNK_SIZE};
+use postern_ipc::{BlockingChannel, CHUNK_SIZE, CleanupReply, CleanupRequest};
 use postern_queue::{QueueFile, QueueId};
 use std::io::Read;
 use std::path::Path;
@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Strips characters that could break a header or a report line.
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Builds the notification text (LF line endings).
@@ -31,12 +33,16 @@ pub fn build(
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let boundary = format!("{id}.{secs}/{host}");
     let mut m = String::new();
-    m.push_str(&format!("From: MAILER-DAEMON@{host} (Mail Delivery System)\n"));
+    m.push_str(&format!(
+        "From: MAILER-DAEMON@{host} (Mail Delivery System)\n"
+    ));
     m.push_str(&format!("To: {}\n", clean(&env.sender)));
     m.push_str("Subject: Undelivered Mail Returned to Sender\n");
     m.push_str("Auto-Submitted: auto-replied\n");
     m.push_str("MIME-Version: 1.0\n");
-    m.push_str(&format!("Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\"\n"));
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\"\n"
+    ));
     m.push_str("Content-Transfer-Encoding: 8bit\n\n");
     m.push_str("This is a MIME-encapsulated message.\n\n");
     m.push_str(&format!("--{boundary}\nContent-Description: Notification\nContent-Type: text/plain; charset=utf-8\n\n"));
@@ -52,16 +58,30 @@ pub fn build(
     m.push_str(&format!("--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"));
     m.push_str(&format!("Reporting-MTA: dns; {host}\n"));
     m.push_str(&format!("X-Postern-Queue-ID: {id}\n"));
-    m.push_str(&format!("X-Postern-Sender: rfc822; {}\n", clean(&env.sender)));
+    m.push_str(&format!(
+        "X-Postern-Sender: rfc822; {}\n",
+        clean(&env.sender)
+    ));
     m.push_str(&format!("Arrival-Date: {}\n", rfc5322(env.arrival)));
     for (addr, dsn, reason) in failed {
-        let status = if dsn.starts_with('5') { dsn.clone() } else { format!("5{}", dsn.get(1..).unwrap_or(".0.0")) };
+        let status = if dsn.starts_with('5') {
+            dsn.clone()
+        } else {
+            format!("5{}", dsn.get(1..).unwrap_or(".0.0"))
+        };
         m.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", clean(addr)));
         if let Some(r) = env.recipients.iter().find(|r| &r.address == addr)
-            && r.original != r.address {
-                m.push_str(&format!("Original-Recipient: rfc822; {}\n", clean(&r.original)));
-            }
-        m.push_str(&format!("Action: failed\nStatus: {status}\nDiagnostic-Code: X-Postern; {}\n", clean(reason)));
+            && r.original != r.address
+        {
+            m.push_str(&format!(
+                "Original-Recipient: rfc822; {}\n",
+                clean(&r.original)
+            ));
+        }
+        m.push_str(&format!(
+            "Action: failed\nStatus: {status}\nDiagnostic-Code: X-Postern; {}\n",
+            clean(reason)
+        ));
     }
     m.push('\n');
     m.push_str(&format!(
@@ -70,7 +90,10 @@ pub fn build(
     let mut out = m.into_bytes();
     // The original header, read up to the first empty line (bounded).
     let mut content = Vec::new();
-    original.content_reader().take(256 * 1024).read_to_end(&mut content)?;
+    original
+        .content_reader()
+        .take(256 * 1024)
+        .read_to_end(&mut content)?;
     let header_end = find_header_end(&content);
     out.extend_from_slice(&content[..header_end]);
     if !out.ends_with(b"\n") {
@@ -97,7 +120,9 @@ fn rfc5322(t: SystemTime) -> String {
     let rem = secs.rem_euclid(86400);
     let (y, mo, d) = civil_from_days(days);
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{}, {} {} {} {:02}:{:02}:{:02} +0000 (UTC)",
         DAYS[days.rem_euclid(7) as usize],
@@ -132,12 +157,17 @@ pub fn send_bounce(
     original: &QueueFile,
     failed: &[(String, String, String)],
 ) -> Result<String, String> {
-    let text = build(main, id, original, failed, SystemTime::now()).map_err(|e| format!("read queue file: {e}"))?;
+    let text = build(main, id, original, failed, SystemTime::now())
+        .map_err(|e| format!("read queue file: {e}"))?;
     let socket = queue_dir.join("public").join("cleanup");
-    let mut ch = BlockingChannel::connect(&socket, Duration::from_secs(60)).map_err(|e| format!("connect to {}: {e}", socket.display()))?;
+    let mut ch = BlockingChannel::connect(&socket, Duration::from_secs(60))
+        .map_err(|e| format!("connect to {}: {e}", socket.display()))?;
     let err = |e: std::io::Error| e.to_string();
     ch.send(&CleanupRequest::Open {
-        attributes: vec![("origin".into(), "bounce".into()), ("protocol".into(), "local".into())],
+        attributes: vec![
+            ("origin".into(), "bounce".into()),
+            ("protocol".into(), "local".into()),
+        ],
         flags: 0,
     })
     .map_err(err)?;
@@ -145,11 +175,21 @@ pub fn send_bounce(
         Ok(Some(CleanupReply::Opened { .. })) => {}
         other => return Err(format!("cleanup did not open a queue file: {other:?}")),
     }
-    ch.send(&CleanupRequest::Sender { address: String::new() }).map_err(err)?;
+    ch.send(&CleanupRequest::Sender {
+        address: String::new(),
+    })
+    .map_err(err)?;
     let to = original.envelope().sender.clone();
-    ch.send(&CleanupRequest::Recipient { address: to.clone(), original: to }).map_err(err)?;
+    ch.send(&CleanupRequest::Recipient {
+        address: to.clone(),
+        original: to,
+    })
+    .map_err(err)?;
     for chunk in text.chunks(CHUNK_SIZE) {
-        ch.send(&CleanupRequest::Content { data: chunk.to_vec() }).map_err(err)?;
+        ch.send(&CleanupRequest::Content {
+            data: chunk.to_vec(),
+        })
+        .map_err(err)?;
     }
     ch.send(&CleanupRequest::End).map_err(err)?;
     match ch.recv::<CleanupReply>() {
@@ -166,7 +206,10 @@ mod tests {
     #[test]
     fn utc_dates_are_right() {
         assert_eq!(rfc5322(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000 (UTC)");
-        assert_eq!(rfc5322(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "Tue, 14 Nov 2023 22:13:20 +0000 (UTC)");
+        assert_eq!(
+            rfc5322(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "Tue, 14 Nov 2023 22:13:20 +0000 (UTC)"
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub mod bounce;
 pub mod transport;
 
 use postern_config::MainCf;
-use postern_ipc::{Channel, DeliveryOutcome, DeliveryRecipient, DeliveryReply, DeliveryRequest, Trigger};
+use postern_ipc::{
+    Channel, DeliveryOutcome, DeliveryRecipient, DeliveryReply, DeliveryRequest, Trigger,
+};
 use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -67,15 +69,22 @@ impl Settings {
         let pos = |v: i64| v.max(1) as usize;
         Ok(Settings {
             queue_dir: main.path("queue_directory"),
-            queue_run_delay: main.time("queue_run_delay").map_err(e)?.max(Duration::from_secs(1)),
+            queue_run_delay: main
+                .time("queue_run_delay")
+                .map_err(e)?
+                .max(Duration::from_secs(1)),
             min_backoff: main.time("minimal_backoff_time").map_err(e)?,
             max_backoff: main.time("maximal_backoff_time").map_err(e)?,
             max_lifetime: main.time("maximal_queue_lifetime").map_err(e)?,
             bounce_lifetime: main.time("bounce_queue_lifetime").map_err(e)?,
             active_limit: pos(main.int("qmgr_message_active_limit").map_err(e)?),
             transport_limit: pos(main.int("default_process_limit").map_err(e)?),
-            destination_limit: pos(main.int("default_destination_concurrency_limit").map_err(e)?),
-            local_destination_limit: pos(main.int("local_destination_concurrency_limit").map_err(e)?),
+            destination_limit: pos(main
+                .int("default_destination_concurrency_limit")
+                .map_err(e)?),
+            local_destination_limit: pos(main
+                .int("local_destination_concurrency_limit")
+                .map_err(e)?),
             local_recipient_limit: pos(main.int("local_destination_recipient_limit").map_err(e)?),
             default_recipient_limit: 50,
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
@@ -114,7 +123,11 @@ enum Event {
     /// A delivery agent answered (or failed).
     Delivered(Done),
     /// Done marks were written (or failed to be).
-    Marked { id: QueueId, marks: postern_queue::DoneMarks, result: std::io::Result<()> },
+    Marked {
+        id: QueueId,
+        marks: postern_queue::DoneMarks,
+        result: std::io::Result<()>,
+    },
 }
 
 /// The queue manager's state.
@@ -145,7 +158,10 @@ impl Qmgr {
         let cap = fds.saturating_sub(256).max(16) as usize;
         if settings.active_limit > cap {
             if cap < 1000 {
-                warn!("qmgr_message_active_limit {} exceeds what {fds} open files allow; using {cap}", settings.active_limit);
+                warn!(
+                    "qmgr_message_active_limit {} exceeds what {fds} open files allow; using {cap}",
+                    settings.active_limit
+                );
             }
             settings.active_limit = cap;
         }
@@ -175,7 +191,10 @@ impl Qmgr {
                     }
                 }
             }
-            Err(e) => warn!("cannot read {}: {e}", self.dirs.dir(Queue::Active).display()),
+            Err(e) => warn!(
+                "cannot read {}: {e}",
+                self.dirs.dir(Queue::Active).display()
+            ),
         }
         match self.dirs.remove_stale_temp(Duration::from_secs(86400)) {
             Ok(0) => {}
@@ -193,7 +212,10 @@ impl Qmgr {
         let ids = match self.dirs.list(Queue::Incoming) {
             Ok(ids) => ids,
             Err(e) => {
-                warn!("cannot read {}: {e}", self.dirs.dir(Queue::Incoming).display());
+                warn!(
+                    "cannot read {}: {e}",
+                    self.dirs.dir(Queue::Incoming).display()
+                );
                 return;
             }
         };
@@ -221,7 +243,10 @@ impl Qmgr {
         let ids = match self.dirs.list(Queue::Deferred) {
             Ok(ids) => ids,
             Err(e) => {
-                warn!("cannot read {}: {e}", self.dirs.dir(Queue::Deferred).display());
+                warn!(
+                    "cannot read {}: {e}",
+                    self.dirs.dir(Queue::Deferred).display()
+                );
                 return;
             }
         };
@@ -268,20 +293,46 @@ impl Qmgr {
             self.remove(&id);
             return;
         }
-        info!("{id}: from=<{}>, size={}, nrcpt={} (queue active)", env.sender, file.content_len(), env.recipients.len());
+        info!(
+            "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+            env.sender,
+            file.content_len(),
+            env.recipients.len()
+        );
         let arrival = env.arrival;
-        let age = SystemTime::now().duration_since(arrival).unwrap_or_default();
-        let lifetime = if env.sender.is_empty() { self.settings.bounce_lifetime } else { self.settings.max_lifetime };
-        let mut active = Active { file, outstanding: 0, deferred: false, bounced: Vec::new() };
+        let age = SystemTime::now()
+            .duration_since(arrival)
+            .unwrap_or_default();
+        let lifetime = if env.sender.is_empty() {
+            self.settings.bounce_lifetime
+        } else {
+            self.settings.max_lifetime
+        };
+        let mut active = Active {
+            file,
+            outstanding: 0,
+            deferred: false,
+            bounced: Vec::new(),
+        };
         if age > lifetime {
             // Too old: every remaining recipient bounces.
             let reasons: Vec<(usize, DeliveryOutcome, String, String)> = pending
                 .iter()
-                .map(|&i| (i, DeliveryOutcome::Bounced, "4.4.7".to_string(), "message delivery timed out".to_string()))
+                .map(|&i| {
+                    (
+                        i,
+                        DeliveryOutcome::Bounced,
+                        "4.4.7".to_string(),
+                        "message delivery timed out".to_string(),
+                    )
+                })
                 .collect();
             for (i, _, dsn, text) in &reasons {
                 let addr = active.file.envelope().recipients[*i].address.clone();
-                info!("{id}: to=<{addr}>, relay=none, delay={}, dsn={dsn}, status=expired, returned to sender ({text})", age.as_secs());
+                info!(
+                    "{id}: to=<{addr}>, relay=none, delay={}, dsn={dsn}, status=expired, returned to sender ({text})",
+                    age.as_secs()
+                );
                 active.bounced.push((addr, dsn.clone(), text.clone()));
             }
             let idx: Vec<usize> = reasons.iter().map(|r| r.0).collect();
@@ -295,7 +346,9 @@ impl Qmgr {
         // Group recipients by route, split by the transport's recipient limit.
         let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
         for i in pending {
-            let route = self.router.route(&active.file.envelope().recipients[i].address);
+            let route = self
+                .router
+                .route(&active.file.envelope().recipients[i].address);
             groups.entry(route).or_default().push(i);
         }
         for (route, rcpts) in groups {
@@ -311,7 +364,11 @@ impl Qmgr {
                     .or_default()
                     .entry(route.nexthop.clone())
                     .or_default()
-                    .push_back(Job { id: id.clone(), route: route.clone(), recipients: chunk.to_vec() });
+                    .push_back(Job {
+                        id: id.clone(),
+                        route: route.clone(),
+                        recipients: chunk.to_vec(),
+                    });
             }
         }
         self.active.insert(id, active);
@@ -333,7 +390,10 @@ impl Qmgr {
                 } else {
                     self.settings.destination_limit
                 };
-                let busy_d = self.busy_destination.entry((transport.clone(), nexthop.clone())).or_insert(0);
+                let busy_d = self
+                    .busy_destination
+                    .entry((transport.clone(), nexthop.clone()))
+                    .or_insert(0);
                 while *busy_t < self.settings.transport_limit && *busy_d < dlimit {
                     let Some(job) = jobs.pop_front() else { break };
                     *busy_t += 1;
@@ -351,7 +411,9 @@ impl Qmgr {
 
     /// Hands one job to its delivery agent in a task of its own.
     fn start(&mut self, job: Job) {
-        let Some(active) = self.active.get(&job.id) else { return };
+        let Some(active) = self.active.get(&job.id) else {
+            return;
+        };
         let env = active.file.envelope();
         let req = DeliveryRequest {
             queue_id: job.id.to_string(),
@@ -374,12 +436,23 @@ impl Qmgr {
         let file = match active.file.file().try_clone() {
             Ok(f) => f,
             Err(e) => {
-                let results = defer_all(&job.recipients, &format!("cannot duplicate queue file descriptor: {e}"));
-                let _ = self.done_tx.send(Event::Delivered(Done { id: job.id, route: job.route, results }));
+                let results = defer_all(
+                    &job.recipients,
+                    &format!("cannot duplicate queue file descriptor: {e}"),
+                );
+                let _ = self.done_tx.send(Event::Delivered(Done {
+                    id: job.id,
+                    route: job.route,
+                    results,
+                }));
                 return;
             }
         };
-        let socket = self.settings.queue_dir.join("private").join(&job.route.transport);
+        let socket = self
+            .settings
+            .queue_dir
+            .join("private")
+            .join(&job.route.transport);
         let tx = self.done_tx.clone();
         let connect_timeout = self.settings.ipc_timeout.min(Duration::from_secs(30));
         let timeout = self.settings.delivery_timeout;
@@ -400,7 +473,11 @@ impl Qmgr {
                     defer_all(&job.recipients, &why)
                 }
             };
-            let _ = tx.send(Event::Delivered(Done { id: job.id, route: job.route, results }));
+            let _ = tx.send(Event::Delivered(Done {
+                id: job.id,
+                route: job.route,
+                results,
+            }));
         });
     }
 
@@ -413,14 +490,22 @@ impl Qmgr {
         if let Some(n) = self.busy_destination.get_mut(&key) {
             *n = n.saturating_sub(1);
         }
-        let Some(active) = self.active.get_mut(&done.id) else { return };
+        let Some(active) = self.active.get_mut(&done.id) else {
+            return;
+        };
         let mut finished = Vec::new();
         for (i, outcome, dsn, text) in done.results {
             match outcome {
                 DeliveryOutcome::Sent => finished.push(i),
                 DeliveryOutcome::Bounced => {
                     finished.push(i);
-                    let addr = active.file.envelope().recipients.get(i).map(|r| r.address.clone()).unwrap_or_default();
+                    let addr = active
+                        .file
+                        .envelope()
+                        .recipients
+                        .get(i)
+                        .map(|r| r.address.clone())
+                        .unwrap_or_default();
                     active.bounced.push((addr, dsn, text));
                 }
                 DeliveryOutcome::Deferred => active.deferred = true,
@@ -454,9 +539,16 @@ impl Qmgr {
     }
 
     /// Done marks are durable (or failed): record them.
-    fn marked(&mut self, id: QueueId, marks: postern_queue::DoneMarks, result: std::io::Result<()>) {
+    fn marked(
+        &mut self,
+        id: QueueId,
+        marks: postern_queue::DoneMarks,
+        result: std::io::Result<()>,
+    ) {
         self.marks_in_flight = self.marks_in_flight.saturating_sub(1);
-        let Some(active) = self.active.get_mut(&id) else { return };
+        let Some(active) = self.active.get_mut(&id) else {
+            return;
+        };
         match result {
             Ok(()) => active.file.record_done(&marks),
             Err(e) => {
@@ -474,13 +566,21 @@ impl Qmgr {
 
     /// All of a message's jobs are done: bounce, defer or remove it.
     fn finish(&mut self, id: &QueueId) {
-        let Some(active) = self.active.remove(id) else { return };
+        let Some(active) = self.active.remove(id) else {
+            return;
+        };
         if !active.bounced.is_empty() {
             let env = active.file.envelope();
             if env.sender.is_empty() {
                 info!("{id}: undeliverable bounce discarded (null sender)");
             } else {
-                match bounce::send_bounce(&self.main, &self.settings.queue_dir, id, &active.file, &active.bounced) {
+                match bounce::send_bounce(
+                    &self.main,
+                    &self.settings.queue_dir,
+                    id,
+                    &active.file,
+                    &active.bounced,
+                ) {
                     Ok(bid) => info!("{id}: sender non-delivery notification: {bid}"),
                     Err(e) => {
                         // The bounced recipients are already marked done; keep
@@ -491,8 +591,13 @@ impl Qmgr {
             }
         }
         if active.deferred || !active.file.all_done() {
-            let age = SystemTime::now().duration_since(active.file.envelope().arrival).unwrap_or_default();
-            let backoff = age.clamp(self.settings.min_backoff, self.settings.max_backoff.max(self.settings.min_backoff));
+            let age = SystemTime::now()
+                .duration_since(active.file.envelope().arrival)
+                .unwrap_or_default();
+            let backoff = age.clamp(
+                self.settings.min_backoff,
+                self.settings.max_backoff.max(self.settings.min_backoff),
+            );
             drop(active);
             if let Err(e) = self.rename(id, Queue::Active, Queue::Deferred) {
                 warn!("{id}: cannot move to deferred: {e}");
@@ -527,7 +632,7 @@ impl Qmgr {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 fn raise_fd_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
             if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
@@ -541,12 +646,24 @@ fn raise_fd_limit() -> u64 {
 }
 
 fn delay_secs(arrival: SystemTime) -> String {
-    let d = SystemTime::now().duration_since(arrival).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(arrival)
+        .unwrap_or_default();
     format!("{:.2}", d.as_secs_f64())
 }
 
 fn defer_all(recipients: &[usize], why: &str) -> Vec<(usize, DeliveryOutcome, String, String)> {
-    recipients.iter().map(|&i| (i, DeliveryOutcome::Deferred, "4.3.0".to_string(), why.to_string())).collect()
+    recipients
+        .iter()
+        .map(|&i| {
+            (
+                i,
+                DeliveryOutcome::Deferred,
+                "4.3.0".to_string(),
+                why.to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Talks to one delivery agent for one request.
@@ -561,16 +678,25 @@ async fn deliver(
         .await
         .map_err(|_| format!("connect to {}: timed out", socket.display()))?
         .map_err(|e| format!("connect to {}: {e}", socket.display()))?;
-    ch.send_with_fd(req, file.as_fd()).await.map_err(|e| format!("send request: {e}"))?;
+    ch.send_with_fd(req, file.as_fd())
+        .await
+        .map_err(|e| format!("send request: {e}"))?;
     let wanted: HashSet<u32> = req.recipients.iter().map(|r| r.index).collect();
     let mut results = Vec::new();
     let mut seen = HashSet::new();
     let work = async {
         loop {
             match ch.recv::<DeliveryReply>().await {
-                Ok(Some(DeliveryReply::Status { index, outcome, dsn, text })) => {
+                Ok(Some(DeliveryReply::Status {
+                    index,
+                    outcome,
+                    dsn,
+                    text,
+                })) => {
                     if !wanted.contains(&index) || !seen.insert(index) {
-                        return Err(format!("agent sent a status for unexpected recipient {index}"));
+                        return Err(format!(
+                            "agent sent a status for unexpected recipient {index}"
+                        ));
                     }
                     results.push((index as usize, outcome, dsn, text));
                 }
@@ -598,7 +724,12 @@ async fn deliver(
     // Recipients the agent never answered for are deferred.
     for r in &req.recipients {
         if !seen.contains(&r.index) {
-            results.push((r.index as usize, DeliveryOutcome::Deferred, "4.3.0".into(), "no status from delivery agent".into()));
+            results.push((
+                r.index as usize,
+                DeliveryOutcome::Deferred,
+                "4.3.0".into(),
+                "no status from delivery agent".into(),
+            ));
         }
     }
     Ok(results)

@@ -44,7 +44,13 @@ impl Router {
         if local_transport.is_empty() || default_transport.is_empty() {
             return Err("local_transport and default_transport must name a transport".into());
         }
-        Ok(Router { main: main.clone(), local_transport, default_transport, default_nexthop, relayhost: main.str("relayhost") })
+        Ok(Router {
+            main: main.clone(),
+            local_transport,
+            default_transport,
+            default_nexthop,
+            relayhost: main.str("relayhost"),
+        })
     }
 
     /// The transport that delivers to local mailboxes.
@@ -59,7 +65,10 @@ impl Router {
             None => (address, ""),
         };
         if domain.is_empty() || postern_maps::is_local_domain(&self.main, domain) {
-            return Route { transport: self.local_transport.clone(), nexthop: local.to_ascii_lowercase() };
+            return Route {
+                transport: self.local_transport.clone(),
+                nexthop: local.to_ascii_lowercase(),
+            };
         }
         let nexthop = if let Some(n) = &self.default_nexthop {
             n.clone()
@@ -68,7 +77,10 @@ impl Router {
         } else {
             domain.to_ascii_lowercase()
         };
-        Route { transport: self.default_transport.clone(), nexthop }
+        Route {
+            transport: self.default_transport.clone(),
+            nexthop,
+        }
     }
 }
 
@@ -77,7 +89,9 @@ mod tests {
     use super::*;
 
     fn router(extra: &str) -> Router {
-        let text = format!("myhostname = mx.example.test\nmydestination = example.test, localhost\n{extra}");
+        let text = format!(
+            "myhostname = mx.example.test\nmydestination = example.test, localhost\n{extra}"
+        );
         let main = MainCf::parse(&text, std::path::Path::new("/x/main.cf")).unwrap();
         Router::from_config(&main).unwrap()
     }
@@ -85,20 +99,44 @@ mod tests {
     #[test]
     fn local_domains_go_to_local_per_user() {
         let r = router("");
-        assert_eq!(r.route("Joe@Example.TEST"), Route { transport: "local".into(), nexthop: "joe".into() });
-        assert_eq!(r.route("postmaster"), Route { transport: "local".into(), nexthop: "postmaster".into() });
+        assert_eq!(
+            r.route("Joe@Example.TEST"),
+            Route {
+                transport: "local".into(),
+                nexthop: "joe".into()
+            }
+        );
+        assert_eq!(
+            r.route("postmaster"),
+            Route {
+                transport: "local".into(),
+                nexthop: "postmaster".into()
+            }
+        );
     }
 
     #[test]
     fn remote_domains_go_to_smtp_or_relayhost() {
-        assert_eq!(router("").route("a@Remote.example"), Route { transport: "smtp".into(), nexthop: "remote.example".into() });
+        assert_eq!(
+            router("").route("a@Remote.example"),
+            Route {
+                transport: "smtp".into(),
+                nexthop: "remote.example".into()
+            }
+        );
         assert_eq!(
             router("relayhost = [smart.example]:587").route("a@remote.example"),
-            Route { transport: "smtp".into(), nexthop: "[smart.example]:587".into() }
+            Route {
+                transport: "smtp".into(),
+                nexthop: "[smart.example]:587".into()
+            }
         );
         assert_eq!(
             router("default_transport = relay:[gw.example]").route("a@remote.example"),
-            Route { transport: "relay".into(), nexthop: "[gw.example]".into() }
+            Route {
+                transport: "relay".into(),
+                nexthop: "[gw.example]".into()
+            }
         );
     }
 }

@@ -142,7 +142,11 @@ impl QueueFile {
                 format!("recipient index {bad} out of range ({count} recipients)"),
             ));
         }
-        let mut todo: Vec<usize> = indexes.iter().copied().filter(|&i| !self.envelope.recipients[i].done).collect();
+        let mut todo: Vec<usize> = indexes
+            .iter()
+            .copied()
+            .filter(|&i| !self.envelope.recipients[i].done)
+            .collect();
         todo.sort_unstable();
         todo.dedup();
         Ok(DoneMarks {

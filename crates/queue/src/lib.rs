@@ -25,7 +25,9 @@ mod id;
 mod writer;
 
 pub use dirs::{DirOwner, DirScan, DirSpec, QUEUE_DIRS, Queue, QueueDirs, TEMP_PREFIX, sync_dir};
-pub use file::{ContentReader, DoneMarks, QueueFile, content_reader_for, next_attempt, set_next_attempt};
+pub use file::{
+    ContentReader, DoneMarks, QueueFile, content_reader_for, next_attempt, set_next_attempt,
+};
 pub use format::{
     Envelope, HEADER_LEN, MAGIC, MAX_RECORD_LEN, QueueError, REC_ATTR, REC_CONTENT, REC_DONE,
     REC_END, REC_RCPT, REC_SENDER, REC_TIME, Recipient, VERSION,

@@ -375,7 +375,9 @@ fn local_part(i: &str) -> IResult<&str, (&str, String)> {
 fn sub_domain(i: &str) -> IResult<&str, &str> {
     verify(
         take_while1(|c: char| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii()),
-        |l: &str| !l.starts_with('-') && !l.ends_with('-') && (l.len() <= MAX_LABEL || !l.is_ascii()),
+        |l: &str| {
+            !l.starts_with('-') && !l.ends_with('-') && (l.len() <= MAX_LABEL || !l.is_ascii())
+        },
     )
     .parse(i)
 }
@@ -403,16 +405,18 @@ fn valid_literal_body(body: &str) -> bool {
     if body.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let parts: Vec<&str> = body.split('.').collect();
         return parts.len() == 4
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n <= 255));
+            && parts.iter().all(|p| {
+                !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n <= 255)
+            });
     }
     // General-address-literal = Standardized-tag ":" 1*dcontent
     match body.split_once(':') {
         Some((tag_text, content)) => {
             !content.is_empty()
                 && !tag_text.is_empty()
-                && tag_text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && tag_text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !tag_text.ends_with('-')
         }
         None => false,
@@ -451,7 +455,10 @@ mod tests {
             Mailbox::parse("a+tag@sub-1.example.org"),
             Ok(mb("a+tag", "sub-1.example.org"))
         );
-        assert_eq!(Mailbox::parse("a@b").map(|m| m.to_string()), Ok("a@b".into()));
+        assert_eq!(
+            Mailbox::parse("a@b").map(|m| m.to_string()),
+            Ok("a@b".into())
+        );
     }
 
     #[test]
@@ -464,7 +471,10 @@ mod tests {
         assert_eq!(Mailbox::parse("\"\"@c"), Ok(mb("\"\"", "c")));
         assert_eq!(Mailbox::parse("\"a..b\"@c"), Ok(mb("\"a..b\"", "c")));
         assert_eq!(Mailbox::parse("\"a\"b@c"), Err(AddressError::Syntax));
-        assert_eq!(Mailbox::parse("\"unterminated@c"), Err(AddressError::Syntax));
+        assert_eq!(
+            Mailbox::parse("\"unterminated@c"),
+            Err(AddressError::Syntax)
+        );
         assert_eq!(Mailbox::parse("\"tab\there\"@c"), Err(AddressError::Syntax));
     }
 
@@ -480,7 +490,10 @@ mod tests {
             Mailbox::parse("a@[IPv6:::ffff:1.2.3.4]"),
             Ok(mb("a", "[IPv6:::ffff:1.2.3.4]"))
         );
-        assert_eq!(Mailbox::parse("a@[x-tag:stuff]"), Ok(mb("a", "[x-tag:stuff]")));
+        assert_eq!(
+            Mailbox::parse("a@[x-tag:stuff]"),
+            Ok(mb("a", "[x-tag:stuff]"))
+        );
         for bad in [
             "a@[256.0.0.1]",
             "a@[1.2.3]",
@@ -502,8 +515,8 @@ mod tests {
         assert_eq!(Mailbox::parse(""), Err(AddressError::Empty));
         assert_eq!(Mailbox::parse("user"), Err(AddressError::NoDomain));
         for bad in [
-            "@b", "a@", "a@@b", "a.@b", ".a@b", "a..b@c", "a@b.", "a@.b", "a@-b", "a@b-", "a@b..c", "a b@c",
-            "a@b c", "a@b>", "<a@b>", "a@b_c", "a\u{0}@b",
+            "@b", "a@", "a@@b", "a.@b", ".a@b", "a..b@c", "a@b.", "a@.b", "a@-b", "a@b-", "a@b..c",
+            "a b@c", "a@b c", "a@b>", "<a@b>", "a@b_c", "a\u{0}@b",
         ] {
             assert_eq!(Mailbox::parse(bad), Err(AddressError::Syntax), "{bad:?}");
         }
@@ -544,7 +557,10 @@ mod tests {
     #[test]
     fn path_contents() {
         assert_eq!(parse_path_content(""), Ok(PathContent::Null));
-        assert_eq!(parse_path_content("POSTMASTER"), Ok(PathContent::Postmaster));
+        assert_eq!(
+            parse_path_content("POSTMASTER"),
+            Ok(PathContent::Postmaster)
+        );
         assert_eq!(
             parse_path_content("@x,@y:a@b"),
             Ok(PathContent::Mailbox(mb("a", "b")))

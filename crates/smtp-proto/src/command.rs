@@ -41,8 +41,8 @@
 use std::fmt;
 
 use crate::address::{
-    AddressError, ForwardPath, MAX_PATH, PathContent, ReversePath, find_path_end, parse_path_content,
-    token_len,
+    AddressError, ForwardPath, MAX_PATH, PathContent, ReversePath, find_path_end,
+    parse_path_content, token_len,
 };
 use crate::params::{Param, parse_param};
 use crate::reply::{EnhancedCode, Reply};
@@ -205,13 +205,23 @@ impl CommandError {
     /// The reply smtpd sends for this error.
     pub fn reply(&self) -> Reply {
         match self {
-            CommandError::Empty => Reply::new(500, Some(EnhancedCode(5, 5, 2)), "Error: bad syntax"),
-            CommandError::Unknown { .. } => {
-                Reply::new(500, Some(EnhancedCode(5, 5, 2)), "Error: command not recognized")
+            CommandError::Empty => {
+                Reply::new(500, Some(EnhancedCode(5, 5, 2)), "Error: bad syntax")
             }
-            CommandError::Syntax { message } => Reply::new(501, Some(EnhancedCode(5, 5, 4)), message.clone()),
+            CommandError::Unknown { .. } => Reply::new(
+                500,
+                Some(EnhancedCode(5, 5, 2)),
+                "Error: command not recognized",
+            ),
+            CommandError::Syntax { message } => {
+                Reply::new(501, Some(EnhancedCode(5, 5, 4)), message.clone())
+            }
             CommandError::BadAddress { message } => {
-                let detail = if message.starts_with("Bad sender") { 7 } else { 3 };
+                let detail = if message.starts_with("Bad sender") {
+                    7
+                } else {
+                    3
+                };
                 Reply::new(501, Some(EnhancedCode(5, 1, detail)), message.clone())
             }
             CommandError::NonAscii => {
@@ -604,7 +614,12 @@ mod tests {
                 },
             ),
             ("VRFY joe", Command::Vrfy { arg: "joe".into() }),
-            ("EXPN staff", Command::Expn { arg: "staff".into() }),
+            (
+                "EXPN staff",
+                Command::Expn {
+                    arg: "staff".into(),
+                },
+            ),
             ("HELP", Command::Help { arg: None }),
             (
                 "HELP mail",
@@ -647,7 +662,13 @@ mod tests {
                     last: false,
                 },
             ),
-            ("BDAT 0 last", Command::Bdat { size: 0, last: true }),
+            (
+                "BDAT 0 last",
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+            ),
             (
                 "ETRN @example.org",
                 Command::Etrn {
@@ -682,7 +703,10 @@ mod tests {
             ("VRFY", "501 5.5.4 Syntax: VRFY address"),
             ("EXPN", "501 5.5.4 Syntax: EXPN mailing-list"),
             ("ETRN", "501 5.5.4 Syntax: ETRN destination"),
-            ("AUTH", "501 5.5.4 Syntax: AUTH mechanism [initial-response]"),
+            (
+                "AUTH",
+                "501 5.5.4 Syntax: AUTH mechanism [initial-response]",
+            ),
             (
                 "AUTH PLAIN a b",
                 "501 5.5.4 Syntax: AUTH mechanism [initial-response]",
@@ -712,11 +736,20 @@ mod tests {
             ),
             ("BDAT 1 FIRST", "501 5.5.4 Syntax: BDAT chunk-size [LAST]"),
             ("BDAT 1 LAST x", "501 5.5.4 Syntax: BDAT chunk-size [LAST]"),
-            ("HELO a\rb", "501 5.5.4 Syntax: control character in command"),
+            (
+                "HELO a\rb",
+                "501 5.5.4 Syntax: control character in command",
+            ),
             ("NOOP \0", "501 5.5.4 Syntax: control character in command"),
-            ("MAIL FROM:<a@b> SIZE=", "501 5.5.4 Bad MAIL parameter syntax"),
+            (
+                "MAIL FROM:<a@b> SIZE=",
+                "501 5.5.4 Bad MAIL parameter syntax",
+            ),
             ("MAIL FROM:<a@b> =1", "501 5.5.4 Bad MAIL parameter syntax"),
-            ("RCPT TO:<a@b> NOTIFY=a=b", "501 5.5.4 Bad RCPT parameter syntax"),
+            (
+                "RCPT TO:<a@b> NOTIFY=a=b",
+                "501 5.5.4 Bad RCPT parameter syntax",
+            ),
         ];
         for (line, want) in table {
             assert_eq!(reply_of(line), *want, "{line:?}");
@@ -726,7 +759,10 @@ mod tests {
     #[test]
     fn mail_from() {
         assert_eq!(lenient("MAIL FROM:<a@b>"), Ok(mail("a", "b")));
-        assert_eq!(lenient("mail from:<A@B.example>"), Ok(mail("A", "B.example")));
+        assert_eq!(
+            lenient("mail from:<A@B.example>"),
+            Ok(mail("A", "B.example"))
+        );
         assert_eq!(
             lenient("MAIL FROM:<>"),
             Ok(Command::Mail {
@@ -735,9 +771,18 @@ mod tests {
             })
         );
         assert_eq!(lenient("MAIL FROM:<\"joe\"@b>"), Ok(mail("joe", "b")));
-        assert_eq!(lenient("MAIL FROM:<\"j o>e\"@b>"), Ok(mail("\"j o>e\"", "b")));
-        assert_eq!(lenient("MAIL FROM:<a@[1.2.3.4]>"), Ok(mail("a", "[1.2.3.4]")));
-        assert_eq!(lenient("MAIL FROM:<a@[IPv6:::1]>"), Ok(mail("a", "[IPv6:::1]")));
+        assert_eq!(
+            lenient("MAIL FROM:<\"j o>e\"@b>"),
+            Ok(mail("\"j o>e\"", "b"))
+        );
+        assert_eq!(
+            lenient("MAIL FROM:<a@[1.2.3.4]>"),
+            Ok(mail("a", "[1.2.3.4]"))
+        );
+        assert_eq!(
+            lenient("MAIL FROM:<a@[IPv6:::1]>"),
+            Ok(mail("a", "[IPv6:::1]"))
+        );
         assert_eq!(lenient("MAIL FROM:<@x,@y:a@b>"), Ok(mail("a", "b")));
         assert_eq!(lenient("MAIL FROM:<a@b>  "), Ok(mail("a", "b")));
         assert_eq!(
@@ -748,7 +793,8 @@ mod tests {
 
     #[test]
     fn mail_params() {
-        let got = lenient("MAIL FROM:<a@b> SIZE=123 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x auth=<>");
+        let got =
+            lenient("MAIL FROM:<a@b> SIZE=123 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x auth=<>");
         let want = Command::Mail {
             from: ReversePath::Mailbox(mb("a", "b")),
             params: vec![
@@ -820,7 +866,10 @@ mod tests {
                 params: vec![]
             })
         );
-        assert_eq!(lenient("RCPT TO:<postmaster@d>"), Ok(rcpt("postmaster", "d")));
+        assert_eq!(
+            lenient("RCPT TO:<postmaster@d>"),
+            Ok(rcpt("postmaster", "d"))
+        );
         assert_eq!(lenient("RCPT TO:<@hop:c@d>"), Ok(rcpt("c", "d")));
     }
 
@@ -908,7 +957,9 @@ mod tests {
         );
         assert_eq!(
             parse_command(b"\xc3\xa9HLO x", &ParseOptions::default()),
-            Err(CommandError::Unknown { verb: "éHLO".into() })
+            Err(CommandError::Unknown {
+                verb: "éHLO".into()
+            })
         );
     }
 

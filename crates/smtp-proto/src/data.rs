@@ -318,7 +318,10 @@ mod tests {
         assert_eq!(out, b"abc\nd");
         assert_eq!(d.size(), 12);
         assert!(d.is_done());
-        assert_eq!(d.feed(b"more", &mut out), DataProgress::Done { consumed: 0 });
+        assert_eq!(
+            d.feed(b"more", &mut out),
+            DataProgress::Done { consumed: 0 }
+        );
         let mut d = DataDecoder::new(4);
         let mut out = Vec::new();
         d.feed(b"abc\r\n.\r\n", &mut out);

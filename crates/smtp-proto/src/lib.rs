@@ -34,11 +34,14 @@ pub use address::{
     valid_address_literal, valid_domain,
 };
 pub use command::{
-    BAD_RECIPIENT, BAD_SENDER, Command, CommandError, ParseOptions, address_error_detail, parse_command,
+    BAD_RECIPIENT, BAD_SENDER, Command, CommandError, ParseOptions, address_error_detail,
+    parse_command,
 };
 pub use data::{DataDecoder, DataProgress, dot_stuff};
 pub use line::{Line, LineReader};
-pub use params::{Body, MailParams, Notify, Orcpt, Param, ParamError, RcptParams, Ret, xtext_decode};
+pub use params::{
+    Body, MailParams, Notify, Orcpt, Param, ParamError, RcptParams, Ret, xtext_decode,
+};
 pub use reply::{EnhancedCode, Reply, ehlo_reply};
 
 #[cfg(test)]

@@ -97,7 +97,11 @@ impl LineReader {
     pub fn next_line(&mut self) -> Option<Line> {
         let pending = &self.buf[self.start..];
         let from = self.scanned.min(pending.len());
-        let Some(pos) = pending[from..].iter().position(|&b| b == b'\n').map(|p| p + from) else {
+        let Some(pos) = pending[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| p + from)
+        else {
             self.scanned = pending.len();
             return None;
         };
@@ -267,7 +271,8 @@ mod tests {
 
     #[test]
     fn byte_at_a_time_equals_whole() {
-        let input = b"EHLO a\r\nMAIL FROM:<a@b>\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\nQUIT\r\n";
+        let input =
+            b"EHLO a\r\nMAIL FROM:<a@b>\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\nQUIT\r\n";
         let mut whole = LineReader::new(20);
         whole.push(input);
         let mut a = Vec::new();

@@ -197,8 +197,12 @@ impl ParamError {
             ParamError::Unsupported { keyword } => {
                 Reply::new(555, e, format!("Unsupported option: {keyword}"))
             }
-            ParamError::BadValue { keyword } => Reply::new(501, e, format!("Bad {keyword} parameter syntax")),
-            ParamError::Duplicate { keyword } => Reply::new(501, e, format!("Duplicate {keyword} parameter")),
+            ParamError::BadValue { keyword } => {
+                Reply::new(501, e, format!("Bad {keyword} parameter syntax"))
+            }
+            ParamError::Duplicate { keyword } => {
+                Reply::new(501, e, format!("Duplicate {keyword} parameter"))
+            }
         }
     }
 }
@@ -238,7 +242,9 @@ impl MailParams {
             match kw {
                 "SIZE" => {
                     let v = v.filter(|v| v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()));
-                    let n = v.and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| bad(kw))?;
+                    let n = v
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| bad(kw))?;
                     set_once(&mut m.size, n, kw)?;
                 }
                 "BODY" => {
@@ -328,7 +334,8 @@ impl RcptParams {
                 }
                 "ORCPT" => {
                     let (t, a) = v.and_then(|v| v.split_once(';')).ok_or_else(|| bad(kw))?;
-                    let type_ok = !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                    let type_ok =
+                        !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
                     let address = xtext_decode(a)
                         .filter(|a| !a.is_empty() && type_ok)
                         .ok_or_else(|| bad(kw))?;
@@ -428,8 +435,9 @@ mod tests {
                 auth: Some("<>".into()),
             }
         );
-        let err =
-            |s: &[&str]| MailParams::from_params(&s.iter().map(|x| p(x)).collect::<Vec<_>>()).unwrap_err();
+        let err = |s: &[&str]| {
+            MailParams::from_params(&s.iter().map(|x| p(x)).collect::<Vec<_>>()).unwrap_err()
+        };
         assert_eq!(
             err(&["SIZE=abc"]).reply().to_string(),
             "501 5.5.4 Bad SIZE parameter syntax"
@@ -456,8 +464,8 @@ mod tests {
 
     #[test]
     fn rcpt_params() {
-        let r =
-            RcptParams::from_params(&[p("NOTIFY=SUCCESS,FAILURE"), p("ORCPT=rfc822;a@b")]).expect("valid");
+        let r = RcptParams::from_params(&[p("NOTIFY=SUCCESS,FAILURE"), p("ORCPT=rfc822;a@b")])
+            .expect("valid");
         assert_eq!(
             r.notify,
             Some(Notify::On {

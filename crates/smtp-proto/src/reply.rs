@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn ehlo() {
         let r = ehlo_reply("mx.example", &["PIPELINING".into(), "8BITMIME".into()]);
-        assert_eq!(wire(&r), "250-mx.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+        assert_eq!(
+            wire(&r),
+            "250-mx.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+        );
         assert!(r.is_positive());
     }
 

@@ -89,11 +89,19 @@ impl Settings {
     /// Reads the parameters smtpd uses; a bad value is a start-up error.
     pub fn from_config(main: &MainCf, service_name: &str) -> Result<Settings, String> {
         let e = |e: postern_config::ConfigError| e.to_string();
-        let bare = match main.str("smtpd_forbid_bare_newline").to_ascii_lowercase().as_str() {
+        let bare = match main
+            .str("smtpd_forbid_bare_newline")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "normalize" | "yes" => BareNewline::Normalize,
             "reject" => BareNewline::Reject,
             "no" => BareNewline::Allow,
-            other => return Err(format!("bad smtpd_forbid_bare_newline value: {other} (want normalize, reject or no)")),
+            other => {
+                return Err(format!(
+                    "bad smtpd_forbid_bare_newline value: {other} (want normalize, reject or no)"
+                ));
+            }
         };
         Ok(Settings {
             myhostname: main.str("myhostname"),
@@ -134,7 +142,10 @@ pub fn main() -> ! {
         |ctx| {
             let settings = Settings::from_config(&ctx.config, &ctx.service_name)?;
             let policy = policy::Policy::from_config(&ctx.config)?;
-            Ok(Smtpd { settings, policy: std::cell::RefCell::new(policy) })
+            Ok(Smtpd {
+                settings,
+                policy: std::cell::RefCell::new(policy),
+            })
         },
         |smtpd: std::rc::Rc<Smtpd>, conn| async move {
             match conn {

@@ -36,10 +36,20 @@ pub struct Policy {
 impl Policy {
     /// Loads the tables the policy needs.
     pub fn from_config(main: &MainCf) -> Result<Policy, String> {
-        let mynetworks = NetworkList::parse(&main.list("mynetworks")).map_err(|e| format!("mynetworks: {e}"))?;
-        let relay_domains = main.list("relay_domains").into_iter().map(|d| d.to_ascii_lowercase()).collect();
+        let mynetworks =
+            NetworkList::parse(&main.list("mynetworks")).map_err(|e| format!("mynetworks: {e}"))?;
+        let relay_domains = main
+            .list("relay_domains")
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
         let recipients = LocalRecipients::from_config(main).map_err(|e| e.to_string())?;
-        Ok(Policy { main: main.clone(), mynetworks, relay_domains, recipients })
+        Ok(Policy {
+            main: main.clone(),
+            mynetworks,
+            relay_domains,
+            recipients,
+        })
     }
 
     /// Is this client in mynetworks?

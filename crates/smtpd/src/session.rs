@@ -7,10 +7,10 @@
 
 use crate::policy::Verdict;
 use crate::{BareNewline, Smtpd};
-use postern_ipc::{Channel, CleanupReply, CleanupRequest, CHUNK_SIZE};
+use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest};
 use postern_smtp_proto::{
-    parse_command, Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader, ParseOptions,
-    Reply, ReversePath,
+    Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader, ParseOptions,
+    Reply, ReversePath, parse_command,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,7 +78,10 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
         counts: BTreeMap::new(),
         last_command: "CONNECT",
     };
-    let banner = format!("220 {}\r\n", s.smtpd.settings.banner.replace(['\r', '\n'], " "));
+    let banner = format!(
+        "220 {}\r\n",
+        s.smtpd.settings.banner.replace(['\r', '\n'], " ")
+    );
     s.out.extend_from_slice(banner.as_bytes());
     let end = s.command_loop().await;
     match end {
@@ -86,15 +89,23 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
         Err(End::Lost) => info!("lost connection after {} from {}", s.last_command, s.client),
         Err(End::Timeout) => {
             info!("timeout after {} from {}", s.last_command, s.client);
-            let r = format!("421 4.4.2 {} Error: timeout exceeded\r\n", s.smtpd.settings.myhostname);
-            let _ = tokio::time::timeout(Duration::from_secs(5), s.stream.write_all(r.as_bytes())).await;
+            let r = format!(
+                "421 4.4.2 {} Error: timeout exceeded\r\n",
+                s.smtpd.settings.myhostname
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.stream.write_all(r.as_bytes()))
+                .await;
         }
     }
     // Postfix's order, so log tools that parse these lines see the same.
-    const ORDER: [&str; 14] =
-        ["helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy", "help", "quit", "unknown"];
-    let mut stats: Vec<String> =
-        ORDER.iter().filter_map(|k| s.counts.get(k).map(|v| format!("{k}={v}"))).collect();
+    const ORDER: [&str; 14] = [
+        "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
+        "help", "quit", "unknown",
+    ];
+    let mut stats: Vec<String> = ORDER
+        .iter()
+        .filter_map(|k| s.counts.get(k).map(|v| format!("{k}={v}")))
+        .collect();
     let total: u32 = s.counts.values().sum();
     stats.push(format!("commands={total}"));
     info!("disconnect from {} {}", s.client, stats.join(" "));
@@ -164,8 +175,15 @@ impl Session<'_> {
         self.errors += 1;
         self.send(&r);
         if self.errors >= self.settings().hard_error_limit {
-            info!("too many errors after {} from {}", self.last_command, self.client);
-            self.send(&reply(421, (4, 7, 0), format!("{} Error: too many errors", self.settings().myhostname)));
+            info!(
+                "too many errors after {} from {}",
+                self.last_command, self.client
+            );
+            self.send(&reply(
+                421,
+                (4, 7, 0),
+                format!("{} Error: too many errors", self.settings().myhostname),
+            ));
             let _ = self.flush().await;
             return Err(End::HungUp);
         }
@@ -181,8 +199,15 @@ impl Session<'_> {
         if self.junk > self.settings().junk_limit {
             self.errors += 1;
             if self.errors >= self.settings().hard_error_limit {
-                info!("too many errors after {} from {}", self.last_command, self.client);
-                self.send(&reply(421, (4, 7, 0), format!("{} Error: too many errors", self.settings().myhostname)));
+                info!(
+                    "too many errors after {} from {}",
+                    self.last_command, self.client
+                );
+                self.send(&reply(
+                    421,
+                    (4, 7, 0),
+                    format!("{} Error: too many errors", self.settings().myhostname),
+                ));
                 let _ = self.flush().await;
                 return Err(End::HungUp);
             }
@@ -191,7 +216,10 @@ impl Session<'_> {
     }
 
     async fn command_loop(&mut self) -> Result<(), End> {
-        let opts = ParseOptions { strict_rfc821_envelopes: self.settings().strict_envelopes, allow_utf8: self.settings().smtputf8 };
+        let opts = ParseOptions {
+            strict_rfc821_envelopes: self.settings().strict_envelopes,
+            allow_utf8: self.settings().smtputf8,
+        };
         loop {
             let line = loop {
                 if let Some(l) = self.reader.next_line() {
@@ -202,12 +230,14 @@ impl Session<'_> {
             let line = match line {
                 Line::TooLong => {
                     self.last_command = "UNKNOWN";
-                    self.error(reply(500, (5, 5, 2), "Error: line too long")).await?;
+                    self.error(reply(500, (5, 5, 2), "Error: line too long"))
+                        .await?;
                     continue;
                 }
                 Line::Complete { line, bare_lf } => {
                     if bare_lf && self.settings().bare_newline == BareNewline::Reject {
-                        self.error(reply(500, (5, 5, 2), "Error: bare <LF> received")).await?;
+                        self.error(reply(500, (5, 5, 2), "Error: bare <LF> received"))
+                            .await?;
                         continue;
                     }
                     line
@@ -217,7 +247,11 @@ impl Session<'_> {
                 Ok(c) => c,
                 Err(e) => {
                     let r = e.reply();
-                    if matches!(e, postern_smtp_proto::CommandError::Unknown { .. } | postern_smtp_proto::CommandError::Empty) {
+                    if matches!(
+                        e,
+                        postern_smtp_proto::CommandError::Unknown { .. }
+                            | postern_smtp_proto::CommandError::Empty
+                    ) {
                         self.count("unknown");
                     }
                     self.error(r).await?;
@@ -230,7 +264,8 @@ impl Session<'_> {
                     self.tx = None;
                     self.helo = Some(domain);
                     self.esmtp = true;
-                    let mut lines = vec![self.settings().myhostname.clone(), "PIPELINING".to_string()];
+                    let mut lines =
+                        vec![self.settings().myhostname.clone(), "PIPELINING".to_string()];
                     if self.settings().message_size_limit > 0 {
                         lines.push(format!("SIZE {}", self.settings().message_size_limit));
                     } else {
@@ -287,15 +322,21 @@ impl Session<'_> {
                     self.count("vrfy");
                     self.junk().await?;
                     if self.settings().vrfy_disabled {
-                        self.error(reply(502, (5, 5, 1), "VRFY command is disabled")).await?;
+                        self.error(reply(502, (5, 5, 1), "VRFY command is disabled"))
+                            .await?;
                     } else {
                         // Never tell whether a user exists.
-                        self.send(&reply(252, (2, 0, 0), "Cannot VRFY user, but will accept message and attempt delivery"));
+                        self.send(&reply(
+                            252,
+                            (2, 0, 0),
+                            "Cannot VRFY user, but will accept message and attempt delivery",
+                        ));
                     }
                 }
                 Command::Expn { .. } => {
                     self.count("unknown");
-                    self.error(reply(502, (5, 5, 1), "EXPN command is disabled")).await?;
+                    self.error(reply(502, (5, 5, 1), "EXPN command is disabled"))
+                        .await?;
                 }
                 Command::Help { .. } => {
                     self.count("help");
@@ -310,28 +351,36 @@ impl Session<'_> {
                 }
                 Command::StartTls => {
                     self.count("unknown");
-                    self.error(reply(502, (5, 5, 1), "Error: command not implemented")).await?;
+                    self.error(reply(502, (5, 5, 1), "Error: command not implemented"))
+                        .await?;
                 }
                 Command::Auth { .. } => {
                     self.count("unknown");
-                    self.error(reply(503, (5, 5, 1), "Error: authentication not enabled")).await?;
+                    self.error(reply(503, (5, 5, 1), "Error: authentication not enabled"))
+                        .await?;
                 }
                 Command::Etrn { .. } => {
                     self.count("unknown");
-                    self.error(reply(502, (5, 5, 1), "Error: command not implemented")).await?;
+                    self.error(reply(502, (5, 5, 1), "Error: command not implemented"))
+                        .await?;
                 }
                 Command::Bdat { size, .. } => {
                     self.count("unknown");
                     // CHUNKING is not advertised, but a client that sends BDAT
                     // anyway sends `size` bytes next: skip them to stay in step.
                     if size > self.settings().message_size_limit.max(1 << 20) {
-                        self.send(&reply(421, (4, 7, 0), "Error: BDAT chunk too large, closing connection"));
+                        self.send(&reply(
+                            421,
+                            (4, 7, 0),
+                            "Error: BDAT chunk too large, closing connection",
+                        ));
                         let _ = self.flush().await;
                         return Err(End::HungUp);
                     }
                     self.skip_bytes(size).await?;
                     self.tx = None;
-                    self.error(reply(502, (5, 5, 1), "Error: BDAT command not implemented")).await?;
+                    self.error(reply(502, (5, 5, 1), "Error: BDAT command not implemented"))
+                        .await?;
                 }
             }
         }
@@ -352,28 +401,49 @@ impl Session<'_> {
         }
     }
 
-    async fn mail(&mut self, from: ReversePath, params: Vec<postern_smtp_proto::Param>) -> Result<(), End> {
+    async fn mail(
+        &mut self,
+        from: ReversePath,
+        params: Vec<postern_smtp_proto::Param>,
+    ) -> Result<(), End> {
         if self.helo.is_none() && self.settings().helo_required {
-            return self.error(reply(503, (5, 5, 1), "Error: send HELO/EHLO first")).await;
+            return self
+                .error(reply(503, (5, 5, 1), "Error: send HELO/EHLO first"))
+                .await;
         }
         if self.tx.is_some() {
-            return self.error(reply(503, (5, 5, 1), "Error: nested MAIL command")).await;
+            return self
+                .error(reply(503, (5, 5, 1), "Error: nested MAIL command"))
+                .await;
         }
         for p in &params {
             match p.keyword.as_str() {
                 "SIZE" if self.esmtp => {
                     let declared: Option<u64> = p.value.as_deref().and_then(|v| v.parse().ok());
                     match declared {
-                        None => return self.error(reply(501, (5, 5, 4), "Bad message size syntax")).await,
-                        Some(n) if self.settings().message_size_limit > 0 && n > self.settings().message_size_limit => {
-                            return self.error(reply(552, (5, 3, 4), "Message size exceeds fixed limit")).await;
+                        None => {
+                            return self
+                                .error(reply(501, (5, 5, 4), "Bad message size syntax"))
+                                .await;
+                        }
+                        Some(n)
+                            if self.settings().message_size_limit > 0
+                                && n > self.settings().message_size_limit =>
+                        {
+                            return self
+                                .error(reply(552, (5, 3, 4), "Message size exceeds fixed limit"))
+                                .await;
                         }
                         Some(_) => {}
                     }
                 }
                 "BODY" if self.esmtp => match p.value.as_deref().map(|v| v.to_ascii_uppercase()) {
                     Some(v) if v == "8BITMIME" || v == "7BIT" => {}
-                    _ => return self.error(reply(501, (5, 5, 4), "Unsupported BODY parameter value")).await,
+                    _ => {
+                        return self
+                            .error(reply(501, (5, 5, 4), "Unsupported BODY parameter value"))
+                            .await;
+                    }
                 },
                 "SMTPUTF8" if self.esmtp && self.settings().smtputf8 && p.value.is_none() => {}
                 _ => {
@@ -386,14 +456,23 @@ impl Session<'_> {
             ReversePath::Null => String::new(),
             ReversePath::Mailbox(m) => m.to_string(),
         };
-        self.tx = Some(Transaction { sender, recipients: Vec::new(), cleanup: None, queue_id: None });
+        self.tx = Some(Transaction {
+            sender,
+            recipients: Vec::new(),
+            cleanup: None,
+            queue_id: None,
+        });
         self.send(&reply(250, (2, 1, 0), "Ok"));
         Ok(())
     }
 
     fn reject_log(&self, r: &Reply, to: &str) {
         let from = self.tx.as_ref().map(|t| t.sender.as_str()).unwrap_or("");
-        let id = self.tx.as_ref().and_then(|t| t.queue_id.as_deref()).unwrap_or("NOQUEUE");
+        let id = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.queue_id.as_deref())
+            .unwrap_or("NOQUEUE");
         info!(
             "{id}: reject: RCPT from {}: {}; from=<{from}> to=<{to}> proto={} helo=<{}>",
             self.client,
@@ -403,15 +482,24 @@ impl Session<'_> {
         );
     }
 
-    async fn rcpt(&mut self, to: ForwardPath, params: Vec<postern_smtp_proto::Param>) -> Result<(), End> {
+    async fn rcpt(
+        &mut self,
+        to: ForwardPath,
+        params: Vec<postern_smtp_proto::Param>,
+    ) -> Result<(), End> {
         let Some(tx) = self.tx.as_ref() else {
-            return self.error(reply(503, (5, 5, 1), "Error: need MAIL command")).await;
+            return self
+                .error(reply(503, (5, 5, 1), "Error: need MAIL command"))
+                .await;
         };
         if tx.recipients.len() >= self.settings().recipient_limit {
             self.send(&reply(452, (4, 5, 3), "Error: too many recipients"));
             return Ok(());
         }
-        if let Some(p) = params.iter().find(|p| !matches!(p.keyword.as_str(), "NOTIFY" | "ORCPT")) {
+        if let Some(p) = params
+            .iter()
+            .find(|p| !matches!(p.keyword.as_str(), "NOTIFY" | "ORCPT"))
+        {
             let r = reply(555, (5, 5, 4), format!("Unsupported option: {}", p.keyword));
             return self.error(r).await;
         }
@@ -422,18 +510,35 @@ impl Session<'_> {
             }
             ForwardPath::Mailbox(m) => (m.to_string(), m.local_part.clone(), m.domain.clone()),
         };
-        let verdict = self.smtpd.policy.borrow_mut().check(self.peer.ip(), &local, &domain);
+        let verdict = self
+            .smtpd
+            .policy
+            .borrow_mut()
+            .check(self.peer.ip(), &local, &domain);
         let r = match verdict {
             Verdict::Local | Verdict::Relay => None,
             Verdict::UnknownUser => Some(reply(
                 550,
                 (5, 1, 1),
-                format!("<{address}>: Recipient address rejected: User unknown in local recipient table"),
+                format!(
+                    "<{address}>: Recipient address rejected: User unknown in local recipient table"
+                ),
             )),
-            Verdict::RelayDenied => Some(reply(554, (5, 7, 1), format!("<{address}>: Relay access denied"))),
+            Verdict::RelayDenied => Some(reply(
+                554,
+                (5, 7, 1),
+                format!("<{address}>: Relay access denied"),
+            )),
             Verdict::TempFail(why) => {
-                warn!("{}: recipient lookup for <{address}> failed: {why}", self.client);
-                Some(reply(451, (4, 3, 0), format!("<{address}>: Temporary lookup failure")))
+                warn!(
+                    "{}: recipient lookup for <{address}> failed: {why}",
+                    self.client
+                );
+                Some(reply(
+                    451,
+                    (4, 3, 0),
+                    format!("<{address}>: Temporary lookup failure"),
+                ))
             }
         };
         if let Some(r) = r {
@@ -447,13 +552,19 @@ impl Session<'_> {
         // First accepted recipient: open the cleanup stream (Postfix's
         // smtpd_delay_open_until_valid_rcpt), so the queue ID exists from here on.
         if self.tx.as_ref().is_some_and(|t| t.cleanup.is_none())
-            && let Err(why) = self.open_cleanup().await {
-                warn!("{}: cannot open cleanup stream: {why}", self.client);
-                self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
-                return Ok(());
-            }
-        let Some(tx) = self.tx.as_mut() else { return Ok(()) };
-        let req = CleanupRequest::Recipient { address: address.clone(), original: address.clone() };
+            && let Err(why) = self.open_cleanup().await
+        {
+            warn!("{}: cannot open cleanup stream: {why}", self.client);
+            self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
+            return Ok(());
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(());
+        };
+        let req = CleanupRequest::Recipient {
+            address: address.clone(),
+            original: address.clone(),
+        };
         let sent = match tx.cleanup.as_mut() {
             Some(ch) => ch.send(&req).await.is_ok(),
             None => false,
@@ -480,12 +591,20 @@ impl Session<'_> {
             ("client_name".to_string(), "unknown".to_string()),
             ("client_address".to_string(), self.peer.ip().to_string()),
             ("client_port".to_string(), self.peer.port().to_string()),
-            ("helo_name".to_string(), self.helo.clone().unwrap_or_default()),
+            (
+                "helo_name".to_string(),
+                self.helo.clone().unwrap_or_default(),
+            ),
             ("protocol".to_string(), proto.to_string()),
             ("origin".to_string(), "smtpd".to_string()),
             ("service".to_string(), self.settings().service_name.clone()),
         ];
-        ch.send(&CleanupRequest::Open { attributes, flags: 0 }).await.map_err(|e| e.to_string())?;
+        ch.send(&CleanupRequest::Open {
+            attributes,
+            flags: 0,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let id = match tokio::time::timeout(t, ch.recv::<CleanupReply>()).await {
             Ok(Ok(Some(CleanupReply::Opened { queue_id }))) => queue_id,
             Ok(Ok(Some(CleanupReply::Rejected { reason, .. }))) => return Err(reason),
@@ -493,8 +612,14 @@ impl Session<'_> {
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("timeout".into()),
         };
-        let Some(tx) = self.tx.as_mut() else { return Err("no transaction".into()) };
-        ch.send(&CleanupRequest::Sender { address: tx.sender.clone() }).await.map_err(|e| e.to_string())?;
+        let Some(tx) = self.tx.as_mut() else {
+            return Err("no transaction".into());
+        };
+        ch.send(&CleanupRequest::Sender {
+            address: tx.sender.clone(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         info!("{id}: client={}", self.client);
         tx.queue_id = Some(id);
         tx.cleanup = Some(ch);
@@ -503,9 +628,15 @@ impl Session<'_> {
 
     async fn data(&mut self) -> Result<(), End> {
         match &self.tx {
-            None => return self.error(reply(503, (5, 5, 1), "Error: need RCPT command")).await,
+            None => {
+                return self
+                    .error(reply(503, (5, 5, 1), "Error: need RCPT command"))
+                    .await;
+            }
             Some(t) if t.recipients.is_empty() => {
-                return self.error(reply(503, (5, 5, 1), "Error: need RCPT command")).await;
+                return self
+                    .error(reply(503, (5, 5, 1), "Error: need RCPT command"))
+                    .await;
             }
             _ => {}
         }
@@ -517,8 +648,15 @@ impl Session<'_> {
             // let a client smuggle commands, so hang up instead.
             let _ = self.reader.take_buffered();
             self.tx = None;
-            info!("improper command pipelining after DATA from {}", self.client);
-            self.send(&reply(554, (5, 5, 0), "Error: improper command pipelining after DATA, closing connection"));
+            info!(
+                "improper command pipelining after DATA from {}",
+                self.client
+            );
+            self.send(&reply(
+                554,
+                (5, 5, 0),
+                "Error: improper command pipelining after DATA, closing connection",
+            ));
             let _ = self.flush().await;
             return Err(End::HungUp);
         }
@@ -548,15 +686,26 @@ impl Session<'_> {
                 break;
             }
         }
-        let Some(mut tx) = self.tx.take() else { return Ok(()) };
+        let Some(mut tx) = self.tx.take() else {
+            return Ok(());
+        };
         let id = tx.queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());
         if dec.too_big() {
-            info!("{id}: reject: message size {} exceeds limit from {}", dec.size(), self.client);
+            info!(
+                "{id}: reject: message size {} exceeds limit from {}",
+                dec.size(),
+                self.client
+            );
             self.send(&reply(552, (5, 3, 4), "Error: message file too big"));
             return Ok(());
         }
-        if (dec.saw_bare_lf() || dec.saw_bare_cr()) && self.settings().bare_newline == BareNewline::Reject {
-            info!("{id}: reject: bare <LF> in message content from {}", self.client);
+        if (dec.saw_bare_lf() || dec.saw_bare_cr())
+            && self.settings().bare_newline == BareNewline::Reject
+        {
+            info!(
+                "{id}: reject: bare <LF> in message content from {}",
+                self.client
+            );
             self.send(&reply(550, (5, 5, 2), "Error: bare <LF> received"));
             return Ok(());
         }
@@ -572,14 +721,24 @@ impl Session<'_> {
             self.send(&reply(451, (4, 3, 0), "Error: queue file write error"));
             return Ok(());
         }
-        let answer = tokio::time::timeout(self.settings().ipc_timeout, ch.recv::<CleanupReply>()).await;
+        let answer =
+            tokio::time::timeout(self.settings().ipc_timeout, ch.recv::<CleanupReply>()).await;
         let r = match answer {
-            Ok(Ok(Some(CleanupReply::Queued { queue_id }))) => reply(250, (2, 0, 0), format!("Ok: queued as {queue_id}")),
-            Ok(Ok(Some(CleanupReply::Rejected { temporary, dsn, reason }))) => {
+            Ok(Ok(Some(CleanupReply::Queued { queue_id }))) => {
+                reply(250, (2, 0, 0), format!("Ok: queued as {queue_id}"))
+            }
+            Ok(Ok(Some(CleanupReply::Rejected {
+                temporary,
+                dsn,
+                reason,
+            }))) => {
                 let ec = parse_dsn(&dsn).unwrap_or(if temporary { (4, 3, 0) } else { (5, 3, 0) });
                 let code = if temporary { 451 } else { 554 };
                 let r = reply(code, ec, format!("Error: {reason}"));
-                info!("{id}: reject: DATA from {}: {r}; from=<{}>", self.client, tx.sender);
+                info!(
+                    "{id}: reject: DATA from {}: {r}; from=<{}>",
+                    self.client, tx.sender
+                );
                 r
             }
             other => {
@@ -592,7 +751,9 @@ impl Session<'_> {
     }
 
     async fn send_content(&mut self, data: Vec<u8>) -> bool {
-        let Some(ch) = self.tx.as_mut().and_then(|t| t.cleanup.as_mut()) else { return false };
+        let Some(ch) = self.tx.as_mut().and_then(|t| t.cleanup.as_mut()) else {
+            return false;
+        };
         ch.send(&CleanupRequest::Content { data }).await.is_ok()
     }
 }
