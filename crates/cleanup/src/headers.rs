@@ -3,7 +3,7 @@
 //!
 //! Pure code over LF-terminated content, so it can be tested on its own.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// What cleanup learned from a message's header section.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -104,66 +104,11 @@ pub fn scan(content: &[u8], complete: bool) -> Option<HeaderSummary> {
     Some(s)
 }
 
-/// Formats a time as an RFC 5322 date in the local time zone, e.g.
-/// "Sun, 22 Nov 2026 03:05:00 +0100 (CET)".
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let tm = local_tm(t);
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let off = tm.tm_gmtoff / 60;
-    let sign = if off < 0 { '-' } else { '+' };
-    let off = off.abs();
-    let zone = if tm.tm_zone.is_null() {
-        String::new()
-    } else {
-        // SAFETY: localtime_r sets tm_zone to a static NUL-terminated string.
-        let z = unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) };
-        format!(" ({})", z.to_string_lossy())
-    };
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} {}{:02}{:02}{}",
-        DAYS[tm.tm_wday.rem_euclid(7) as usize],
-        tm.tm_mday,
-        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
-        tm.tm_year + 1900,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        sign,
-        off / 60,
-        off % 60,
-        zone
-    )
-}
+/// RFC 5322 date in local time (see postern-mailtime).
+pub use postern_mailtime::rfc5322 as rfc5322_date;
 
 /// "YYYYMMDDhhmmss" in local time, for Message-IDs.
-pub fn compact_timestamp(t: SystemTime) -> String {
-    let tm = local_tm(t);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
-}
-
-fn local_tm(t: SystemTime) -> libc::tm {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as libc::time_t;
-    // SAFETY: tm is plain data; localtime_r fills it and is thread-safe.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    }
-}
+pub use postern_mailtime::compact as compact_timestamp;
 
 /// Where a message came from, as the Received header tells it.
 #[derive(Debug, Default, Clone)]
@@ -279,6 +224,7 @@ pub fn received_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn finds_the_end_of_the_header_and_its_fields() {

@@ -16,33 +16,9 @@ use crate::table::{Table, hash_source};
 use crate::users::UsersFile;
 
 /// Splits a map list parameter ("a:x, inline:{ k=v, k2=v2 } b:y") on commas
-/// and white space outside braces. `MainCf::list` would cut inline tables apart.
+/// and white space outside braces (postern-config's list splitting).
 pub fn split_map_list(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0usize;
-    for c in s.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                cur.push(c);
-            }
-            '}' => {
-                depth = depth.saturating_sub(1);
-                cur.push(c);
-            }
-            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            _ => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+    postern_config::split_list(s)
 }
 
 /// Splits "user+ext" at the first character that is one of `delimiters`

@@ -62,7 +62,10 @@ pub fn build(
         "X-Postern-Sender: rfc822; {}\n",
         clean(&env.sender)
     ));
-    m.push_str(&format!("Arrival-Date: {}\n", rfc5322(env.arrival)));
+    m.push_str(&format!(
+        "Arrival-Date: {}\n",
+        postern_mailtime::rfc5322(env.arrival)
+    ));
     for (addr, dsn, reason) in failed {
         let status = if dsn.starts_with('5') {
             dsn.clone()
@@ -111,42 +114,6 @@ fn find_header_end(content: &[u8]) -> usize {
         Some(i) => i + 1,
         None => content.len(),
     }
-}
-
-fn rfc5322(t: SystemTime) -> String {
-    // Same form as cleanup's Date header, in UTC to stay simple and exact.
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, mo, d) = civil_from_days(days);
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000 (UTC)",
-        DAYS[days.rem_euclid(7) as usize],
-        d,
-        MONTHS[(mo - 1) as usize],
-        y,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) — Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Builds the notification and queues it through cleanup; returns its queue ID.
@@ -202,15 +169,6 @@ pub fn send_bounce(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates_are_right() {
-        assert_eq!(rfc5322(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000 (UTC)");
-        assert_eq!(
-            rfc5322(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "Tue, 14 Nov 2023 22:13:20 +0000 (UTC)"
-        );
-    }
 
     #[test]
     fn header_end_is_found() {

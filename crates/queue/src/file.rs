@@ -103,30 +103,9 @@ impl QueueFile {
     /// once the marks are durable. An index out of range is InvalidInput
     /// and nothing is written.
     pub fn mark_done(&mut self, indexes: &[usize]) -> io::Result<()> {
-        let count = self.envelope.recipients.len();
-        if let Some(bad) = indexes.iter().find(|&&i| i >= count) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("recipient index {bad} out of range ({count} recipients)"),
-            ));
-        }
-        let mut todo: Vec<usize> = indexes
-            .iter()
-            .copied()
-            .filter(|&i| !self.envelope.recipients[i].done)
-            .collect();
-        todo.sort_unstable();
-        todo.dedup();
-        if todo.is_empty() {
-            return Ok(());
-        }
-        for &i in &todo {
-            self.file.write_all_at(&[REC_DONE], self.rcpt_offsets[i])?;
-        }
-        self.file.sync_data()?;
-        for i in todo {
-            self.envelope.recipients[i].done = true;
-        }
+        let marks = self.prepare_done(indexes)?;
+        marks.write()?;
+        self.record_done(&marks);
         Ok(())
     }
 

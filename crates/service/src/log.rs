@@ -23,7 +23,7 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use postern_config::MainCf;
 use tracing::field::{Field, Visit};
@@ -275,44 +275,9 @@ fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
 /// Syslog time stamp in local time: "Nov 22 03:05:00" (day padded with a space).
 pub fn timestamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (mon, day, h, m, s) = local_time(secs as i64).unwrap_or_else(|| {
-        // No usable local time: fall back to UTC arithmetic on the seconds.
-        let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-        (0, 1, h as u32, m as u32, s as u32)
-    });
-    format!("{} {:>2} {:02}:{:02}:{:02}", MONTHS[mon % 12], day, h, m, s)
-}
-
-/// Breaks `secs` into (month 0-11, day, hour, minute, second) in the local
-/// time zone with localtime_r(3).
-#[allow(unsafe_code)]
-fn local_time(secs: i64) -> Option<(usize, u32, u32, u32, u32)> {
-    let t: libc::time_t = secs;
-    // SAFETY: libc::tm is plain old data (integers and a nullable pointer),
-    // so all-zero is a valid value; localtime_r only writes into `tm` and
-    // reads `t`, both valid for the call.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::localtime_r(&t, &mut tm) };
-    if r.is_null() {
-        return None;
-    }
-    Some((
-        usize::try_from(tm.tm_mon).ok()?,
-        u32::try_from(tm.tm_mday).ok()?,
-        u32::try_from(tm.tm_hour).ok()?,
-        u32::try_from(tm.tm_min).ok()?,
-        u32::try_from(tm.tm_sec).ok()?,
-    ))
+    postern_mailtime::syslog(t)
 }
 
 /// The tracing layer: turns each event into one line through [`emit`].
@@ -415,7 +380,7 @@ mod tests {
     fn timestamp_shape() {
         let ts = timestamp(SystemTime::now());
         assert_eq!(ts.len(), 15, "{ts}");
-        assert!(MONTHS.contains(&&ts[..3]));
+        assert!(ts[..3].chars().all(|c| c.is_ascii_alphabetic()), "{ts}");
         assert_eq!(&ts[9..10], ":");
         assert_eq!(&ts[12..13], ":");
     }
