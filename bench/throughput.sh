@@ -118,8 +118,8 @@ ${POSTERN_EXTRA:-}
 EOF
 cat > "$P/master.cf" <<EOF
 127.0.0.1:$PPORT inet n - n - - smtpd
-cleanup unix n - n - 0 cleanup
-qmgr unix n - n 300 1 qmgr
+cleanup unix - - n - 0 cleanup
+qmgr unix - - n 300 1 qmgr
 local unix - n n - - local
 EOF
 echo "postmaster: bench" > "$P/aliases"

@@ -150,7 +150,7 @@ impl Instance {
         for p in ports {
             s.push_str(&format!("127.0.0.1:{p} inet n - n - - smtpd\n"));
         }
-        s.push_str("cleanup unix n - n - 0 cleanup\nqmgr unix n - n 300 1 qmgr\nlocal unix - n n - - local\n");
+        s.push_str("cleanup unix - - n - 0 cleanup\nqmgr unix - - n 300 1 qmgr\nlocal unix - n n - - local\n");
         s
     }
 

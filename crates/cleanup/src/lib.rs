@@ -61,7 +61,7 @@ impl Cleanup {
             header_size_limit: main.size("header_size_limit").map_err(e)? as usize,
             message_size_limit: main.size("message_size_limit").map_err(e)?,
             hopcount_limit: main.int("hopcount_limit").map_err(e)?.max(1) as usize,
-            qmgr_socket: queue.join("public").join("qmgr"),
+            qmgr_socket: queue.join("private").join("qmgr"),
         })
     }
 

@@ -28,7 +28,7 @@ impl CleanupForwarder {
     /// A forwarder that talks to cleanup at QUEUE_DIR/public/cleanup.
     pub fn new(queue_dir: &std::path::Path, timeout: Duration) -> CleanupForwarder {
         CleanupForwarder {
-            socket: queue_dir.join("public").join("cleanup"),
+            socket: queue_dir.join("private").join("cleanup"),
             timeout,
         }
     }

@@ -109,9 +109,9 @@ pub fn master_cf(smtp_port: u16) -> String {
 # SMTP on 1000 + 25, loopback only.
 127.0.0.1:{smtp_port} inet n - n - - smtpd
 # Writes queue files; smtpd and local talk to it.
-cleanup   unix  n       -       n       -       0       cleanup
+cleanup   unix  -       -       n       -       0       cleanup
 # The queue manager, woken every 300 s and whenever mail arrives.
-qmgr      unix  n       -       n       300     1       qmgr
+qmgr      unix  -       -       n       300     1       qmgr
 # Delivers to the mailboxes.
 local     unix  -       n       n       -       -       local
 "

@@ -126,7 +126,7 @@ pub fn send_bounce(
 ) -> Result<String, String> {
     let text = build(main, id, original, failed, SystemTime::now())
         .map_err(|e| format!("read queue file: {e}"))?;
-    let socket = queue_dir.join("public").join("cleanup");
+    let socket = queue_dir.join("private").join("cleanup");
     let mut ch = BlockingChannel::connect(&socket, Duration::from_secs(60))
         .map_err(|e| format!("connect to {}: {e}", socket.display()))?;
     let err = |e: std::io::Error| e.to_string();

@@ -119,7 +119,7 @@ impl Settings {
             bare_newline: bare,
             smtputf8: main.bool("smtputf8_enable").map_err(e)?,
             strict_envelopes: main.bool("strict_rfc821_envelopes").map_err(e)?,
-            cleanup_socket: main.path("queue_directory").join("public").join("cleanup"),
+            cleanup_socket: main.path("queue_directory").join("private").join("cleanup"),
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
             myorigin: main.str("myorigin"),
             service_name: service_name.to_string(),
