@@ -186,6 +186,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("myhostname", "", Str, "The fully qualified host name of this system."),
     p!("mynetworks", "127.0.0.0/8 [::1]/128", List, "Client networks trusted to relay (permit_mynetworks)."),
     p!("myorigin", "$myhostname", Str, "Domain appended to addresses of locally posted mail that have none."),
+    p!("privilege_separation", "yes", Bool, "Postern: run each service as its own user when master runs as root (no = everything as the invoking user, as the quickstart does)."),
     p!("propagate_unmatched_extensions", "canonical, virtual", List, "Which rewrites keep an address extension (user+ext) that the table did not match."),
     p!("qmgr_message_active_limit", "20000", Int, "Most messages in the active queue at once."),
     p!("queue_directory", "/var/spool/postern", Str, "Root of the queue directories and of the private/public sockets."),

@@ -110,7 +110,7 @@ fn shipped_master_cf_is_clean() {
     );
     assert_eq!(
         qmgr.socket_path(&cf),
-        Path::new("/var/spool/postern/public/qmgr")
+        Path::new("/var/spool/postern/private/qmgr")
     );
     let addrs = smtp.inet_addresses(&cf).expect("smtp addresses");
     assert!(

@@ -68,6 +68,9 @@ daemon_directory = {daemon}
 data_directory = {d}/data
 # Log to master's standard output (the terminal), Postfix's format.
 maillog_file = /dev/stdout
+# Run every service as the invoking user, even root: the demo needs no
+# `postern install` (no system users, no permission changes).
+privilege_separation = no
 
 # The demo mail domain and this host's name in it.
 myhostname = mail.example.test
