@@ -133,7 +133,6 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("command_directory", "/usr/sbin", Str, "Where the administrative command (postern) is installed."),
     p!("command_time_limit", "1000s", Time, "Time limit for a delivery by local to a `|command`."),
     p!("config_directory", "/etc/postern", Str, "Directory of main.cf and master.cf (set by the -c option or MAIL_CONFIG)."),
-    p!("content_filter", "", Str, "After-queue content filter, as transport:destination; empty = none."),
     p!("daemon_directory", "/usr/libexec/postern", Str, "Where the service programs started by master are installed."),
     p!("daemon_timeout", "18000s", Time, "How long a service may take to handle one request before it is killed."),
     p!("data_directory", "/var/lib/postern", Str, "Directory for data files written at run time (caches, random seed)."),
