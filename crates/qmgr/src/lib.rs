@@ -196,6 +196,18 @@ impl Qmgr {
                 self.dirs.dir(Queue::Active).display()
             ),
         }
+        // Retry-time markers whose message left deferred/ during a crash.
+        let deferred = self.dirs.dir(Queue::Deferred);
+        if let Ok(rd) = std::fs::read_dir(&deferred) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_prefix(".next-") {
+                    if !deferred.join(id).exists() {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
         match self.dirs.remove_stale_temp(Duration::from_secs(86400)) {
             Ok(0) => {}
             Ok(n) => info!("removed {n} stale temporary queue files"),
@@ -264,6 +276,7 @@ impl Qmgr {
                 }
             }
             if self.rename(&id, Queue::Deferred, Queue::Active).is_ok() {
+                postern_queue::clear_next_attempt(&path);
                 self.activate(id);
             }
         }

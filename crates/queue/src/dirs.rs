@@ -1,10 +1,17 @@
 //! The queue directories: which exist, who owns them, and the moves between them.
 //!
 //! Every directory under `queue_directory` is listed once in [`QUEUE_DIRS`]
-//! with its mode and owning role, so install, `postern check` and tests all
-//! agree. [`QueueDirs`] turns a queue root into paths and performs the one
+//! with its mode, owning user and group, so `postern install`, its `--check`
+//! and tests all agree. [`QueueDirs`] turns a queue root into paths and performs the one
 //! operation that moves a message between states: a `rename(2)` of
 //! `from/ID` to `to/ID` followed by an `fsync` of the target directory.
+//!
+//! SECURITY: the owners and modes here are the permission matrix of
+//! docs/security.md (a test parses that table so the two cannot drift):
+//! smtpd has no access to any queue directory, cleanup may only create files
+//! in incoming/ (group write+search, no read), qmgr alone lists and moves.
+//! [`QueueDirs::create_all`] only creates directories with these modes as
+//! the current user and never chowns; ownership is `postern install`'s job.
 
 use std::fs;
 use std::io;
@@ -64,17 +71,47 @@ impl Queue {
     }
 }
 
-/// Which account owns a queue directory (the names are resolved from
-/// main.cf by whoever installs or checks the queue).
+/// Who owns a queue directory, by user and group name, exactly as
+/// docs/security.md "The queue directory" says. The names are resolved only
+/// by whoever installs or checks the queue (`postern install`), never by
+/// [`QueueDirs::create_all`], so this crate needs no account database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DirOwner {
-    /// Owner root, group root.
-    Root,
-    /// Owner `mail_owner`, its primary group.
-    MailOwner,
-    /// Owner `mail_owner`, group `setgid_group` (postdrop), so the setgid
-    /// submission program can write or connect but not read.
-    Postdrop,
+pub struct DirOwner {
+    /// Owning user name.
+    pub user: &'static str,
+    /// Owning group name.
+    pub group: &'static str,
+}
+
+impl DirOwner {
+    /// root:root — directories only master (root) writes.
+    pub const ROOT: DirOwner = DirOwner {
+        user: "root",
+        group: "root",
+    };
+    /// postern-qmgr:postern — the queue proper: qmgr owns it, cleanup (group
+    /// `postern`) may create files in incoming/.
+    pub const QMGR: DirOwner = DirOwner {
+        user: "postern-qmgr",
+        group: "postern",
+    };
+    /// postern-pickup:postdrop — maildrop/: the setgid `postdrop` program
+    /// creates files, pickup reads and removes them.
+    pub const PICKUP: DirOwner = DirOwner {
+        user: "postern-pickup",
+        group: "postdrop",
+    };
+    /// root:postern-ipc — private/: only members of postern-ipc reach the
+    /// internal sockets.
+    pub const IPC: DirOwner = DirOwner {
+        user: "root",
+        group: "postern-ipc",
+    };
+    /// root:postdrop — public/: sockets local programs reach through postdrop.
+    pub const POSTDROP: DirOwner = DirOwner {
+        user: "root",
+        group: "postdrop",
+    };
 }
 
 /// Declarative description of one directory under `queue_directory`.
@@ -84,67 +121,70 @@ pub struct DirSpec {
     pub name: &'static str,
     /// Permission bits, including the sticky bit where needed.
     pub mode: u32,
-    /// Owning role.
+    /// Owning user and group (applied by `postern install`, not by create_all).
     pub owner: DirOwner,
     /// One line saying what lives there.
     pub doc: &'static str,
 }
 
 /// Every directory under `queue_directory`, with mode and owner: the one list
-/// used by [`QueueDirs::create_all`], install and `postern check`.
+/// used by [`QueueDirs::create_all`], `postern install` and `postern install
+/// --check`. It is docs/security.md's "The queue directory" table (a test
+/// compares the two); the queue root itself is [`QueueDirs::ROOT_SPEC`].
 pub static QUEUE_DIRS: &[DirSpec] = &[
     DirSpec {
         name: "maildrop",
         mode: 0o1730,
-        owner: DirOwner::Postdrop,
+        owner: DirOwner::PICKUP,
         doc: "local submissions; group postdrop may create files but not list or read them",
     },
     DirSpec {
         name: "incoming",
-        mode: 0o700,
-        owner: DirOwner::MailOwner,
-        doc: "new queue files being written (.tmp-*) and accepted mail not yet seen by qmgr",
+        mode: 0o730,
+        owner: DirOwner::QMGR,
+        doc: "new queue files being written (.tmp-*) and accepted mail not yet seen by qmgr; \
+              cleanup (group postern) creates files but cannot list",
     },
     DirSpec {
         name: "active",
         mode: 0o700,
-        owner: DirOwner::MailOwner,
+        owner: DirOwner::QMGR,
         doc: "mail qmgr is delivering now",
     },
     DirSpec {
         name: "deferred",
         mode: 0o700,
-        owner: DirOwner::MailOwner,
+        owner: DirOwner::QMGR,
         doc: "mail waiting for a retry; file mtime is the next attempt time",
     },
     DirSpec {
         name: "hold",
         mode: 0o700,
-        owner: DirOwner::MailOwner,
+        owner: DirOwner::QMGR,
         doc: "mail held by the administrator",
     },
     DirSpec {
         name: "corrupt",
         mode: 0o700,
-        owner: DirOwner::MailOwner,
+        owner: DirOwner::QMGR,
         doc: "queue files that could not be parsed, kept for inspection",
     },
     DirSpec {
         name: "private",
-        mode: 0o700,
-        owner: DirOwner::MailOwner,
-        doc: "sockets of internal services (cleanup, local, ...)",
+        mode: 0o710,
+        owner: DirOwner::IPC,
+        doc: "sockets of internal services (cleanup, local, ...); only postern-ipc reaches them",
     },
     DirSpec {
         name: "public",
         mode: 0o710,
-        owner: DirOwner::Postdrop,
-        doc: "sockets local programs may connect to (qmgr wake-up, pickup)",
+        owner: DirOwner::POSTDROP,
+        doc: "sockets local programs may connect to through postdrop (the pickup trigger)",
     },
     DirSpec {
         name: "pid",
         mode: 0o755,
-        owner: DirOwner::Root,
+        owner: DirOwner::ROOT,
         doc: "master's pid and lock file",
     },
 ];
@@ -167,6 +207,16 @@ pub struct DirScan {
 }
 
 impl QueueDirs {
+    /// The queue root (`queue_directory`) itself: root:root 0755, so every
+    /// service can traverse it to reach the directory it is allowed into.
+    /// `name` is empty: the spec applies to the root, not to a child.
+    pub const ROOT_SPEC: DirSpec = DirSpec {
+        name: "",
+        mode: 0o755,
+        owner: DirOwner::ROOT,
+        doc: "queue_directory: everyone traverses",
+    };
+
     /// A queue rooted at `root` (normally main.cf's `queue_directory`, or `/`
     /// inside a chroot). Touches nothing on disk.
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -275,7 +325,9 @@ impl QueueDirs {
     /// Removes temporary files older than `age` left by crashed writers in
     /// incoming/ (and maildrop/). Returns count. Only regular files whose
     /// name starts with '.' are considered; a file that vanishes meanwhile
-    /// (its writer committed or aborted) is not an error.
+    /// (its writer committed or aborted) is not an error, and a directory
+    /// this process may not list (maildrop/ is pickup's, not qmgr's, in
+    /// docs/security.md) is skipped.
     pub fn remove_stale_temp(&self, age: Duration) -> io::Result<usize> {
         let now = SystemTime::now();
         let mut removed = 0;
@@ -283,7 +335,16 @@ impl QueueDirs {
             let before = removed;
             let entries = match fs::read_dir(self.dir(q)) {
                 Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Missing, or not ours to list under privilege separation
+                // (maildrop/ for qmgr): its owner cleans it up.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             for entry in entries {
@@ -360,6 +421,97 @@ mod tests {
             assert!(meta.is_dir());
             assert_eq!(meta.mode() & 0o7777, spec.mode, "{}", spec.name);
         }
+    }
+
+    /// The "The queue directory" table of docs/security.md as
+    /// (name, user, group, mode) rows; name "" is the queue root.
+    fn security_md_queue_rows() -> Vec<(String, String, String, u32)> {
+        let doc = include_str!("../../../docs/security.md");
+        let section = doc
+            .split("\n## ")
+            .find(|s| s.starts_with("The queue directory"))
+            .expect("security.md has a queue directory section");
+        let mut rows = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // ["", path, owner:group, mode, who, ""]
+            let (user, group) = cells[2].split_once(':').expect("owner:group");
+            let mode = u32::from_str_radix(cells[3], 8).expect("octal mode");
+            for name in cells[1].split(',') {
+                let name = name.trim().trim_matches('`');
+                let name = if name == "queue_directory" {
+                    ""
+                } else {
+                    name.strip_suffix('/').expect("directory rows end in /")
+                };
+                rows.push((name.to_owned(), user.to_owned(), group.to_owned(), mode));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn queue_dirs_match_docs_security_md() {
+        let rows = security_md_queue_rows();
+        let mut ours: Vec<(String, String, String, u32)> = QUEUE_DIRS
+            .iter()
+            .chain(std::iter::once(&QueueDirs::ROOT_SPEC))
+            .map(|d| {
+                (
+                    d.name.to_owned(),
+                    d.owner.user.to_owned(),
+                    d.owner.group.to_owned(),
+                    d.mode,
+                )
+            })
+            .collect();
+        let mut doc = rows.clone();
+        ours.sort();
+        doc.sort();
+        assert_eq!(ours, doc, "QUEUE_DIRS and docs/security.md disagree");
+        // Spot checks, so a parser bug cannot make both sides empty.
+        assert!(doc.contains(&(
+            "incoming".into(),
+            "postern-qmgr".into(),
+            "postern".into(),
+            0o730
+        )));
+        assert!(doc.contains(&(
+            "maildrop".into(),
+            "postern-pickup".into(),
+            "postdrop".into(),
+            0o1730
+        )));
+        assert_eq!(doc.len(), QUEUE_DIRS.len() + 1);
+    }
+
+    #[test]
+    fn smtpd_style_outsider_has_no_access_by_mode() {
+        // "other" never gets read or write on a queue directory: only the
+        // queue root, pid/ (root-owned) are world-traversable.
+        for spec in QUEUE_DIRS {
+            if spec.owner.user == "root" && spec.owner.group == "root" {
+                assert_eq!(spec.mode & 0o002, 0, "{}", spec.name);
+                continue;
+            }
+            assert_eq!(spec.mode & 0o007, 0, "{} open to others", spec.name);
+        }
+    }
+
+    #[test]
+    fn remove_stale_temp_skips_a_directory_it_may_not_list() {
+        if nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: root may list any directory");
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = QueueDirs::new(tmp.path());
+        dirs.create_all().expect("create");
+        let md = dirs.dir(Queue::Maildrop);
+        fs::set_permissions(&md, fs::Permissions::from_mode(0o300)).expect("chmod");
+        let res = dirs.remove_stale_temp(Duration::from_secs(1));
+        fs::set_permissions(&md, fs::Permissions::from_mode(0o700)).expect("chmod back");
+        assert_eq!(res.expect("maildrop/ skipped, not an error"), 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::format::{Envelope, QueueError, REC_DONE, parse};
@@ -195,29 +195,58 @@ impl Read for ContentReader<'_> {
     }
 }
 
-/// Deferred-queue timing uses the file's mtime as "next attempt time"
-/// (Postfix's trick): sets mtime to `when` and atime to now, without
-/// following a symbolic link. Times before 1970 are stored as 1970.
-pub fn set_next_attempt(path: &Path, when: SystemTime) -> io::Result<()> {
+/// The marker file that holds a deferred message's next attempt time when
+/// the queue file itself belongs to another user: `DIR/.next-ID`.
+///
+/// Only a file's owner may set its modification time to an arbitrary value;
+/// with privilege separation queue files belong to cleanup, while qmgr (which
+/// owns deferred/) schedules retries. The marker is a hint, not state that
+/// must survive a crash: a missing or stale one only makes a retry early.
+pub fn next_attempt_marker(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".next-{name}"))
+}
+
+fn set_mtime(path: &Path, when: SystemTime) -> io::Result<()> {
     use nix::fcntl::AT_FDCWD;
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
     let since = when.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = libc::time_t::try_from(since.as_secs()).unwrap_or(libc::time_t::MAX);
     let mtime = TimeSpec::new(secs, libc::c_long::from(since.subsec_nanos() as i32));
-    utimensat(
-        AT_FDCWD,
-        path,
-        &TimeSpec::UTIME_NOW,
-        &mtime,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)
+    utimensat(AT_FDCWD, path, &TimeSpec::UTIME_NOW, &mtime, UtimensatFlags::NoFollowSymlink)
+        .map_err(io::Error::from)
 }
 
-/// The next attempt time of a deferred message (its file's mtime).
+/// Records when a deferred message is due again (Postfix keeps it in the
+/// file's mtime; so do we when we own the file, else in its marker).
+pub fn set_next_attempt(path: &Path, when: SystemTime) -> io::Result<()> {
+    match set_mtime(path, when) {
+        Ok(()) => {
+            // A marker from an earlier deferral would now be stale.
+            let _ = std::fs::remove_file(next_attempt_marker(path));
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let marker = next_attempt_marker(path);
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&marker)?;
+            set_mtime(&marker, when)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// When a deferred message is due (see [`set_next_attempt`]).
 pub fn next_attempt(path: &Path) -> io::Result<SystemTime> {
-    std::fs::symlink_metadata(path)?.modified()
+    match std::fs::symlink_metadata(next_attempt_marker(path)) {
+        Ok(m) => m.modified(),
+        Err(_) => std::fs::symlink_metadata(path)?.modified(),
+    }
+}
+
+/// Forgets a message's next attempt time (it left deferred/).
+pub fn clear_next_attempt(path: &Path) {
+    let _ = std::fs::remove_file(next_attempt_marker(path));
 }
 
 /// "Done" marks ready to be written to a queue file from any thread (see

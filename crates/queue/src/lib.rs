@@ -26,7 +26,8 @@ mod writer;
 
 pub use dirs::{DirOwner, DirScan, DirSpec, QUEUE_DIRS, Queue, QueueDirs, TEMP_PREFIX, sync_dir};
 pub use file::{
-    ContentReader, DoneMarks, QueueFile, content_reader_for, next_attempt, set_next_attempt,
+    ContentReader, DoneMarks, QueueFile, clear_next_attempt, content_reader_for, next_attempt,
+    next_attempt_marker, set_next_attempt,
 };
 pub use format::{
     Envelope, HEADER_LEN, MAGIC, MAX_RECORD_LEN, QueueError, REC_ATTR, REC_CONTENT, REC_DONE,

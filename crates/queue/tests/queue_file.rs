@@ -90,7 +90,8 @@ fn round_trip_fields_and_content() {
 
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).expect("stat").permissions());
-    assert_eq!(mode & 0o777, 0o600);
+    // docs/security.md: queue files are 0660 (cleanup writes, group postern reads).
+    assert_eq!(mode & 0o777, 0o660);
 }
 
 #[test]
