@@ -99,6 +99,7 @@ fn unknown_parameters_warn_with_file_and_line() {
 #[test]
 fn start_status_stop() {
     let inst = Instance::new(Options::default());
+    inst.install();
     let o = inst.postern(&["start"]);
     assert!(
         o.status.success(),
@@ -174,6 +175,7 @@ fn demo_creates_a_working_instance_and_reuses_it() {
         "{out}"
     );
     assert!(out.contains("created"), "{out}");
+    assert!(out.contains("privilege separation is off"), "the demo says it runs as one user: {out}");
     let users = std::fs::read_to_string(dir.join("users")).unwrap();
     assert!(users.contains("demo:{ARGON2ID}$argon2id$"), "{users}");
     // Run again: reused, same password.

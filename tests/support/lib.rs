@@ -136,6 +136,15 @@ impl Instance {
         for sub in ["queue", "data", "mail"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
+        if is_root() {
+            // As root the services run as their own users (docs/security.md):
+            // they must be able to reach the instance, read its tables, and
+            // local delivers to users_file users as default_privs (nobody).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+            nix::unistd::chown(&dir.join("mail"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+        }
         Instance {
             _tmp: tmp,
             dir,
@@ -150,12 +159,13 @@ impl Instance {
         for p in ports {
             s.push_str(&format!("127.0.0.1:{p} inet n - n - - smtpd\n"));
         }
-        s.push_str("cleanup unix - - n - 0 cleanup\nqmgr unix - - n 300 1 qmgr\nlocal unix - n n - - local\n");
+        s.push_str("cleanup unix - - n - 0 cleanup\nqmgr unix - - n 300 1 qmgr\nlocal unix - n n - - local\n# local submission: feeds maildrop/ to cleanup, woken every 60 s\npickup unix n - n 60 1 pickup\n");
         s
     }
 
     /// Starts master in the foreground as a child and waits for SMTP.
     pub fn start(&mut self) {
+        self.install();
         let child = Command::new(bin_dir().join("master"))
             .arg("-c")
             .arg(&self.dir)
@@ -181,6 +191,20 @@ impl Instance {
             panic!(
                 "master did not start listening: {err}\nlog:\n{}",
                 self.log()
+            );
+        }
+    }
+
+    /// As root: `postern install` for this instance (users, groups, queue
+    /// permissions; idempotent). Does nothing for other users.
+    pub fn install(&self) {
+        if is_root() {
+            let out = self.postern(&["install"]);
+            assert!(
+                out.status.success(),
+                "postern install failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             );
         }
     }
@@ -316,6 +340,11 @@ impl Drop for Instance {
             }
         }
     }
+}
+
+/// True when the tests run as root (privilege separation is then on).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 /// Sends a signal; ignores errors (the process may be gone).

@@ -82,7 +82,13 @@ fn shipped_master_cf_is_clean() {
     let keys: Vec<String> = m.services.iter().map(|s| s.key()).collect();
     assert_eq!(
         keys,
-        ["smtp/inet", "cleanup/unix", "qmgr/unix", "local/unix"]
+        [
+            "smtp/inet",
+            "cleanup/unix",
+            "qmgr/unix",
+            "local/unix",
+            "pickup/unix"
+        ]
     );
     let smtp = &m.services[0];
     assert_eq!(smtp.kind, ServiceType::Inet);

@@ -13,17 +13,29 @@
 //! allow_mail_to_files. Commands run as argv [shell, "-c", text] with a clean
 //! environment; nothing from the message reaches a shell command line. A
 //! message already carrying "Delivered-To: <this address>" is bounced as a
-//! mail loop. Switching to the recipient's uid before writing is not done yet:
-//! [`as_recipient`] is the single place where it will happen.
+//! mail loop.
+//!
+//! SECURITY (privileges): when local runs as root with privilege_separation
+//! on ([`DeliveryMode::SwitchUser`]), every final delivery and every read of
+//! a .forward or :include: file happens in a forked child that has become
+//! the recipient ([`privsep`]); `LocalDelivery::as_recipient` is the single
+//! place where that happens. Nothing is ever delivered as root: a recipient
+//! resolving to uid 0, a users_file user without uid:gid, and alias targets
+//! get the default_privs user. The only things the root parent itself does
+//! to user-writable places are creating a missing spool mailbox
+//! (O_EXCL|O_NOFOLLOW, then fchown) and its dotlock. Without root, delivery
+//! runs in this process as the process user (the quickstart).
 //!
 //! Parameters read: alias_maps, users_file, virtual_mailbox_base,
 //! home_mailbox, mail_spool_directory, recipient_delimiter, mydestination,
 //! myhostname, allow_mail_to_commands, allow_mail_to_files, forward_path,
-//! local_command_shell, command_time_limit.
-#![forbid(unsafe_code)]
+//! local_command_shell, command_time_limit, default_privs,
+//! privilege_separation.
+#![deny(unsafe_code)]
 
 pub mod command;
 pub mod mailbox;
+pub mod privsep;
 pub mod server;
 
 use std::collections::HashSet;
@@ -40,6 +52,7 @@ use crate::mailbox::{
     ContentReader, DeliveryError, append_mbox, deliver_maildir, delivered_to_values,
     prepended_headers,
 };
+use crate::privsep::{Identity, Report};
 
 /// Default for command_time_limit when main.cf does not give a usable value.
 pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(1000);
@@ -80,6 +93,12 @@ pub struct LocalConfig {
     pub local_command_shell: String,
     /// command_time_limit.
     pub command_time_limit: Duration,
+    /// default_privs: the user deliveries run as when the recipient has no
+    /// usable uid (root, users_file lines without uid:gid, alias targets).
+    pub default_privs: String,
+    /// privilege_separation: when false, a root local delivers in-process
+    /// as root, like the quickstart does as its user.
+    pub privilege_separation: bool,
 }
 
 impl LocalConfig {
@@ -136,6 +155,17 @@ impl LocalConfig {
                 shell
             },
             command_time_limit: limit,
+            default_privs: {
+                let v = main.str("default_privs");
+                if v.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    v
+                }
+            },
+            privilege_separation: main
+                .bool("privilege_separation")
+                .map_err(|e| e.to_string())?,
         })
     }
 }
@@ -221,19 +251,37 @@ pub struct RunAs {
     pub gid: Option<u32>,
     /// Home directory ("/" when unknown).
     pub home: PathBuf,
+    /// Login whose supplementary groups a delivery gets (initgroups); None
+    /// = only `gid` (users_file users need not be system users).
+    pub login: Option<String>,
 }
 
-/// The single place where local will "become user X" before writing files
-/// or running a command. For now it runs `f` as the current process user;
-/// switching (setegid/seteuid and back) belongs here later.
-pub fn as_recipient<T>(run_as: &RunAs, f: impl FnOnce() -> T) -> T {
-    tracing::trace!(
-        "delivering as {} (uid {:?}, gid {:?})",
-        run_as.name,
-        run_as.uid,
-        run_as.gid
-    );
-    f()
+/// How deliveries get the recipient's privileges.
+#[derive(Clone, Debug)]
+pub enum DeliveryMode {
+    /// In this process, as the process user: local is not root, or
+    /// privilege_separation = no, or a test asked for it.
+    InProcess,
+    /// In a forked child that becomes the recipient (local is root).
+    SwitchUser {
+        /// The default_privs user, resolved at start (never uid 0).
+        default_privs: RunAs,
+        /// gid of the group `mail` (spool mailboxes are USER:mail 0600);
+        /// None = the user's own group.
+        mail_gid: Option<u32>,
+    },
+}
+
+/// Turns a child's report on a write into the delivery result.
+fn written(r: Report) -> Result<(), DeliveryError> {
+    match r {
+        Report::Done(_) => Ok(()),
+        Report::Failed(e) => Err(e),
+        Report::Skipped(why) => Err(DeliveryError::temp(
+            "4.3.0",
+            format!("internal error: delivery skipped: {why}"),
+        )),
+    }
 }
 
 /// Where a target came from (decides what allow_mail_to_* permits).
@@ -287,6 +335,7 @@ pub struct LocalDelivery {
     aliases: AliasMaps,
     users: Option<(PathBuf, Option<FileStamp>, UsersFile)>,
     domains: LocalDomains,
+    mode: DeliveryMode,
 }
 
 /// (mtime, mtime_nsec, size) of a file, to notice it changed.
@@ -299,8 +348,45 @@ fn file_stamp(p: &Path) -> Option<FileStamp> {
 }
 
 impl LocalDelivery {
-    /// Opens the alias maps, users file and mydestination tables.
+    /// Opens the alias maps, users file and mydestination tables, and
+    /// chooses the [`DeliveryMode`]: as root with privilege_separation on,
+    /// deliveries switch to the recipient, and default_privs must name an
+    /// existing user other than root (else an error: local must not start).
     pub fn new(config: LocalConfig) -> Result<LocalDelivery, String> {
+        let mode = if config.privilege_separation && nix::unistd::geteuid().is_root() {
+            let dp = match nix::unistd::User::from_name(&config.default_privs) {
+                Ok(Some(u)) => u,
+                Ok(None) => {
+                    return Err(format!(
+                        "default_privs: unknown user \"{}\"",
+                        config.default_privs
+                    ));
+                }
+                Err(e) => return Err(format!("default_privs: password database: {e}")),
+            };
+            if dp.uid.is_root() || dp.gid.as_raw() == 0 {
+                return Err(format!(
+                    "default_privs: user \"{}\" has uid or gid 0: use an unprivileged user",
+                    dp.name
+                ));
+            }
+            let mail_gid = nix::unistd::Group::from_name("mail")
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw());
+            DeliveryMode::SwitchUser {
+                default_privs: RunAs {
+                    name: dp.name.clone(),
+                    uid: Some(dp.uid.as_raw()),
+                    gid: Some(dp.gid.as_raw()),
+                    home: dp.dir,
+                    login: Some(dp.name),
+                },
+                mail_gid,
+            }
+        } else {
+            DeliveryMode::InProcess
+        };
         let aliases =
             AliasMaps::open(&config.alias_maps, &config.config_dir).map_err(|e| e.to_string())?;
         let users = match &config.users_file {
@@ -318,7 +404,105 @@ impl LocalDelivery {
             aliases,
             users,
             domains,
+            mode,
         })
+    }
+
+    /// How deliveries get the recipient's privileges (chosen by [`LocalDelivery::new`]).
+    pub fn mode(&self) -> &DeliveryMode {
+        &self.mode
+    }
+
+    /// Delivers in this process as the process user from now on, even as
+    /// root. For tests of the expansion logic and for tools that already
+    /// run as the right user; the daemon never calls it.
+    pub fn set_in_process(&mut self) {
+        self.mode = DeliveryMode::InProcess;
+    }
+
+    /// The ids a delivery child for `run_as` switches to: its own when it
+    /// has a uid and gid other than root's, else default_privs's.
+    fn identity(&self, run_as: &RunAs) -> Option<Identity> {
+        let DeliveryMode::SwitchUser { default_privs, .. } = &self.mode else {
+            return None;
+        };
+        let who = match (run_as.uid, run_as.gid) {
+            (Some(u), Some(g)) if u != 0 => (u, g, run_as.login.clone()),
+            _ => (
+                default_privs.uid.unwrap_or(u32::MAX),
+                default_privs.gid.unwrap_or(u32::MAX),
+                default_privs.login.clone(),
+            ),
+        };
+        Some(Identity {
+            uid: who.0,
+            gid: who.1,
+            login: who.2,
+        })
+    }
+
+    /// The single place where local "becomes user X": runs `work` in a
+    /// child that switched to the recipient (SwitchUser), or right here
+    /// (InProcess).
+    fn as_recipient(&self, run_as: &RunAs, work: impl FnOnce() -> Report) -> Report {
+        match self.identity(run_as) {
+            Some(id) => {
+                tracing::trace!(
+                    "delivering for {} as uid {} gid {}",
+                    run_as.name,
+                    id.uid,
+                    id.gid
+                );
+                privsep::run_as_user(&id, work)
+            }
+            None => work(),
+        }
+    }
+
+    /// The uid a .forward or :include: file may be owned by (besides root):
+    /// the uid the read runs as.
+    fn file_owner(&self, run_as: &RunAs) -> Option<u32> {
+        match self.identity(run_as) {
+            Some(id) => Some(id.uid),
+            None => run_as.uid,
+        }
+    }
+
+    /// Whom alias targets (|command, /file, :include:) run as: default_privs
+    /// when switching users (Postfix: the alias database owner, or
+    /// default_privs when that is root), else the process user.
+    fn alias_run_as(&self) -> RunAs {
+        match &self.mode {
+            DeliveryMode::SwitchUser { default_privs, .. } => default_privs.clone(),
+            DeliveryMode::InProcess => current_user(),
+        }
+    }
+
+    /// In SwitchUser mode, a recipient with uid 0 gets default_privs's ids
+    /// (and a warning: `hint` says what the administrator should do), one
+    /// without uid or gid gets them silently.
+    fn never_root(&self, mut run_as: RunAs, hint: &str) -> RunAs {
+        let DeliveryMode::SwitchUser { default_privs, .. } = &self.mode else {
+            return run_as;
+        };
+        match (run_as.uid, run_as.gid) {
+            (Some(0), _) => tracing::warn!(
+                "delivering mail for {} as {}: {}",
+                run_as.name,
+                default_privs.name,
+                hint
+            ),
+            (Some(_), Some(_)) => return run_as,
+            _ => tracing::debug!(
+                "no uid:gid for {}: delivering as {}",
+                run_as.name,
+                default_privs.name
+            ),
+        }
+        run_as.uid = default_privs.uid;
+        run_as.gid = default_privs.gid;
+        run_as.login = default_privs.login.clone();
+        run_as
     }
 
     /// Delivers to one envelope recipient (address "user@domain", original = as received):
@@ -483,7 +667,7 @@ impl LocalDelivery {
                 }
             }
             if let Some((key, targets)) = found {
-                let run_as = current_user();
+                let run_as = self.alias_run_as();
                 stack.push((key, Class::Alias));
                 self.targets(run, &r, &run_as, &targets, Class::Alias, depth, stack);
                 stack.pop();
@@ -522,12 +706,16 @@ impl LocalDelivery {
                 )),
             );
         };
-        let run_as = RunAs {
-            name: pw.name.clone(),
-            uid: Some(pw.uid.as_raw()),
-            gid: Some(pw.gid.as_raw()),
-            home: pw.dir.clone(),
-        };
+        let run_as = self.never_root(
+            RunAs {
+                name: pw.name.clone(),
+                uid: Some(pw.uid.as_raw()),
+                gid: Some(pw.gid.as_raw()),
+                home: pw.dir.clone(),
+                login: Some(pw.name.clone()),
+            },
+            &format!("alias {} to a real user", pw.name),
+        );
         if !in_forward {
             match self.read_forward(&r, &run_as) {
                 Ok(Some(targets)) => {
@@ -575,12 +763,16 @@ impl LocalDelivery {
                 );
             }
         };
-        let run_as = RunAs {
-            name: u.name.clone(),
-            uid: u.uid,
-            gid: u.gid,
-            home: home.clone(),
-        };
+        let run_as = self.never_root(
+            RunAs {
+                name: u.name.clone(),
+                uid: u.uid,
+                gid: u.gid,
+                home: home.clone(),
+                login: None,
+            },
+            "give its users_file line a real uid:gid",
+        );
         let mb = if self.config.home_mailbox.is_empty() {
             "Maildir/".to_string()
         } else {
@@ -621,15 +813,16 @@ impl LocalDelivery {
         dir: &Path,
     ) -> Result<(), DeliveryError> {
         let prefix = self.prefix(run, r);
-        as_recipient(run_as, || {
+        written(self.as_recipient(run_as, || {
             deliver_maildir(
                 dir,
                 &self.config.myhostname,
                 prefix.as_bytes(),
                 run.msg.reader(),
             )
-        })
-        .map(|_| ())
+            .map(|_| String::new())
+            .into()
+        }))
     }
 
     fn write_mbox(
@@ -641,16 +834,32 @@ impl LocalDelivery {
         dotlock: bool,
     ) -> Result<(), DeliveryError> {
         let prefix = self.prefix(run, r);
-        as_recipient(run_as, || {
+        // As root, the spool mailbox is created (for the user, group mail)
+        // and dotlocked by this process: the user cannot write the spool
+        // directory. The child appends with the file lock only.
+        let mut child_dotlock = dotlock;
+        let mut _lock = None;
+        if dotlock && let Some(id) = self.identity(run_as) {
+            let mail_gid = match &self.mode {
+                DeliveryMode::SwitchUser { mail_gid, .. } => mail_gid.unwrap_or(id.gid),
+                DeliveryMode::InProcess => id.gid,
+            };
+            privsep::create_spool_mailbox(path, id.uid, mail_gid)?;
+            _lock = Some(mailbox::dotlock(path)?);
+            child_dotlock = false;
+        }
+        written(self.as_recipient(run_as, || {
             append_mbox(
                 path,
-                dotlock,
+                child_dotlock,
                 run.msg.sender,
                 SystemTime::now(),
                 prefix.as_bytes(),
                 run.msg.reader(),
             )
-        })
+            .map(|_| String::new())
+            .into()
+        }))
     }
 
     /// Finds and reads the first existing forward_path file of a system user.
@@ -688,29 +897,24 @@ impl LocalDelivery {
                 continue;
             }
             let path = PathBuf::from(path);
-            let meta = match std::fs::symlink_metadata(&path) {
-                Ok(m) => m,
+            // Cheap existence check first, so that the common case (no
+            // .forward) costs no fork; the child examines it again.
+            match std::fs::symlink_metadata(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
-                Err(e) => {
-                    return Err(DeliveryError::temp(
-                        "4.3.0",
-                        format!("cannot examine {}: {e}", path.display()),
-                    ));
-                }
-            };
-            let owner_ok = meta.uid() == 0 || Some(meta.uid()) == run_as.uid;
-            if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 {
-                tracing::warn!(
-                    "warning: {}: not a regular file owned by {} or root, or group/world writable: refused",
-                    path.display(),
-                    run_as.name
-                );
-                continue;
+                _ => {}
             }
-            let text = as_recipient(run_as, || std::fs::read_to_string(&path)).map_err(|e| {
-                DeliveryError::temp("4.3.0", format!("cannot read {}: {e}", path.display()))
-            })?;
+            let owner = self.file_owner(run_as);
+            let text = match self.as_recipient(run_as, || privsep::read_user_file(&path, owner)) {
+                Report::Done(text) => text,
+                Report::Skipped(why) => {
+                    if !why.is_empty() {
+                        tracing::warn!("forward file of {}: {why}", run_as.name);
+                    }
+                    continue;
+                }
+                Report::Failed(e) => return Err(e),
+            };
             let targets = postern_maps::parse_targets(&text)
                 .map_err(|e| DeliveryError::temp("4.3.0", format!("{}: {e}", path.display())))?;
             if targets.is_empty() {
@@ -812,20 +1016,53 @@ impl LocalDelivery {
                         );
                         continue;
                     }
-                    let text = match as_recipient(run_as, || std::fs::read_to_string(path)) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            self.record(
-                                run,
-                                &r.address,
-                                Err(DeliveryError::temp(
-                                    "4.3.0",
-                                    format!("cannot open include file {}: {e}", path.display()),
-                                )),
-                            );
-                            continue;
-                        }
-                    };
+                    let owner = self.file_owner(run_as);
+                    let text =
+                        match self.as_recipient(run_as, || privsep::read_user_file(path, owner)) {
+                            Report::Done(t) => t,
+                            Report::Skipped(why) if why.is_empty() => {
+                                self.record(
+                                    run,
+                                    &r.address,
+                                    Err(DeliveryError::temp(
+                                        "4.3.0",
+                                        format!(
+                                            "cannot open include file {}: not found",
+                                            path.display()
+                                        ),
+                                    )),
+                                );
+                                continue;
+                            }
+                            Report::Skipped(why) => {
+                                // Postfix bounces an unsafe include file as a
+                                // configuration error (5.3.5), with a warning.
+                                tracing::warn!("include file for {}: {why}", r.address);
+                                self.record(
+                                    run,
+                                    &r.address,
+                                    Err(DeliveryError::perm(
+                                        "5.3.5",
+                                        format!(
+                                            "mail system configuration error: include file {}",
+                                            why
+                                        ),
+                                    )),
+                                );
+                                continue;
+                            }
+                            Report::Failed(e) => {
+                                self.record(
+                                    run,
+                                    &r.address,
+                                    Err(DeliveryError {
+                                        reason: format!("include file: {}", e.reason),
+                                        ..e
+                                    }),
+                                );
+                                continue;
+                            }
+                        };
                     match postern_maps::parse_targets(&text) {
                         Ok(inc) => {
                             self.targets(run, r, run_as, &inc, Class::Include, depth + 1, stack)
@@ -879,9 +1116,11 @@ impl LocalDelivery {
             time_limit: self.config.command_time_limit,
         };
         let prefix = self.prefix(run, r);
-        as_recipient(run_as, || {
+        written(self.as_recipient(run_as, || {
             run_command(&spec, prefix.as_bytes(), run.msg.reader())
-        })
+                .map(|_| String::new())
+                .into()
+        }))
     }
 
     fn record(&self, run: &mut Run<'_, '_>, to: &str, result: Result<String, DeliveryError>) {
@@ -938,16 +1177,18 @@ fn current_user() -> RunAs {
     let uid = nix::unistd::geteuid();
     match nix::unistd::User::from_uid(uid) {
         Ok(Some(u)) => RunAs {
-            name: u.name,
+            name: u.name.clone(),
             uid: Some(uid.as_raw()),
             gid: Some(u.gid.as_raw()),
             home: u.dir,
+            login: Some(u.name),
         },
         _ => RunAs {
             name: uid.to_string(),
             uid: Some(uid.as_raw()),
             gid: None,
             home: PathBuf::from("/"),
+            login: None,
         },
     }
 }

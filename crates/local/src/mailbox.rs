@@ -302,8 +302,10 @@ impl<W: Write> Write for FromQuoter<W> {
     }
 }
 
-/// Held while a USER.lock dotlock exists; removes it on drop.
-struct DotLock {
+/// Held while a USER.lock dotlock exists; removes it on drop. When local
+/// delivers as the recipient, the parent (root) takes the dotlock in the
+/// spool directory and the child appends with the file lock only.
+pub struct DotLock {
     path: Option<PathBuf>,
 }
 
@@ -321,7 +323,10 @@ const STALE_DOTLOCK: Duration = Duration::from_secs(300);
 const LOCK_ATTEMPTS: u32 = 20;
 const LOCK_DELAY: Duration = Duration::from_millis(500);
 
-fn dotlock(mbox: &Path) -> Result<DotLock, DeliveryError> {
+/// Takes the `MBOX.lock` dotlock (created O_EXCL; a stale one older than
+/// five minutes is removed; no write access to the directory = rely on the
+/// kernel lock alone, as Postfix does).
+pub fn dotlock(mbox: &Path) -> Result<DotLock, DeliveryError> {
     let mut name = mbox.as_os_str().to_owned();
     name.push(".lock");
     let lock = PathBuf::from(name);

@@ -48,7 +48,10 @@ fn env_body(
         main.set(k, v);
     }
     let cfg = LocalConfig::from_main(&main).unwrap();
-    let ld = LocalDelivery::new(cfg).unwrap();
+    let mut ld = LocalDelivery::new(cfg).unwrap();
+    // These tests check expansion and formats as the test user; delivery
+    // as each recipient (root only) is tested in tests/local_users.rs.
+    ld.set_in_process();
     let mut queue = tempfile::NamedTempFile::new().unwrap();
     queue.write_all(b"ENVELOPE\n").unwrap();
     queue.write_all(body).unwrap();

@@ -1,7 +1,9 @@
 //! A test service on the single_server skeleton: echoes each line back
 //! prefixed with its pid ("1234 hello"), so tests can see which process
 //! served them. With the argument `crash` it fails in init (exit 1), for
-//! the throttling tests.
+//! the throttling tests. The line `?config NAME` is answered with the
+//! service's value of main.cf parameter NAME (the privilege tests check
+//! that a chrooted service sees `queue_directory = /`).
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,11 +19,15 @@ fn main() {
             }
             Ok(ctx.clone())
         },
-        |_ctx: Rc<Arc<ServiceContext>>, conn: Connection| async move {
+        |ctx: Rc<Arc<ServiceContext>>, conn: Connection| async move {
             let pid = std::process::id();
             let (r, mut w) = tokio::io::split(conn);
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                let line = match line.strip_prefix("?config ") {
+                    Some(name) => ctx.config.str(name),
+                    None => line,
+                };
                 if w.write_all(format!("{pid} {line}\n").as_bytes())
                     .await
                     .is_err()

@@ -21,6 +21,7 @@
 
 mod listen;
 mod master;
+mod notify;
 mod pidfile;
 mod spawn;
 
@@ -147,6 +148,12 @@ fn run(config_dir: &Path, verbose: bool, ready: Option<File>) -> Result<(), Stri
     );
     if let Some(mut r) = ready {
         let _ = r.write_all(b"ready\n");
+    } else {
+        // Foreground (master -f under a Type=notify unit): READY=1 to systemd.
+        notify::ready(&format!(
+            "serving: version {VERSION}, configuration {}",
+            config_dir.display()
+        ));
     }
     let result = m.run();
     drop(m);

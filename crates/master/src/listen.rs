@@ -4,8 +4,10 @@
 //! inet services get one TCP listener per address (SO_REUSEADDR, IPv6
 //! sockets V6ONLY so 0.0.0.0 and [::] can coexist, backlog 256); unix and
 //! fifo services get a stream Unix socket at QUEUE_DIR/private|public/NAME
-//! (a stale file is unlinked first; mode 0666 — access is controlled by the
-//! directory). Every descriptor is close-on-exec and non-blocking: master
+//! (a stale file is unlinked first). A Unix socket is root:GROUP 0660 when
+//! master runs as root and the group exists (postern-ipc for private/,
+//! postdrop for public/, docs/security.md); otherwise 0666 and the
+//! directory controls access. Every descriptor is close-on-exec and non-blocking: master
 //! only polls them for readability and never accepts; the child that gets
 //! one as fd 3 accepts.
 
@@ -20,6 +22,7 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, UnixAddr, bind, connect, listen,
     setsockopt, socket, sockopt,
 };
+use nix::unistd::{Gid, Uid};
 
 /// Where a service listens; compared on reload to decide whether the
 /// existing socket can be kept.
@@ -50,14 +53,15 @@ fn backlog() -> Backlog {
 }
 
 /// Opens every listener of an endpoint, in address order. The error names
-/// the address or path that failed.
-pub fn bind_endpoint(ep: &Endpoint) -> Result<Vec<OwnedFd>, String> {
+/// the address or path that failed. `unix_group`: for a Unix socket, the
+/// group it is given (owner root, mode 0660); None = mode 0666.
+pub fn bind_endpoint(ep: &Endpoint, unix_group: Option<Gid>) -> Result<Vec<OwnedFd>, String> {
     match ep {
         Endpoint::Inet(addrs) => addrs
             .iter()
             .map(|a| bind_inet(*a).map_err(|e| format!("cannot bind {a}: {}", e.desc())))
             .collect(),
-        Endpoint::Unix(path) => Ok(vec![bind_unix(path)?]),
+        Endpoint::Unix(path) => Ok(vec![bind_unix(path, unix_group)?]),
     }
 }
 
@@ -83,8 +87,9 @@ pub fn bind_inet(addr: SocketAddr) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// One stream Unix listener at `path`, mode 0666.
-pub fn bind_unix(path: &Path) -> Result<OwnedFd, String> {
+/// One stream Unix listener at `path`: owner root, group `group`, mode
+/// 0660 when `group` is given (master runs as root), else mode 0666.
+pub fn bind_unix(path: &Path, group: Option<Gid>) -> Result<OwnedFd, String> {
     let what = path.display();
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
@@ -105,7 +110,17 @@ pub fn bind_unix(path: &Path) -> Result<OwnedFd, String> {
     )
     .map_err(|e| format!("socket: {}", e.desc()))?;
     bind(fd.as_raw_fd(), &addr).map_err(|e| format!("cannot bind {what}: {}", e.desc()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+    // Owner and group before the mode: the socket is never 0660 with the
+    // wrong group. Until then only its creator may connect (the umask).
+    let mode = match group {
+        Some(gid) => {
+            nix::unistd::chown(path, Some(Uid::from_raw(0)), Some(gid))
+                .map_err(|e| format!("chown {what}: {}", e.desc()))?;
+            0o660
+        }
+        None => 0o666,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("chmod {what}: {e}"))?;
     listen(&fd, backlog()).map_err(|e| format!("listen {what}: {}", e.desc()))?;
     Ok(fd)
@@ -157,7 +172,7 @@ mod tests {
         let p = d.path().join("qmgr");
         let old = std::os::unix::net::UnixListener::bind(&p).unwrap();
         drop(old); // leaves the socket file behind
-        let fd = bind_unix(&p).unwrap();
+        let fd = bind_unix(&p, None).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o666);
         let ep = Endpoint::Unix(p.clone());
         trigger(&ep).unwrap();
@@ -170,13 +185,30 @@ mod tests {
     }
 
     #[test]
+    fn unix_bind_with_group_is_root_group_0660() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown to another group needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cleanup");
+        let _fd = bind_unix(&p, Some(Gid::from_raw(1))).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 1, 0o660));
+    }
+
+    #[test]
     fn unix_bind_refuses_regular_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x");
         std::fs::write(&p, "data").unwrap();
-        assert!(bind_unix(&p).unwrap_err().contains("not a socket"));
+        assert!(bind_unix(&p, None).unwrap_err().contains("not a socket"));
         let long = d.path().join("a".repeat(200));
-        assert!(bind_unix(&long).unwrap_err().starts_with("cannot bind"));
+        assert!(
+            bind_unix(&long, None)
+                .unwrap_err()
+                .starts_with("cannot bind")
+        );
     }
 
     #[test]
@@ -184,7 +216,7 @@ mod tests {
         let fd = bind_inet("127.0.0.1:0".parse().unwrap()).unwrap();
         let l = std::net::TcpListener::from(fd);
         let addr = l.local_addr().unwrap();
-        let err = bind_endpoint(&Endpoint::Inet(vec![addr])).unwrap_err();
+        let err = bind_endpoint(&Endpoint::Inet(vec![addr]), None).unwrap_err();
         assert!(err.starts_with(&format!("cannot bind {addr}: ")), "{err}");
         // trigger over TCP
         trigger(&Endpoint::Inet(vec![addr])).unwrap();

@@ -8,7 +8,16 @@
 //! - signals arrive through a signalfd: SIGCHLD → reap, SIGHUP → reload,
 //!   SIGTERM/SIGINT → stop;
 //! - the poll timeout is the next wakeup trigger or throttle expiry.
+//!
+//! Privilege separation (docs/security.md): when master runs as root, each
+//! service carries the user and chroot its children must take (resolved
+//! from the master.cf unpriv and chroot columns when the service is
+//! prepared, so a reload that changes them starts the new children with the
+//! new values), and its Unix socket is root:postern-ipc (private/) or
+//! root:postdrop (public/) mode 0660. When master is not root it passes
+//! nothing and says so once at start.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -21,14 +30,16 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use postern_config::{MainCf, MasterCf, ServiceEntry, ServiceType};
+use nix::unistd::{Gid, Group, User};
+use postern_config::{MainCf, MasterCf, ServiceEntry, ServiceType, Unpriv};
+use postern_service::privileges::{IPC_GROUP, POSTDROP_GROUP, program_privileges};
 use postern_service::service_type_name;
 use postern_service::status::drain_records;
 use tracing::{debug, error, info, warn};
 
 use crate::VERSION;
 use crate::listen::{Endpoint, bind_endpoint, trigger};
-use crate::spawn::{ChildLog, SpawnSpec, spawn};
+use crate::spawn::{ChildLog, RunAs, SpawnSpec, spawn};
 
 /// How long children get to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -52,6 +63,8 @@ struct Service {
     maxproc: u32,
     program: PathBuf,
     argv: Vec<String>,
+    /// What its children become; None when privilege separation is off.
+    run_as: Option<RunAs>,
     throttled_until: Option<Instant>,
     failures: u32,
     last_failure: Option<Instant>,
@@ -89,6 +102,10 @@ pub(crate) struct Master {
     child_log: ChildLog,
     signals: SignalFd,
     verbose: bool,
+    /// master runs as root: children drop to their users.
+    privsep: bool,
+    /// The "postern install has not been run" warning was logged.
+    warned_no_groups: Cell<bool>,
 }
 
 /// The master.cf path for error messages.
@@ -154,6 +171,44 @@ fn argv_of(entry: &ServiceEntry) -> Vec<String> {
     argv
 }
 
+/// The user and chroot of a service's children (master runs as root):
+/// unpriv `-`/`y` = the program's default user (privileges table; main.cf
+/// mail_owner for programs it does not know; root for local), `n` = root,
+/// a word = that user; chroot `y` = the service's queue_directory (with its
+/// `-o` overrides, as the child sees it).
+fn run_as_of(entry: &ServiceEntry, main: &MainCf) -> RunAs {
+    let mut effective = main.clone();
+    for (n, v) in &entry.overrides {
+        effective.set(n, v);
+    }
+    let program = Path::new(&entry.command)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mail_owner = effective.str("mail_owner");
+    let user = match &entry.unpriv {
+        Unpriv::Default => program_privileges(&program, &mail_owner)
+            .default_user
+            .unwrap_or("root")
+            .to_string(),
+        Unpriv::Root => "root".to_string(),
+        Unpriv::User(u) => u.clone(),
+    };
+    RunAs {
+        user,
+        chroot: entry.chroot.then(|| effective.path("queue_directory")),
+    }
+}
+
+/// The name master's children run as when privilege separation is off.
+fn own_user_name() -> String {
+    let uid = nix::unistd::geteuid();
+    match User::from_uid(uid) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
+}
+
 fn maxproc_of(entry: &ServiceEntry, main: &MainCf) -> Result<u32, String> {
     match entry.maxproc {
         Some(n) => Ok(n),
@@ -191,6 +246,9 @@ impl Master {
         signals: SignalFd,
         verbose: bool,
     ) -> Master {
+        // On when master is root, unless main.cf turns it off (the
+        // quickstart does, so it never needs `postern install`).
+        let privsep = nix::unistd::geteuid().is_root() && main.bool("privilege_separation").unwrap_or(true);
         Master {
             config_dir,
             main,
@@ -200,6 +258,35 @@ impl Master {
             child_log,
             signals,
             verbose,
+            privsep,
+            warned_no_groups: Cell::new(false),
+        }
+    }
+
+    /// The group of a unix/fifo service's socket (privilege separation on):
+    /// postern-ipc for private/, postdrop for public/. None (socket mode
+    /// 0666) when master is not root or the group does not exist yet; the
+    /// latter is logged once.
+    fn socket_group(&self, entry: &ServiceEntry) -> Option<Gid> {
+        if !self.privsep || !matches!(entry.kind, ServiceType::Unix | ServiceType::Fifo) {
+            return None;
+        }
+        let name = if entry.private {
+            IPC_GROUP
+        } else {
+            POSTDROP_GROUP
+        };
+        match Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            _ => {
+                if !self.warned_no_groups.replace(true) {
+                    warn!(
+                        "group {name} does not exist: `postern install` has not been run; \
+                         sockets in private/ and public/ are left mode 0666"
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -227,7 +314,8 @@ impl Master {
                 // Close a different old endpoint before binding the new one
                 // (127.0.0.1:25 → 0.0.0.0:25 would otherwise conflict).
                 drop(other);
-                bind_endpoint(&endpoint).map_err(|e| format!("{where_}: {e}"))?
+                bind_endpoint(&endpoint, self.socket_group(entry))
+                    .map_err(|e| format!("{where_}: {e}"))?
             }
         };
         let (status_r, status_w) = status_pipe().map_err(|e| format!("{where_}: {e}"))?;
@@ -236,6 +324,7 @@ impl Master {
             key: entry.key(),
             program: program_of(entry, main),
             argv: argv_of(entry),
+            run_as: self.privsep.then(|| run_as_of(entry, main)),
             entry: entry.clone(),
             endpoint,
             listeners,
@@ -253,6 +342,10 @@ impl Master {
 
     /// Binds every service of master.cf; the first failure stops start-up.
     pub(crate) fn start_services(&mut self, mcf: &MasterCf) -> Result<(), String> {
+        if !self.privsep {
+            let why = if nix::unistd::geteuid().is_root() { "privilege_separation = no" } else { "not running as root" };
+            warn!("{why}: privilege separation is off; every service runs as {}", own_user_name());
+        }
         for entry in &mcf.services {
             let main = self.main.clone();
             if let Some(svc) = self.prepare(entry, &main, None)? {
@@ -435,7 +528,9 @@ impl Master {
                     match Signal::try_from(signo) {
                         Ok(Signal::SIGCHLD) => self.reap(),
                         Ok(Signal::SIGHUP) => {
+                            crate::notify::reloading();
                             self.reload();
+                            crate::notify::reloaded();
                             if !matches!(action, SignalAction::Stop(_)) {
                                 action = SignalAction::Reloaded;
                             }
@@ -464,6 +559,7 @@ impl Master {
             listen: svc.listeners[li].as_fd(),
             status: svc.status_w.as_fd(),
             log: &self.child_log,
+            run_as: svc.run_as.as_ref(),
         };
         match spawn(&spec) {
             Ok(pid) => {
@@ -681,6 +777,7 @@ impl Master {
     /// SIGTERM/SIGINT: stop every child (SIGTERM, then SIGKILL after 5 s).
     fn shutdown(&mut self, signo: i32) {
         info!("terminating on signal {signo}");
+        crate::notify::stopping(signo);
         // Stop listening first so nothing new queues up.
         self.services.clear();
         self.signal_children(None, Signal::SIGTERM);
@@ -754,6 +851,41 @@ mod tests {
         );
         let e = entry("x unix n - n - - /opt/bin/thing\n");
         assert_eq!(program_of(&e, &main), PathBuf::from("/opt/bin/thing"));
+    }
+
+    #[test]
+    fn run_as_follows_the_unpriv_and_chroot_columns() {
+        let mut main = MainCf::defaults();
+        main.set("queue_directory", "/var/spool/pt");
+        main.set("mail_owner", "daemon");
+        let ra = |line: &str| run_as_of(&entry(line), &main);
+        let user = |u: &str, c: Option<&str>| RunAs {
+            user: u.to_string(),
+            chroot: c.map(PathBuf::from),
+        };
+        // `-`: the table's default user; mail_owner for unknown programs;
+        // root for local.
+        assert_eq!(
+            ra("smtp inet n - n - - smtpd\n"),
+            user("postern-smtpd", None)
+        );
+        assert_eq!(
+            ra("cleanup unix - y y - 0 /usr/lib/postern/cleanup\n"),
+            user("postern-cleanup", Some("/var/spool/pt"))
+        );
+        assert_eq!(ra("x unix - - n - - echo\n"), user("daemon", None));
+        assert_eq!(ra("local unix - - n - - local\n"), user("root", None));
+        // `n` = root, a word = that user.
+        assert_eq!(ra("smtp inet n n n - - smtpd\n"), user("root", None));
+        assert_eq!(
+            ra("smtp inet n nobody y - - smtpd\n"),
+            user("nobody", Some("/var/spool/pt"))
+        );
+        // -o overrides are what the child sees.
+        assert_eq!(
+            ra("x unix - - y - - echo -o mail_owner=nobody -o queue_directory=/q\n"),
+            user("nobody", Some("/q"))
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! the log sink, fd 3 = the service's listening socket, fd 4 = the write
 //! end of the service's status pipe, an empty signal mask, and a cleared
 //! environment (PATH=/usr/bin:/bin, MAIL_CONFIG, POSTERN_GENERATION, and
-//! TZ / RUST_BACKTRACE / RUST_LOG when set). Every descriptor master opens
+//! TZ / RUST_BACKTRACE / RUST_LOG when set; with privilege separation on,
+//! POSTERN_PRIVSEP=1, POSTERN_RUN_AS=USER and POSTERN_CHROOT=DIR, which the
+//! service skeleton applies after its start-up hook). Every descriptor master opens
 //! is close-on-exec, and the child closes anything else above 4 (master may
 //! itself have inherited stray descriptors).
 //!
@@ -19,6 +21,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use postern_service::fds::{CONFIG_ENV, GENERATION_ENV, LISTEN_FD, STATUS_FD};
+use postern_service::privileges::{CHROOT_ENV, PRIVSEP_ENV, RUN_AS_ENV};
+
+/// What a child must become (master runs as root): resolved from the
+/// master.cf unpriv and chroot columns, applied by the child itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user name (`root` for unpriv `n`).
+    pub user: String,
+    /// The chroot directory (chroot `y`: the queue directory).
+    pub chroot: Option<std::path::PathBuf>,
+}
 
 /// Where a child's fd 2 points.
 #[derive(Debug)]
@@ -46,6 +59,9 @@ pub struct SpawnSpec<'a> {
     pub status: BorrowedFd<'a>,
     /// Becomes fd 2.
     pub log: &'a ChildLog,
+    /// Privilege separation: None when master is not root (the child then
+    /// runs as master's user and gets no POSTERN_PRIVSEP).
+    pub run_as: Option<&'a RunAs>,
 }
 
 /// Starts the child; returns its pid. An exec failure (missing program)
@@ -60,6 +76,12 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<u32> {
         .env(GENERATION_ENV, spec.generation.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    if let Some(run_as) = spec.run_as {
+        cmd.env(PRIVSEP_ENV, "1").env(RUN_AS_ENV, &run_as.user);
+        if let Some(dir) = &run_as.chroot {
+            cmd.env(CHROOT_ENV, dir);
+        }
+    }
     for name in ["TZ", "RUST_BACKTRACE", "RUST_LOG"] {
         if let Some(v) = std::env::var_os(name) {
             cmd.env(name, v);

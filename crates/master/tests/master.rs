@@ -1,7 +1,11 @@
 //! End-to-end tests of master with real processes: the compiled `master`
 //! binary supervising the `echo-service` and `wakeup-counter` examples
 //! (built by `cargo test -p postern-master`, which builds examples).
-//! Every wait is bounded.
+//! Every wait is bounded. As root, master separates privileges: the
+//! examples then run as `nobody` (main.cf mail_owner) in group postern-ipc,
+//! which these tests create when missing (tests/privsep.rs checks the drop).
+
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -50,13 +54,16 @@ struct Setup {
 
 impl Setup {
     fn new(master_cf: &str) -> Setup {
+        if common::is_root() {
+            common::ensure_groups();
+        }
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(
             d.join("main.cf"),
             format!(
                 "queue_directory = {q}\ndaemon_directory = {e}\nmaillog_file = {l}\nmyhostname = test.example\n\
-                 service_throttle_time = 4s\n",
+                 service_throttle_time = 4s\nmail_owner = nobody\n",
                 q = d.join("queue").display(),
                 e = examples_dir().display(),
                 l = d.join("maillog").display()

@@ -117,6 +117,8 @@ cleanup   unix  -       -       n       -       0       cleanup
 qmgr      unix  -       -       n       300     1       qmgr
 # Delivers to the mailboxes.
 local     unix  -       n       n       -       -       local
+# Local submission (sendmail, postdrop): feeds maildrop/ to cleanup.
+pickup    unix  n       -       n       60      1       pickup
 "
     )
 }

@@ -5,9 +5,12 @@
 //! instance in one directory, for trying Postern without root).
 //!
 //! SECURITY: runs as its caller. It reads configuration and signals master
-//! through its pid file; it never needs privileges of its own.
+//! through its pid file; it never needs privileges of its own, except
+//! `install`, which must run as root (see the `install` module).
 
 pub mod demo;
+pub mod sendmail;
+pub mod install;
 
 use postern_config::{MainCf, MasterCf};
 use std::path::{Path, PathBuf};
@@ -25,6 +28,9 @@ commands:
   config [-n] [-d] [-x] [NAME...]
                      print main.cf parameters, like postconf
                      (-n: only those set in main.cf, -d: defaults, -x: expand $names)
+  install [--check]  create users, groups, config and queue directories with the
+                     owners and modes of docs/security.md (root); --check only
+                     reports differences (exit 1 if any)
   demo [DIR]         create (or reuse) a complete instance in DIR (default
                      ./postern-demo) on 127.0.0.1 high ports and run it in the
                      foreground
@@ -123,6 +129,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             check(&config_dir, false)
         }
         "config" => config(&config_dir, rest),
+        "install" => install::command(&config_dir, rest),
         "demo" => {
             if rest.len() > 1 {
                 return Err(usage("postern: demo takes at most one directory"));

@@ -11,7 +11,10 @@
 //! SECURITY: this crate trusts master (its argv, environment and
 //! descriptors) and the configuration directory; it reads nothing from the
 //! network itself. `unsafe` is confined to [`fds`] (adopting inherited
-//! descriptors) and one localtime_r call in [`log`].
+//! descriptors) and one localtime_r call in [`log`]. When master runs as
+//! root, [`privileges`] irreversibly drops to the service's user (groups,
+//! chroot, capabilities, no_new_privs) after `init` and before the first
+//! client; any failure there is fatal.
 
 #![deny(unsafe_code)]
 

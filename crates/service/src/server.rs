@@ -3,8 +3,9 @@
 //! Start-up is shared (Postfix's single_server.c order): parse argv, load
 //! main.cf from $MAIL_CONFIG and apply the `-o` overrides (a bad setting is
 //! a "fatal: FILE:LINE: reason" and exit 1), set up logging, take fd 3/4
-//! from master, run the service's `init` with start-up privileges, drop
-//! privileges, then serve on a current_thread tokio runtime inside a
+//! from master, run the service's `init` with start-up privileges (with
+//! `queue_directory = /` when master asked for a chroot), drop privileges
+//! ([`privileges`]: user, groups, chroot, capabilities, umask 007), then serve on a current_thread tokio runtime inside a
 //! LocalSet.
 //!
 //! Lifecycle: SIGHUP = Drain (finish the current client, then exit 0),
@@ -72,8 +73,12 @@ fn start_up(program: &'static str) -> Started {
     let config_dir = std::env::var_os(CONFIG_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
-    let ctx = build_context(program, &argv, config_dir).unwrap_or_else(|e| fatal(e));
+    let mut ctx = build_context(program, &argv, config_dir).unwrap_or_else(|e| fatal(e));
     init_logging(program, &ctx.config, ctx.verbose);
+    // A chrooted service sees the queue directory as "/": its init must
+    // build paths from that (privileges.rs).
+    let request = privileges::request_from_env().unwrap_or_else(|e| fatal(e));
+    privileges::adjust_config_for_chroot(&mut ctx, request.as_ref());
     let Some(listen_fd) = take_inherited(LISTEN_FD) else {
         fatal("no listening socket on descriptor 3 (services are started by master)");
     };

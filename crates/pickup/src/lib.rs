@@ -1,0 +1,468 @@
+//! pickup — feeds local submissions from `maildrop/` to cleanup.
+//!
+//! `postdrop` leaves each message from `sendmail` as a queue file in
+//! `maildrop/` and pokes `public/pickup`; master also wakes pickup every
+//! `wakeup` seconds (master.cf, 60 in the shipped file). On every trigger
+//! and wakeup pickup lists `maildrop/` and, for each file, oldest first:
+//! opens it, sends its envelope and content to cleanup
+//! (`private/cleanup`, flag `ADD_MISSING_HEADERS`, attributes
+//! `origin=pickup`, `local_user`, `uid`), waits for `Queued`, and only then
+//! unlinks the maildrop file, so a crash anywhere leaves the message in
+//! one of the two queues (at worst in both: a duplicate, never a loss). It
+//! logs `NEWID: uid=1000 from=<user>` with cleanup's queue ID.
+//!
+//! Envelope rules (Postfix's): sender "" means the submitting user's own
+//! address `login@myorigin`, "<>" is the null sender, and a sender or
+//! recipient without `@` gets `@myorigin` appended.
+//!
+//! Failures: a file that does not parse is logged and removed (pickup may
+//! not write `corrupt/`, docs/security.md); a temporary cleanup failure
+//! (no socket, timeout, `Rejected { temporary: true }`) leaves the file
+//! and ends this scan, to be retried at the next wakeup; a permanent
+//! rejection is logged with its reason and the file removed.
+//!
+//! SECURITY: runs as `postern-pickup` (groups postern, postern-ipc,
+//! postdrop), chroot allowed. Maildrop files were written by `postdrop` on
+//! behalf of any local user, so their content is untrusted data: the queue
+//! reader is strict, files are opened read-only with O_NOFOLLOW and must be
+//! regular files, and the submitter's identity (`uid`, `local_user`) is
+//! taken from the file OWNER (which the user cannot change), not from the
+//! attributes inside it; a mismatch is logged.
+//!
+//! PARAMETERS: queue_directory, myorigin, ipc_timeout.
+
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use postern_config::MainCf;
+use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest, cleanup_flags};
+use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId, TEMP_PREFIX, sync_dir};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Temporary maildrop files older than this were left by a postdrop that
+/// was killed; pickup removes them.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(86400);
+
+/// pickup's settings, read once at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The queue root (`/` inside a chroot).
+    pub queue_dir: PathBuf,
+    /// Domain for bare local names and for the user's own address.
+    pub myorigin: String,
+    /// Limit on each step of the cleanup conversation.
+    pub ipc_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads the parameters pickup uses.
+    pub fn from_config(main: &MainCf) -> Result<Settings, String> {
+        Ok(Settings {
+            queue_dir: main.path("queue_directory"),
+            myorigin: main.str("myorigin"),
+            ipc_timeout: main
+                .time("ipc_timeout")
+                .map_err(|e| e.to_string())?
+                .max(Duration::from_secs(1)),
+        })
+    }
+
+    fn cleanup_socket(&self) -> PathBuf {
+        self.queue_dir.join("private").join("cleanup")
+    }
+}
+
+/// What happened to one maildrop file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// cleanup queued it under this new ID; the maildrop file is gone.
+    Queued(String),
+    /// The file was unusable (corrupt, not a regular file) or permanently
+    /// rejected by cleanup: logged and removed.
+    Removed(String),
+    /// The file vanished meanwhile (someone else took it).
+    Gone,
+    /// The file could not be read now: left for a later scan.
+    Skipped(String),
+    /// cleanup could not take it now: left, and the scan should stop.
+    Retry(String),
+}
+
+/// The submitter of a maildrop file as pickup trusts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitter {
+    /// The file owner's user ID.
+    pub uid: u32,
+    /// That user's login name.
+    pub login: String,
+}
+
+/// Appends `@myorigin` to a bare local name.
+pub fn qualify(address: &str, myorigin: &str) -> String {
+    if address.contains('@') {
+        address.to_string()
+    } else {
+        format!("{address}@{myorigin}")
+    }
+}
+
+/// The envelope sender pickup gives cleanup for a maildrop sender:
+/// "" = the user's own address, "<>" = the null sender, bare names
+/// qualified with myorigin.
+pub fn resolve_sender(sender: &str, login: &str, myorigin: &str) -> String {
+    match sender {
+        "" => qualify(login, myorigin),
+        "<>" => String::new(),
+        s => qualify(s, myorigin),
+    }
+}
+
+/// Decides who submitted a file: the owner `file_uid` is authoritative;
+/// the login comes from the password database (`lookup`), else from the
+/// file's own attributes when they agree with the owner, else the number.
+pub fn submitter(
+    file_uid: u32,
+    attr_uid: Option<&str>,
+    attr_login: Option<&str>,
+    lookup: impl Fn(u32) -> Option<String>,
+) -> Submitter {
+    let attrs_agree = attr_uid.and_then(|u| u.parse::<u32>().ok()) == Some(file_uid);
+    let login = lookup(file_uid)
+        .or_else(|| {
+            attrs_agree
+                .then(|| attr_login.map(str::to_string))
+                .flatten()
+        })
+        .unwrap_or_else(|| file_uid.to_string());
+    Submitter {
+        uid: file_uid,
+        login,
+    }
+}
+
+fn passwd_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+/// Opens a maildrop file read-only without following symlinks; it must be
+/// a regular file. Returns the parsed file and its owner.
+fn open_maildrop(path: &Path, id: &QueueId) -> Result<(QueueFile, u32), QueueError> {
+    let file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                QueueError::Corrupt("not a regular file".into())
+            } else {
+                QueueError::Io(e)
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(QueueError::Corrupt("not a regular file".into()));
+    }
+    let qf = QueueFile::from_file(file, id.clone())?;
+    Ok((qf, meta.uid()))
+}
+
+fn remove(dirs: &QueueDirs, id: &QueueId) {
+    match fs::remove_file(dirs.file(Queue::Maildrop, id)) {
+        Ok(()) => {
+            if let Err(e) = sync_dir(&dirs.dir(Queue::Maildrop)) {
+                warn!("{id}: cannot sync maildrop directory: {e}");
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => warn!("{id}: cannot remove maildrop file: {e}"),
+    }
+}
+
+async fn step<T, E: std::fmt::Display>(
+    t: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(t, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: timed out")),
+    }
+}
+
+/// The conversation with cleanup for one message. Ok(Ok(id)) = queued,
+/// Ok(Err(reason)) = permanently rejected, Err(reason) = try again later.
+async fn to_cleanup(
+    settings: &Settings,
+    qf: &QueueFile,
+    who: &Submitter,
+) -> Result<Result<String, String>, String> {
+    let t = settings.ipc_timeout;
+    let env = qf.envelope();
+    let socket = settings.cleanup_socket();
+    let mut ch = step(
+        t,
+        &format!("connect to {}", socket.display()),
+        Channel::connect(&socket),
+    )
+    .await?;
+    let attributes = vec![
+        ("origin".to_string(), "pickup".to_string()),
+        ("local_user".to_string(), who.login.clone()),
+        ("uid".to_string(), who.uid.to_string()),
+    ];
+    step(
+        t,
+        "send to cleanup",
+        ch.send(&CleanupRequest::Open {
+            attributes,
+            flags: cleanup_flags::ADD_MISSING_HEADERS,
+        }),
+    )
+    .await?;
+    let new_id = match step(t, "cleanup reply", ch.recv::<CleanupReply>()).await? {
+        Some(CleanupReply::Opened { queue_id }) => queue_id,
+        Some(CleanupReply::Rejected {
+            temporary: false,
+            dsn,
+            reason,
+        }) => return Ok(Err(format!("{dsn} {reason}"))),
+        Some(other) => return Err(format!("unexpected cleanup reply {other:?}")),
+        None => return Err("cleanup closed the connection".into()),
+    };
+    let sender = resolve_sender(&env.sender, &who.login, &settings.myorigin);
+    let shown = match env.sender.as_str() {
+        "" => who.login.clone(),
+        "<>" => String::new(),
+        s => s.to_string(),
+    };
+    info!("{new_id}: uid={} from=<{shown}>", who.uid);
+    step(
+        t,
+        "send to cleanup",
+        ch.send(&CleanupRequest::Sender { address: sender }),
+    )
+    .await?;
+    for r in env.recipients.iter().filter(|r| !r.done) {
+        let req = CleanupRequest::Recipient {
+            address: qualify(&r.address, &settings.myorigin),
+            original: r.original.clone(),
+        };
+        step(t, "send to cleanup", ch.send(&req)).await?;
+    }
+    let mut reader = qf.content_reader();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| format!("read maildrop file: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let req = CleanupRequest::Content {
+            data: buf[..n].to_vec(),
+        };
+        step(t, "send to cleanup", ch.send(&req)).await?;
+    }
+    step(t, "send to cleanup", ch.send(&CleanupRequest::End)).await?;
+    match step(t, "cleanup reply", ch.recv::<CleanupReply>()).await? {
+        Some(CleanupReply::Queued { queue_id }) => Ok(Ok(queue_id)),
+        Some(CleanupReply::Rejected {
+            temporary: false,
+            dsn,
+            reason,
+        }) => Ok(Err(format!("{dsn} {reason}"))),
+        Some(CleanupReply::Rejected {
+            temporary: true,
+            dsn,
+            reason,
+        }) => Err(format!("cleanup: {dsn} {reason}")),
+        Some(other) => Err(format!("unexpected cleanup reply {other:?}")),
+        None => Err("cleanup closed the connection".into()),
+    }
+}
+
+/// Takes one maildrop file through cleanup (see the module docs).
+pub async fn pickup_one(settings: &Settings, dirs: &QueueDirs, id: &QueueId) -> Outcome {
+    let path = dirs.file(Queue::Maildrop, id);
+    let (qf, owner) = match open_maildrop(&path, id) {
+        Ok(x) => x,
+        Err(QueueError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Outcome::Gone,
+        Err(QueueError::Io(e)) => {
+            warn!("{id}: cannot open maildrop file: {e}");
+            return Outcome::Skipped(e.to_string());
+        }
+        Err(QueueError::Corrupt(reason)) => {
+            warn!("{id}: corrupt maildrop file: {reason}; removed");
+            remove(dirs, id);
+            return Outcome::Removed(reason);
+        }
+    };
+    let env = qf.envelope();
+    let who = submitter(
+        owner,
+        env.attribute("uid"),
+        env.attribute("local_user"),
+        passwd_name,
+    );
+    if let Some(claimed) = env.attribute("uid")
+        && claimed != who.uid.to_string()
+    {
+        warn!(
+            "{id}: maildrop file claims uid {} but is owned by uid {}: using the owner",
+            claimed.escape_debug(),
+            who.uid
+        );
+    }
+    match to_cleanup(settings, &qf, &who).await {
+        Ok(Ok(new_id)) => {
+            drop(qf);
+            remove(dirs, id);
+            Outcome::Queued(new_id)
+        }
+        Ok(Err(reason)) => {
+            warn!("{id}: rejected by cleanup: {reason}; maildrop file removed");
+            drop(qf);
+            remove(dirs, id);
+            Outcome::Removed(reason)
+        }
+        Err(reason) => {
+            warn!("{id}: deferred: {reason}; will retry");
+            Outcome::Retry(reason)
+        }
+    }
+}
+
+/// Removes `.tmp-*` files in maildrop/ older than `age` (left by a killed
+/// postdrop). Returns how many were removed.
+pub fn remove_stale_maildrop_temp(dirs: &QueueDirs, age: Duration) -> io::Result<usize> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in fs::read_dir(dirs.dir(Queue::Maildrop))? {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d >= age);
+        if meta.is_file() && old && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// One pass over maildrop/: every file, oldest first, until cleanup says
+/// "later". Returns the outcomes in order.
+pub async fn scan(settings: &Settings) -> Vec<(QueueId, Outcome)> {
+    let dirs = QueueDirs::new(&settings.queue_dir);
+    let mut out = Vec::new();
+    let listing = match dirs.scan(Queue::Maildrop) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("cannot read {}: {e}", dirs.dir(Queue::Maildrop).display());
+            return out;
+        }
+    };
+    for junk in &listing.junk {
+        warn!("maildrop: ignoring unexpected file {}", junk.escape_debug());
+    }
+    for id in listing.ids {
+        let outcome = pickup_one(settings, &dirs, &id).await;
+        let stop = matches!(outcome, Outcome::Retry(_));
+        out.push((id, outcome));
+        if stop {
+            break;
+        }
+    }
+    match remove_stale_maildrop_temp(&dirs, STALE_TEMP_AGE) {
+        Ok(0) => {}
+        Ok(n) => info!("removed {n} stale temporary maildrop files"),
+        Err(e) => warn!("cannot clean up maildrop temporary files: {e}"),
+    }
+    out
+}
+
+/// Reads a trigger connection until the client closes (bounded in time and
+/// size); any byte means "look at maildrop/".
+async fn read_trigger(mut s: tokio::net::UnixStream) {
+    let mut buf = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut total = 0;
+        while let Ok(n) = s.read(&mut buf).await {
+            total += n;
+            if n == 0 || total > 64 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The service loop: scan at start, then on every trigger (postdrop's or
+/// master's wakeup); exits on SIGTERM at once (an interrupted message stays
+/// in maildrop/) and on SIGHUP after the current scan.
+pub async fn run(
+    ctx: std::sync::Arc<postern_service::ServiceContext>,
+    listener: postern_service::Listener,
+    mut lifecycle: tokio::sync::watch::Receiver<postern_service::Lifecycle>,
+) -> Result<(), String> {
+    use postern_service::{Lifecycle, Listener};
+    let Listener::Unix(listener) = listener else {
+        return Err("pickup must be a unix service in master.cf".into());
+    };
+    let settings = Rc::new(Settings::from_config(&ctx.config)?);
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let _ = tx.send(());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let tx = tx.clone();
+                    tokio::task::spawn_local(async move {
+                        read_trigger(stream).await;
+                        let _ = tx.send(());
+                    });
+                }
+            }
+            Some(()) = rx.recv() => {
+                // Triggers that arrived meanwhile are served by this scan.
+                while rx.try_recv().is_ok() {}
+                let s = settings.clone();
+                tokio::select! {
+                    _ = scan(&s) => {}
+                    _ = lifecycle.wait_for(|l| *l == Lifecycle::Stop) => return Ok(()),
+                }
+            }
+            changed = lifecycle.changed() => {
+                let state = if changed.is_ok() { *lifecycle.borrow() } else { Lifecycle::Stop };
+                if state != Lifecycle::Running {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The program: a long-running service driving its own listener.
+pub fn main() -> ! {
+    postern_service::event_server("pickup", |_ctx| Ok(()), run)
+}
+
+#[cfg(test)]
+mod tests;

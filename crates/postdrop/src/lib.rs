@@ -1,0 +1,387 @@
+//! postdrop — writes one local submission into `maildrop/`.
+//!
+//! `sendmail` (the `postern` binary under that name) runs `postdrop` with
+//! the message on its standard input as postern-ipc frames: one
+//! [`SubmitRequest`] (sender, recipients, a few attributes), then
+//! [`SubmitContent`] chunks and `End`. postdrop validates the envelope,
+//! writes a normal queue file into `maildrop/` with the same durable
+//! discipline as cleanup (`QueueFileWriter::create_in`: temporary file,
+//! fsync, no-replace rename, directory fsync), prints the maildrop queue ID
+//! on standard output and pokes pickup (`public/pickup`, byte `W`). It needs
+//! nothing else running: while master is stopped the file waits in
+//! `maildrop/` and pickup's first wakeup finds it.
+//!
+//! Exit status (sysexits): 0 accepted, 65 `EX_DATAERR` (bad input: address
+//! syntax, NUL or line breaks in an address, too big, broken framing),
+//! 67 `EX_NOUSER` (the real user ID has no login name), 75 `EX_TEMPFAIL`
+//! (the queue cannot be written now), 77 `EX_NOPERM` (not allowed: another
+//! configuration directory, permission denied on `maildrop/`), 78
+//! `EX_CONFIG` (main.cf is broken).
+//!
+//! SECURITY: installed set-group-ID `postdrop` (docs/security.md), so its
+//! caller is any local user and everything it reads is hostile:
+//! - the environment is cleared at start; `MAIL_CONFIG` is honoured only
+//!   when the real user is root, when it names the default directory, or
+//!   when the process is not set-ID at all (then it grants nothing the
+//!   caller does not already have), so a user cannot point a privileged
+//!   postdrop at a main.cf of their own (Postfix's
+//!   alternate_config_directories rule);
+//! - `local_user`, `uid` and `origin` come from `getuid()` and the password
+//!   database, never from the input; caller attributes are limited to
+//!   [`ALLOWED_ATTRIBUTES`] and may not contain NUL or line breaks;
+//! - every address is checked with postern-smtp-proto's `Mailbox::parse`
+//!   (or as a bare local name), NUL, CR and LF are refused;
+//! - content is bounded by `message_size_limit` and framed (each frame at
+//!   most `MAX_FRAME` bytes), so memory use is bounded;
+//! - the maildrop file is made group-readable (0640, group postdrop) so
+//!   pickup can read it, and is owned by the caller: pickup takes the
+//!   submitter's identity from the file owner, not from its content.
+//!
+//! PARAMETERS: queue_directory, message_size_limit.
+
+#![deny(unsafe_code)]
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use postern_config::MainCf;
+use postern_ipc::codec::{Decoder, MAX_FRAME, split_frame};
+use postern_ipc::messages::{SubmitContent, SubmitRequest};
+use postern_ipc::{Message, Trigger};
+use postern_queue::{Envelope, Queue, QueueDirs, QueueFileWriter, QueueId, Recipient};
+use postern_smtp_proto::Mailbox;
+
+/// sysexits `EX_DATAERR`: the input was not acceptable.
+pub const EX_DATAERR: i32 = 65;
+/// sysexits `EX_NOUSER`: the real user has no login name.
+pub const EX_NOUSER: i32 = 67;
+/// sysexits `EX_TEMPFAIL`: try again later; nothing was accepted.
+pub const EX_TEMPFAIL: i32 = 75;
+/// sysexits `EX_NOPERM`: the caller may not do this.
+pub const EX_NOPERM: i32 = 77;
+/// sysexits `EX_CONFIG`: the configuration is broken.
+pub const EX_CONFIG: i32 = 78;
+
+/// The configuration directory used when MAIL_CONFIG is not set (and the
+/// only one a non-root caller of a set-ID postdrop may name).
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/postern";
+
+/// Attributes a caller may pass through to the queue file (the `-bs`
+/// conversation's HELO name and protocol). Everything identifying the user
+/// is set by postdrop itself.
+pub const ALLOWED_ATTRIBUTES: &[&str] = &["helo_name", "protocol"];
+
+/// Longest attribute value accepted from the caller.
+pub const MAX_ATTRIBUTE_VALUE: usize = 1000;
+
+/// Why a submission was not accepted: the exit status and a message for
+/// standard error. It exists so every refusal carries its sysexits class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Exit status (one of the `EX_*` constants).
+    pub status: i32,
+    /// What went wrong, for the user.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of the given class.
+    pub fn new(status: i32, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Who is submitting: the real user ID and its login name. Taken from the
+/// kernel and the password database, never from the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The real user ID.
+    pub uid: u32,
+    /// Its login name.
+    pub login: String,
+}
+
+impl Caller {
+    /// The caller of this process (real user ID).
+    pub fn current() -> Result<Caller, Failure> {
+        let uid = nix::unistd::getuid();
+        match nix::unistd::User::from_uid(uid) {
+            Ok(Some(u)) => Ok(Caller {
+                uid: uid.as_raw(),
+                login: u.name,
+            }),
+            Ok(None) => Err(Failure::new(
+                EX_NOUSER,
+                format!("no login name found for user ID {uid}"),
+            )),
+            Err(e) => Err(Failure::new(
+                EX_TEMPFAIL,
+                format!("cannot look up user ID {uid}: {e}"),
+            )),
+        }
+    }
+}
+
+/// Decides which configuration directory to read. `env_value` is
+/// MAIL_CONFIG as it was at start; `real_root`: the real user is root;
+/// `set_id`: the process runs with an effective ID other than the real one.
+/// A non-default directory is refused only when it would lend the set-ID
+/// privilege to a configuration the caller chose.
+pub fn config_dir(
+    env_value: Option<OsString>,
+    real_root: bool,
+    set_id: bool,
+) -> Result<PathBuf, Failure> {
+    let default = PathBuf::from(DEFAULT_CONFIG_DIR);
+    let Some(v) = env_value.filter(|v| !v.is_empty()) else {
+        return Ok(default);
+    };
+    let wanted = PathBuf::from(v);
+    if wanted == default || real_root || !set_id {
+        Ok(wanted)
+    } else {
+        Err(Failure::new(
+            EX_NOPERM,
+            format!(
+                "MAIL_CONFIG={}: only root may use another configuration directory with the set-group-ID postdrop",
+                wanted.display()
+            ),
+        ))
+    }
+}
+
+/// Checks one envelope address: an address `local@domain` that
+/// `Mailbox::parse` accepts, or a bare local name (pickup appends
+/// @myorigin). NUL, CR and LF are always refused.
+pub fn check_address(what: &str, address: &str) -> Result<(), String> {
+    if address.is_empty() {
+        return Err(format!("empty {what} address"));
+    }
+    if address.contains(['\0', '\r', '\n']) {
+        return Err(format!(
+            "{what} address contains a NUL or a line break: {}",
+            address.escape_debug()
+        ));
+    }
+    let parsed = if address.contains('@') {
+        Mailbox::parse(address)
+    } else {
+        Mailbox::parse(&format!("{address}@localhost"))
+    };
+    parsed.map(|_| ()).map_err(|e| {
+        format!(
+            "bad {what} address syntax: <{}>: {e}",
+            address.escape_debug()
+        )
+    })
+}
+
+/// Validates a submission envelope: sender ("" = the user, "<>" = null
+/// sender, or an address), at least one recipient, every address well
+/// formed, only allowed attributes with clean values.
+pub fn validate(req: &SubmitRequest) -> Result<(), Failure> {
+    let bad = |m: String| Failure::new(EX_DATAERR, m);
+    if !req.sender.is_empty() && req.sender != "<>" {
+        check_address("sender", &req.sender).map_err(bad)?;
+    }
+    if req.recipients.is_empty() {
+        return Err(bad("no recipient addresses".into()));
+    }
+    for r in &req.recipients {
+        check_address("recipient", r).map_err(bad)?;
+    }
+    for (name, value) in &req.attributes {
+        if !ALLOWED_ATTRIBUTES.contains(&name.as_str()) {
+            return Err(bad(format!(
+                "attribute \"{}\" may not be set by the caller",
+                name.escape_debug()
+            )));
+        }
+        if value.len() > MAX_ATTRIBUTE_VALUE || value.contains(['\0', '\r', '\n']) {
+            return Err(bad(format!("bad value for attribute {name}")));
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly one frame of message family `M` from a byte stream.
+/// End of input before a complete frame, a bad length or a frame that does
+/// not decode is `EX_DATAERR` (the message is abandoned).
+pub fn read_frame<M: Message, R: Read>(input: &mut R) -> Result<M, Failure> {
+    let bad = |m: String| Failure::new(EX_DATAERR, m);
+    let mut len_bytes = [0u8; 4];
+    input
+        .read_exact(&mut len_bytes)
+        .map_err(|e| bad(format!("message input ended early: {e}")))?;
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    if !(2..=MAX_FRAME).contains(&len) {
+        return Err(bad(format!("bad submission frame length {len}")));
+    }
+    let mut frame = Vec::with_capacity(4 + len);
+    frame.extend_from_slice(&len_bytes);
+    frame.resize(4 + len, 0);
+    input
+        .read_exact(&mut frame[4..])
+        .map_err(|e| bad(format!("message input ended early: {e}")))?;
+    let decoded = match split_frame(&frame) {
+        Ok(Some((kind, range, _))) => {
+            let mut d = Decoder::new(&frame[range]);
+            M::decode(kind, &mut d).and_then(|m| d.finish().map(|()| m))
+        }
+        Ok(None) => return Err(bad("truncated submission frame".into())),
+        Err(e) => Err(e),
+    };
+    decoded.map_err(|e| bad(format!("bad submission input: {e}")))
+}
+
+fn io_failure(what: &str, e: io::Error) -> Failure {
+    let status = match e.kind() {
+        io::ErrorKind::PermissionDenied => EX_NOPERM,
+        io::ErrorKind::InvalidInput => EX_DATAERR,
+        _ => EX_TEMPFAIL,
+    };
+    Failure::new(status, format!("{what}: {e}"))
+}
+
+/// Reads one submission from `input` and writes it into `maildrop/` under
+/// `dirs`, as `caller`. `size_limit` bounds the content (0 = unlimited).
+/// Returns the maildrop queue ID once the file is durable; on any error
+/// nothing is left in `maildrop/`.
+pub fn submit<R: Read>(
+    input: &mut R,
+    dirs: &QueueDirs,
+    caller: &Caller,
+    size_limit: u64,
+) -> Result<QueueId, Failure> {
+    let req: SubmitRequest = read_frame(input)?;
+    validate(&req)?;
+    let mut attributes = vec![
+        ("origin".to_string(), "sendmail".to_string()),
+        ("local_user".to_string(), caller.login.clone()),
+        ("uid".to_string(), caller.uid.to_string()),
+    ];
+    attributes.extend(req.attributes);
+    let envelope = Envelope {
+        arrival: SystemTime::now(),
+        sender: req.sender,
+        recipients: req
+            .recipients
+            .into_iter()
+            .map(|r| Recipient {
+                original: r.clone(),
+                address: r,
+                done: false,
+            })
+            .collect(),
+        attributes,
+    };
+    let maildrop = dirs.dir(Queue::Maildrop);
+    let what = format!("cannot write to {}", maildrop.display());
+    let mut w =
+        QueueFileWriter::create_in(dirs, Queue::Maildrop).map_err(|e| io_failure(&what, e))?;
+    // pickup (group postdrop) must read the file; nobody else may.
+    fs::set_permissions(w.temp_path(), fs::Permissions::from_mode(0o640))
+        .map_err(|e| io_failure(&what, e))?;
+    // Root runs postdrop without the set-group-ID effect (root's own group
+    // would own the file): give the file maildrop/'s group (postdrop) so
+    // pickup can still read it.
+    if nix::unistd::geteuid().is_root() {
+        let gid = fs::metadata(&maildrop)
+            .map(|m| nix::unistd::Gid::from_raw(m.gid()))
+            .map_err(|e| io_failure(&what, e))?;
+        nix::unistd::chown(w.temp_path(), None, Some(gid))
+            .map_err(|e| io_failure(&what, io::Error::from(e)))?;
+    }
+    w.write_envelope(&envelope)
+        .map_err(|e| io_failure(&what, e))?;
+    while let SubmitContent::Chunk { data } = read_frame::<SubmitContent, R>(input)? {
+        let total = w.content_len().saturating_add(data.len() as u64);
+        if size_limit > 0 && total > size_limit {
+            return Err(Failure::new(
+                EX_DATAERR,
+                format!("message file too big (message_size_limit = {size_limit})"),
+            ));
+        }
+        w.write_content(&data).map_err(|e| io_failure(&what, e))?;
+    }
+    w.commit().map_err(|e| io_failure(&what, e))
+}
+
+/// Path of pickup's trigger socket.
+pub fn pickup_socket(queue_dir: &Path) -> PathBuf {
+    queue_dir.join("public").join("pickup")
+}
+
+/// Clears the environment (keeping nothing: postdrop runs no program and
+/// needs no locale) and ignores the terminal's signals, so that a Ctrl-C
+/// aimed at sendmail makes postdrop see the end of its input and remove its
+/// temporary file instead of dying half way.
+#[allow(unsafe_code)]
+fn sanitize_process() {
+    let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in names {
+        // SAFETY: called first thing in main, before any other thread exists,
+        // so nothing can read the environment concurrently.
+        unsafe { std::env::remove_var(&k) };
+    }
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGTSTP,
+    ] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
+    }
+}
+
+fn run() -> Result<QueueId, Failure> {
+    let mail_config = std::env::var_os("MAIL_CONFIG");
+    sanitize_process();
+    let uid = nix::unistd::getuid();
+    let set_id = nix::unistd::geteuid() != uid || nix::unistd::getegid() != nix::unistd::getgid();
+    let dir = config_dir(mail_config, uid.is_root(), set_id)?;
+    let main = MainCf::load(&dir).map_err(|e| Failure::new(EX_CONFIG, e.to_string()))?;
+    let limit = main
+        .size("message_size_limit")
+        .map_err(|e| Failure::new(EX_CONFIG, e.to_string()))?;
+    let caller = Caller::current()?;
+    let dirs = QueueDirs::new(main.path("queue_directory"));
+    let id = submit(&mut io::stdin().lock(), &dirs, &caller, limit)?;
+    // A lost trigger only delays the mail until pickup's next wakeup.
+    let _ = postern_ipc::send_trigger(&pickup_socket(dirs.root()), Trigger::Wakeup);
+    Ok(id)
+}
+
+/// The program: submit, print the maildrop queue ID, exit with a sysexits
+/// status (see the module documentation).
+pub fn main() -> ! {
+    match run() {
+        Ok(id) => {
+            println!("{id}");
+            std::process::exit(0)
+        }
+        Err(f) => {
+            eprintln!("postdrop: fatal: {}", f.message);
+            std::process::exit(f.status)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
