@@ -190,7 +190,9 @@ fn apply_with_arg(o: &mut Options, c: char, value: &str) -> Result<(), String> {
         }
         'o' if value == "i" => o.ignore_dots = true,
         'q' => {
-            return Err("-q: queue runs are qmgr's job (it retries deferred mail by itself)".into());
+            return Err(
+                "-q: queue runs are qmgr's job (it retries deferred mail by itself)".into(),
+            );
         }
         // -B -L -N -O -R -V -X -e -h -p: accepted and ignored, as Postfix does.
         _ => {}
