@@ -299,3 +299,55 @@ fn bad_submissions_are_refused_with_sysexits() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(inst.mailbox("alice").is_empty());
 }
+
+#[test]
+fn an_unprivileged_user_submits_through_setgid_postdrop_while_master_is_down() {
+    if !postern_tests::is_root() {
+        eprintln!("skipped: needs root to act as another user and install the setgid postdrop");
+        return;
+    }
+    let inst = Instance::new(Options::default());
+    // Users, groups, queue permissions and the setgid postdrop.
+    inst.install();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let postdrop = std::fs::metadata(bin_dir().join("postdrop")).unwrap();
+    assert_eq!(postdrop.mode() & 0o7777, 0o2755, "postdrop is setgid after install");
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(bin_dir().join("postern"), t.path().join("sendmail")).unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", "env"])
+        .arg(format!("MAIL_CONFIG={}", inst.dir.display()))
+        .arg(t.path().join("sendmail"))
+        .arg("-t")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"To: bob@example.test\nSubject: from nobody\n\nhi\n")?;
+            c.wait_with_output()
+        })
+        .expect("runuser");
+    assert!(out.status.success(), "sendmail as nobody: {}", text(&out.stderr));
+    // The maildrop file is the user's, readable by pickup's group only.
+    let files = inst.queue_files("maildrop");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let meta = std::fs::metadata(inst.dir.join("queue/maildrop").join(&files[0])).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let postdrop_gid = nix::unistd::Group::from_name("postdrop").unwrap().unwrap().gid;
+    assert_eq!(meta.uid(), nobody.uid.as_raw());
+    assert_eq!(meta.gid(), postdrop_gid.as_raw());
+    // Another user cannot list the maildrop (1730).
+    let ls = Command::new("runuser").args(["-u", "daemon", "--", "ls"]).arg(inst.dir.join("queue/maildrop")).output().unwrap();
+    assert!(!ls.status.success(), "daemon could list maildrop/");
+    // Start the mail system: pickup (as postern-pickup) feeds it in.
+    let mut inst = inst;
+    inst.start();
+    let got = inst.wait_mail("bob", 1, WAIT);
+    let h = header_of(&got[0]);
+    assert!(h.contains("Subject: from nobody\n"), "{h}");
+    assert!(h.contains("from userid nobody"), "{h}");
+    assert!(h.contains("Return-Path: <nobody@"), "{h}");
+    assert!(wait_until(WAIT, || inst.queue_files("maildrop").is_empty()));
+}

@@ -140,7 +140,7 @@ impl Caller {
 /// MAIL_CONFIG as it was at start; `real_root`: the real user is root;
 /// `set_id`: the process runs with an effective ID other than the real one.
 /// A non-default directory is refused only when it would lend the set-ID
-/// privilege to a configuration the caller chose.
+/// privilege to a configuration the caller may have chosen (see [`admin_owned`]).
 pub fn config_dir(
     env_value: Option<OsString>,
     real_root: bool,
@@ -151,7 +151,7 @@ pub fn config_dir(
         return Ok(default);
     };
     let wanted = PathBuf::from(v);
-    if wanted == default || real_root || !set_id {
+    if wanted == default || real_root || !set_id || admin_owned(&wanted) {
         Ok(wanted)
     } else {
         Err(Failure::new(
@@ -162,6 +162,20 @@ pub fn config_dir(
             ),
         ))
     }
+}
+
+/// True when a configuration directory is the administrator's, not the
+/// caller's: the directory and its main.cf belong to root and nobody else
+/// may write them. Such a directory lends the set-group-ID privilege to
+/// nothing the caller controls (Postfix asks for alternate_config_directories
+/// instead; ownership says the same without a list to keep).
+pub fn admin_owned(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let safe = |p: &std::path::Path| match std::fs::symlink_metadata(p) {
+        Ok(m) => m.uid() == 0 && m.mode() & 0o022 == 0 && !m.file_type().is_symlink(),
+        Err(_) => false,
+    };
+    safe(dir) && safe(&dir.join("main.cf"))
 }
 
 /// Checks one envelope address: an address `local@domain` that
