@@ -87,6 +87,12 @@ fn every_service_runs_as_master_cf_says_and_reload_changes_it() {
     queued_id(&open.send("s@remote.example", &["alice@example.test"], b"Subject: separated\r\n\r\nhello\r\n"));
     inst.wait_mail("alice", 1, T);
     let queue = inst.dir.join("queue").display().to_string();
+    // The jail has the bits of /etc a service may need (names, time zone).
+    for f in ["hosts", "services"] {
+        if std::path::Path::new("/etc").join(f).exists() {
+            assert!(inst.dir.join("queue/etc").join(f).is_file(), "queue/etc/{f} missing");
+        }
+    }
 
     let smtpd = inst.pids_of("smtpd");
     assert!(!smtpd.is_empty());

@@ -200,6 +200,9 @@ fn run_as_of(entry: &ServiceEntry, main: &MainCf) -> RunAs {
     }
 }
 
+/// Files of /etc a chrooted service may need (copied into QUEUE_DIR/etc).
+const CHROOT_ETC_FILES: [&str; 6] = ["resolv.conf", "hosts", "services", "localtime", "nsswitch.conf", "host.conf"];
+
 /// The name master's children run as when privilege separation is off.
 fn own_user_name() -> String {
     let uid = nix::unistd::geteuid();
@@ -346,6 +349,7 @@ impl Master {
             let why = if nix::unistd::geteuid().is_root() { "privilege_separation = no" } else { "not running as root" };
             warn!("{why}: privilege separation is off; every service runs as {}", own_user_name());
         }
+        self.prepare_chroot(mcf, &self.main.clone());
         for entry in &mcf.services {
             let main = self.main.clone();
             if let Some(svc) = self.prepare(entry, &main, None)? {
@@ -354,6 +358,38 @@ impl Master {
             }
         }
         Ok(())
+    }
+
+    /// Gives chrooted services the few files of /etc they need inside the
+    /// jail (name resolution, service names, the time zone for log time
+    /// stamps), as Postfix's start-up script does: copied into
+    /// QUEUE_DIR/etc, root-owned 0644, refreshed at start and on reload.
+    fn prepare_chroot(&self, mcf: &MasterCf, main: &MainCf) {
+        if !self.privsep || !mcf.services.iter().any(|s| s.chroot) {
+            return;
+        }
+        let etc = main.path("queue_directory").join("etc");
+        if let Err(e) = std::fs::create_dir_all(&etc) {
+            warn!("cannot create {}: {e}", etc.display());
+            return;
+        }
+        for name in CHROOT_ETC_FILES {
+            let src = std::path::Path::new("/etc").join(name);
+            // Follow links (/etc/localtime usually is one): copy the content.
+            let Ok(data) = std::fs::read(&src) else { continue };
+            let dst = etc.join(name);
+            let tmp = etc.join(format!(".{name}.new"));
+            let done = std::fs::write(&tmp, &data)
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+                })
+                .and_then(|()| std::fs::rename(&tmp, &dst));
+            if let Err(e) = done {
+                let _ = std::fs::remove_file(&tmp);
+                warn!("cannot copy {} into the chroot: {e}", src.display());
+            }
+        }
     }
 
     fn service_index(&self, key: &str) -> Option<usize> {
@@ -708,6 +744,7 @@ impl Master {
                 Err(e) => error!("{e}; keeping the old log"),
             }
         }
+        self.prepare_chroot(&mcf, &main);
         self.generation = self.generation.wrapping_add(1);
         let main_changed = main != self.main;
         let mut old: HashMap<String, Service> = self

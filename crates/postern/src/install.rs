@@ -423,6 +423,8 @@ pub fn check(config_dir: &Path) -> Result<Vec<Drift>, InstallError> {
 /// nothing. Stops at the first change it cannot make.
 pub fn install(config_dir: &Path, report: &mut dyn FnMut(&str)) -> Result<(), InstallError> {
     // Accounts first: the directories' owners must exist before chown.
+    // Concurrent installs would make useradd fail on /etc/passwd's lock.
+    let _lock = account_lock();
     for d in survey_accounts()? {
         apply_account(&d)?;
         report(&d.fixed_message());
@@ -698,6 +700,34 @@ fn tool_command(name: &str) -> Result<Command, InstallError> {
 }
 
 /// Runs a tool, returns its stdout; a non-zero exit is an error with stderr.
+/// Serializes account changes between concurrent `postern install` runs
+/// (groupadd/useradd refuse to run while another one holds their lock).
+/// Best effort: without a lock file the tools' own locking still protects
+/// the account files; only a concurrent run might then fail.
+fn account_lock() -> Option<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for dir in ["/run/lock", "/run", "/var/lock"] {
+        if !Path::new(dir).is_dir() {
+            continue;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc_o_nofollow())
+            .open(Path::new(dir).join("postern-install.lock"))
+            .ok()?;
+        return nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok();
+    }
+    None
+}
+
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
 fn run_tool(name: &str, args: &[&str]) -> Result<String, InstallError> {
     let out = tool_command(name)?
         .args(args)
