@@ -129,6 +129,12 @@ fn every_service_runs_as_master_cf_says_and_reload_changes_it() {
     // The session opened before the reload keeps its old smtpd and works.
     queued_id(&open.send("s@remote.example", &["bob@example.test"], b"Subject: old smtpd\r\n\r\nstill\r\n"));
     assert_eq!(open.cmd("QUIT").code, 221);
+    // Old-generation smtpd processes finish their client and exit (an idle
+    // one may still take a connection that races with its SIGHUP).
+    assert!(
+        wait_until(Duration::from_secs(10), || smtpd.iter().all(|p| status(*p).is_none())),
+        "old smtpd processes did not exit after the reload"
+    );
     // A new session gets a new smtpd, running as nobody.
     queued_id(&Smtp::send_one(addr, "s@remote.example", &["bob@example.test"], b"Subject: new smtpd\r\n\r\nnew\r\n"));
     inst.wait_mail("bob", 2, T);
