@@ -148,7 +148,9 @@ fn kill_9_of_master_and_all_children_loses_nothing() {
     assert_all_delivered(&inst, &accepted);
     assert!(
         wait_until(T, || inst.queue_empty()),
-        "queue not empty: {:?}",
+        "queue not empty: incoming {:?} active {:?} deferred {:?}",
+        inst.queue_files("incoming"),
+        inst.queue_files("active"),
         inst.queue_files("deferred")
     );
     inst.stop();

@@ -274,11 +274,13 @@ impl Instance {
         }
     }
 
-    /// True when incoming/, active/ and deferred/ are empty.
+    /// True when incoming/, active/ and deferred/ hold no message. Dot
+    /// files are not messages: a cleanup killed mid-write leaves its
+    /// temporary file (removed after a day), qmgr keeps retry markers.
     pub fn queue_empty(&self) -> bool {
         ["incoming", "active", "deferred"]
             .iter()
-            .all(|q| self.queue_files(q).is_empty())
+            .all(|q| self.queue_files(q).iter().all(|f| f.starts_with('.')))
     }
 
     /// Connects an SMTP client to the first smtpd.
