@@ -6,47 +6,17 @@
 //! which these tests create when missing (tests/privsep.rs checks the drop).
 
 mod common;
+use common::{examples_dir, free_port, wait_for, MASTER, WAIT};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MASTER: &str = env!("CARGO_BIN_EXE_master");
-const WAIT: Duration = Duration::from_secs(15);
 
-fn examples_dir() -> PathBuf {
-    // target/<profile>/deps/master-HASH → target/<profile>/examples
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    assert!(
-        dir.join("echo-service").exists() && dir.join("wakeup-counter").exists(),
-        "examples not built in {}: run `cargo test -p postern-master` (or cargo build --examples)",
-        dir.display()
-    );
-    dir
-}
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
-/// Polls `f` every 50 ms until it returns Some, or panics after WAIT.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -5,40 +5,19 @@
 //! `cargo test -p postern-master`, which builds examples). Every wait is
 //! bounded.
 
+mod common;
+use common::{examples_dir, free_port, MASTER, WAIT};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MASTER: &str = env!("CARGO_BIN_EXE_master");
-const WAIT: Duration = Duration::from_secs(15);
 
-fn examples_dir() -> PathBuf {
-    // target/<profile>/deps/notify-HASH → target/<profile>/examples
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("examples");
-    assert!(
-        dir.join("echo-service").exists(),
-        "examples not built in {}: run `cargo test -p postern-master` (or cargo build --examples)",
-        dir.display()
-    );
-    dir
-}
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("local_addr")
-        .port()
-}
 
 /// kill(2) through the kill command, keeping the tests free of unsafe.
 fn send_signal(pid: u32, sig: &str) {

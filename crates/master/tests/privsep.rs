@@ -13,9 +13,10 @@
 //! not delete them.
 
 mod common;
+use common::{examples_dir, free_port, wait_for, MASTER, WAIT};
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,38 +25,9 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::User;
 
-const MASTER: &str = env!("CARGO_BIN_EXE_master");
-const WAIT: Duration = Duration::from_secs(15);
 
-fn examples_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    assert!(
-        dir.join("echo-service").exists() && dir.join("wakeup-counter").exists(),
-        "examples not built in {}: run `cargo test -p postern-master`",
-        dir.display()
-    );
-    dir
-}
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn skip_unless_root(test: &str) -> bool {
     if common::is_root() {

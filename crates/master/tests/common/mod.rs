@@ -8,7 +8,9 @@
 #![allow(dead_code)]
 
 use std::process::Command;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Group;
 
@@ -53,4 +55,43 @@ pub fn gid_of(name: &str) -> u32 {
         .unwrap_or_else(|| panic!("group {name} missing"))
         .gid
         .as_raw()
+}
+
+/// master's binary, as cargo built it for these tests.
+pub const MASTER: &str = env!("CARGO_BIN_EXE_master");
+/// How long a test waits for anything.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Where cargo put the example services (echo-service, wakeup-counter).
+pub fn examples_dir() -> PathBuf {
+    // target/<profile>/deps/master-HASH → target/<profile>/examples
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    assert!(
+        dir.join("echo-service").exists() && dir.join("wakeup-counter").exists(),
+        "examples not built in {}: run `cargo test -p postern-master` (or cargo build --examples)",
+        dir.display()
+    );
+    dir
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics after WAIT.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
