@@ -270,6 +270,28 @@ pub fn send_trigger(path: &Path, trigger: crate::Trigger) -> io::Result<()> {
     s.write_all(&[trigger.byte()])
 }
 
+/// Reads the trigger bytes a client of a trigger socket writes, until it
+/// closes — bounded to 5 seconds and 64 triggers, so a client that never
+/// closes costs nothing. Unknown bytes are ignored.
+pub async fn read_triggers(mut s: tokio::net::UnixStream) -> Vec<crate::Trigger> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend(buf[..n].iter().filter_map(|&b| crate::Trigger::from_byte(b))),
+            }
+            if out.len() > 64 {
+                break;
+            }
+        }
+    });
+    let _ = read.await;
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ pub mod channel;
 pub mod codec;
 pub mod messages;
 
-pub use channel::{BlockingChannel, Channel, IpcError, send_trigger};
+pub use channel::{BlockingChannel, Channel, IpcError, read_triggers, send_trigger};
 pub use codec::{CHUNK_SIZE, DecodeError, MAX_FRAME, Message, VERSION};
 pub use messages::{
     CleanupReply, CleanupRequest, DeliveryOutcome, DeliveryRecipient, DeliveryReply,

@@ -43,7 +43,6 @@ use std::time::{Duration, SystemTime};
 use postern_config::MainCf;
 use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest, cleanup_flags};
 use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId, TEMP_PREFIX, sync_dir};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -398,21 +397,6 @@ pub async fn scan(settings: &Settings) -> Vec<(QueueId, Outcome)> {
     out
 }
 
-/// Reads a trigger connection until the client closes (bounded in time and
-/// size); any byte means "look at maildrop/".
-async fn read_trigger(mut s: tokio::net::UnixStream) {
-    let mut buf = [0u8; 64];
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut total = 0;
-        while let Ok(n) = s.read(&mut buf).await {
-            total += n;
-            if n == 0 || total > 64 {
-                break;
-            }
-        }
-    })
-    .await;
-}
 
 /// The service loop: scan at start, then on every trigger (postdrop's or
 /// master's wakeup); exits on SIGTERM at once (an interrupted message stays
@@ -435,7 +419,8 @@ pub async fn run(
                 if let Ok((stream, _)) = accepted {
                     let tx = tx.clone();
                     tokio::task::spawn_local(async move {
-                        read_trigger(stream).await;
+                        // Any trigger means "look at maildrop/".
+                        postern_ipc::read_triggers(stream).await;
                         let _ = tx.send(());
                     });
                 }

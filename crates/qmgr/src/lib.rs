@@ -38,7 +38,6 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use transport::{Route, Router};
@@ -748,24 +747,6 @@ async fn deliver(
     Ok(results)
 }
 
-/// Reads the trigger bytes a client wrote, until it closes (bounded).
-async fn read_triggers(mut s: tokio::net::UnixStream) -> Vec<Trigger> {
-    let mut buf = [0u8; 64];
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend(buf[..n].iter().filter_map(|&b| Trigger::from_byte(b))),
-            }
-            if out.len() > 64 {
-                break;
-            }
-        }
-    });
-    let _ = read.await;
-    out
-}
 
 /// The scheduler loop.
 pub async fn run(
@@ -797,7 +778,7 @@ pub async fn run(
                 if let Ok((stream, _)) = accepted {
                     let tx = trig_tx.clone();
                     tokio::task::spawn_local(async move {
-                        for t in read_triggers(stream).await {
+                        for t in postern_ipc::read_triggers(stream).await {
                             let _ = tx.send(t);
                         }
                     });
