@@ -121,9 +121,16 @@ cat > "$P/master.cf" <<EOF
 cleanup unix - - n - 0 cleanup
 qmgr unix - - n 300 1 qmgr
 local unix - n n - - local
+auth unix - - n - - auth
 EOF
 echo "postmaster: bench" > "$P/aliases"
 echo "bench:{PLAIN}x::::::" > "$P/users"
+# Privilege separation as installed (Postfix runs separated too): the
+# service users must reach the instance, and users_file users without a
+# uid are delivered as default_privs (nobody).
+chmod 755 "$WORK" "$P"
+chown nobody "$P/mail"
+"$BIN/postern" -c "$P" install >/dev/null
 "$BIN/master" -c "$P" -f &
 POSTERN_PID=$!
 for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$PPORT") 2>/dev/null && break; sleep 0.1; done

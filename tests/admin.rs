@@ -175,7 +175,10 @@ fn demo_creates_a_working_instance_and_reuses_it() {
         "{out}"
     );
     assert!(out.contains("created"), "{out}");
-    assert!(out.contains("privilege separation is off"), "the demo says it runs as one user: {out}");
+    assert!(
+        out.contains("privilege separation is off"),
+        "the demo says it runs as one user: {out}"
+    );
     let users = std::fs::read_to_string(dir.join("users")).unwrap();
     assert!(users.contains("demo:{ARGON2ID}$argon2id$"), "{users}");
     // Run again: reused, same password.

@@ -311,7 +311,11 @@ fn an_unprivileged_user_submits_through_setgid_postdrop_while_master_is_down() {
     inst.install();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let postdrop = std::fs::metadata(bin_dir().join("postdrop")).unwrap();
-    assert_eq!(postdrop.mode() & 0o7777, 0o2755, "postdrop is setgid after install");
+    assert_eq!(
+        postdrop.mode() & 0o7777,
+        0o2755,
+        "postdrop is setgid after install"
+    );
     let t = tempfile::tempdir().unwrap();
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink(bin_dir().join("postern"), t.path().join("sendmail")).unwrap();
@@ -325,21 +329,35 @@ fn an_unprivileged_user_submits_through_setgid_postdrop_while_master_is_down() {
         .stderr(Stdio::piped())
         .spawn()
         .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b"To: bob@example.test\nSubject: from nobody\n\nhi\n")?;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"To: bob@example.test\nSubject: from nobody\n\nhi\n")?;
             c.wait_with_output()
         })
         .expect("runuser");
-    assert!(out.status.success(), "sendmail as nobody: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sendmail as nobody: {}",
+        text(&out.stderr)
+    );
     // The maildrop file is the user's, readable by pickup's group only.
     let files = inst.queue_files("maildrop");
     assert_eq!(files.len(), 1, "{files:?}");
     let meta = std::fs::metadata(inst.dir.join("queue/maildrop").join(&files[0])).unwrap();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let postdrop_gid = nix::unistd::Group::from_name("postdrop").unwrap().unwrap().gid;
+    let postdrop_gid = nix::unistd::Group::from_name("postdrop")
+        .unwrap()
+        .unwrap()
+        .gid;
     assert_eq!(meta.uid(), nobody.uid.as_raw());
     assert_eq!(meta.gid(), postdrop_gid.as_raw());
     // Another user cannot list the maildrop (1730).
-    let ls = Command::new("runuser").args(["-u", "daemon", "--", "ls"]).arg(inst.dir.join("queue/maildrop")).output().unwrap();
+    let ls = Command::new("runuser")
+        .args(["-u", "daemon", "--", "ls"])
+        .arg(inst.dir.join("queue/maildrop"))
+        .output()
+        .unwrap();
     assert!(!ls.status.success(), "daemon could list maildrop/");
     // Start the mail system: pickup (as postern-pickup) feeds it in.
     let mut inst = inst;

@@ -60,6 +60,8 @@ pub struct Options {
     pub mynetworks: String,
     /// Extra main.cf lines.
     pub main_extra: String,
+    /// Extra master.cf lines, appended after the standard services.
+    pub master_extra: String,
 }
 
 impl Default for Options {
@@ -67,6 +69,7 @@ impl Default for Options {
         Options {
             mynetworks: "192.0.2.0/24".into(),
             main_extra: String::new(),
+            master_extra: String::new(),
         }
     }
 }
@@ -122,7 +125,11 @@ impl Instance {
             extra = opts.main_extra
         );
         std::fs::write(dir.join("main.cf"), main_cf).unwrap();
-        std::fs::write(dir.join("master.cf"), Self::master_cf_text(&[smtp_port])).unwrap();
+        std::fs::write(
+            dir.join("master.cf"),
+            Self::master_cf_text(&[smtp_port]) + &opts.master_extra,
+        )
+        .unwrap();
         std::fs::write(
             dir.join("aliases"),
             "postmaster: alice\nteam: alice, bob\nall: team, carol\nloop1: loop2\nloop2: loop1\n",
@@ -142,7 +149,9 @@ impl Instance {
             // local delivers to users_file users as default_privs (nobody).
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+            let nobody = nix::unistd::User::from_name("nobody")
+                .unwrap()
+                .expect("user nobody");
             nix::unistd::chown(&dir.join("mail"), Some(nobody.uid), Some(nobody.gid)).unwrap();
         }
         Instance {
@@ -159,7 +168,7 @@ impl Instance {
         for p in ports {
             s.push_str(&format!("127.0.0.1:{p} inet n - n - - smtpd\n"));
         }
-        s.push_str("cleanup unix - - n - 0 cleanup\nqmgr unix - - n 300 1 qmgr\nlocal unix - n n - - local\n# local submission: feeds maildrop/ to cleanup, woken every 60 s\npickup unix n - n 60 1 pickup\n");
+        s.push_str("cleanup unix - - n - 0 cleanup\nqmgr unix - - n 300 1 qmgr\nlocal unix - n n - - local\n# local submission: feeds maildrop/ to cleanup, woken every 60 s\npickup unix n - n 60 1 pickup\n# passwords and user lookups\nauth unix - - n - - auth\n");
         s
     }
 

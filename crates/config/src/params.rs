@@ -65,6 +65,7 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("allow_mail_to_files", &["alias", "forward", "include"]),
     ("inet_protocols", &["all", "ipv4", "ipv6"]),
     ("smtpd_forbid_bare_newline", &["normalize", "reject", "no"]),
+    ("smtpd_tls_security_level", &["", "none", "may", "encrypt"]),
 ];
 
 /// Parameters that main.cf does NOT `$`-expand, because the program that
@@ -129,6 +130,9 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("alias_maps", "hash:/etc/aliases", List, "Lookup tables that local searches for aliases of a local recipient."),
     p!("allow_mail_to_commands", "alias, forward", List, "Where local allows `|command` delivery: alias, forward, include."),
     p!("allow_mail_to_files", "alias, forward", List, "Where local allows `/file` delivery: alias, forward, include."),
+    p!("auth_failure_delay", "2s", Time, "How long the auth service waits before answering a failed login."),
+    p!("auth_failure_limit", "10", Int, "Failed logins from one client address within auth_failure_window before auth refuses it for a while; 0 = no limit."),
+    p!("auth_failure_window", "10m", Time, "The period over which the auth service counts a client address's failed logins."),
     p!("bounce_queue_lifetime", "5d", Time, "How long a bounce message stays queued before it is given up."),
     p!("command_directory", "/usr/sbin", Str, "Where the administrative command (postern) is installed."),
     p!("command_time_limit", "1000s", Time, "Time limit for a delivery by local to a `|command`."),
@@ -186,6 +190,11 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("smtpd_recipient_limit", "1000", Int, "Most recipients smtpd accepts for one message."),
     p!("smtpd_soft_error_limit", "10", Int, "Errors after which smtpd delays each reply by smtpd_error_sleep_time."),
     p!("smtpd_timeout", "300s", Time, "How long smtpd waits for a client command or data before it disconnects."),
+    p!("smtpd_tls_cert_file", "", Str, "PEM file with smtpd's server certificate (and its chain); empty means no certificate."),
+    p!("smtpd_tls_chain_files", "", List, "PEM files each holding a private key followed by its certificate chain; overrides smtpd_tls_cert_file/smtpd_tls_key_file."),
+    p!("smtpd_tls_key_file", "$smtpd_tls_cert_file", Str, "PEM file with the private key for smtpd_tls_cert_file (read as root before the privilege drop)."),
+    p!("smtpd_tls_security_level", "", Str, "SMTP server TLS: none, may (offer STARTTLS) or encrypt (require it); empty means may when a certificate is configured, else none."),
+    p!("smtpd_tls_wrappermode", "no", Bool, "Whether smtpd does the TLS handshake at connect, before the greeting (implicit TLS, port 465)."),
     p!("smtputf8_enable", "yes", Bool, "Whether smtpd announces and accepts SMTPUTF8 (RFC 6531)."),
     p!("strict_rfc821_envelopes", "no", Bool, "Whether smtpd requires <> around MAIL FROM/RCPT TO addresses and nothing else."),
     p!("syslog_name", "postern", Str, "Prefix of the program name in log lines (postern/smtpd)."),

@@ -87,7 +87,8 @@ fn shipped_master_cf_is_clean() {
             "cleanup/unix",
             "qmgr/unix",
             "local/unix",
-            "pickup/unix"
+            "pickup/unix",
+            "auth/unix"
         ]
     );
     let smtp = &m.services[0];

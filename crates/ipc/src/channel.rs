@@ -281,7 +281,11 @@ pub async fn read_triggers(mut s: tokio::net::UnixStream) -> Vec<crate::Trigger>
         loop {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => out.extend(buf[..n].iter().filter_map(|&b| crate::Trigger::from_byte(b))),
+                Ok(n) => out.extend(
+                    buf[..n]
+                        .iter()
+                        .filter_map(|&b| crate::Trigger::from_byte(b)),
+                ),
             }
             if out.len() > 64 {
                 break;

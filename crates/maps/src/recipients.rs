@@ -218,6 +218,21 @@ impl LocalRecipients {
     /// alias_maps are read as aliases) and users_file. A map that cannot be
     /// opened is an error here, as in Postfix (the daemon should not start).
     pub fn from_config(main: &postern_config::MainCf) -> Result<LocalRecipients, MapError> {
+        LocalRecipients::build(main, true)
+    }
+
+    /// Like [`LocalRecipients::from_config`], but leaves users_file out: for
+    /// a process that cannot read it (smtpd once `postern install` has made
+    /// it postern-auth's, docs/auth.md) and asks the auth service about
+    /// users_file users instead.
+    pub fn without_users_file(main: &postern_config::MainCf) -> Result<LocalRecipients, MapError> {
+        LocalRecipients::build(main, false)
+    }
+
+    fn build(
+        main: &postern_config::MainCf,
+        with_users_file: bool,
+    ) -> Result<LocalRecipients, MapError> {
         let base = config_dir(main);
         let specs = split_map_list(&main.str("local_recipient_maps"));
         let alias_files: HashSet<PathBuf> = split_map_list(&main.str("alias_maps"))
@@ -230,7 +245,7 @@ impl LocalRecipients {
             sources.push(Source::open(spec, &base, as_alias)?);
         }
         let users_file = main.str("users_file");
-        if !users_file.is_empty() {
+        if with_users_file && !users_file.is_empty() {
             sources.push(Source::users(Path::new(&users_file))?);
         }
         Ok(LocalRecipients {
@@ -432,6 +447,28 @@ mod tests {
         assert_eq!(e.line, 2);
         std::fs::remove_file(d.path().join("aliases")).unwrap();
         assert!(r.exists("sales").is_err());
+    }
+
+    #[test]
+    fn without_users_file_leaves_it_out() {
+        let d = tempfile::tempdir().unwrap();
+        let users = d.path().join("users");
+        std::fs::write(&users, "vera:{PLAIN}x\n").unwrap();
+        let m = config(
+            d.path(),
+            &[
+                ("alias_maps", ""),
+                ("local_recipient_maps", "inline:{ extra=1 }"),
+                ("users_file", &users.display().to_string()),
+            ],
+        );
+        let mut r = LocalRecipients::without_users_file(&m).unwrap();
+        assert!(r.exists("extra").unwrap());
+        assert!(!r.exists("vera").unwrap());
+        // It never opens the file: a missing one is no error.
+        std::fs::remove_file(&users).unwrap();
+        assert!(LocalRecipients::without_users_file(&m).is_ok());
+        assert!(LocalRecipients::from_config(&m).is_err());
     }
 
     #[test]

@@ -201,7 +201,14 @@ fn run_as_of(entry: &ServiceEntry, main: &MainCf) -> RunAs {
 }
 
 /// Files of /etc a chrooted service may need (copied into QUEUE_DIR/etc).
-const CHROOT_ETC_FILES: [&str; 6] = ["resolv.conf", "hosts", "services", "localtime", "nsswitch.conf", "host.conf"];
+const CHROOT_ETC_FILES: [&str; 6] = [
+    "resolv.conf",
+    "hosts",
+    "services",
+    "localtime",
+    "nsswitch.conf",
+    "host.conf",
+];
 
 /// The name master's children run as when privilege separation is off.
 fn own_user_name() -> String {
@@ -251,7 +258,8 @@ impl Master {
     ) -> Master {
         // On when master is root, unless main.cf turns it off (the
         // quickstart does, so it never needs `postern install`).
-        let privsep = nix::unistd::geteuid().is_root() && main.bool("privilege_separation").unwrap_or(true);
+        let privsep =
+            nix::unistd::geteuid().is_root() && main.bool("privilege_separation").unwrap_or(true);
         Master {
             config_dir,
             main,
@@ -346,8 +354,15 @@ impl Master {
     /// Binds every service of master.cf; the first failure stops start-up.
     pub(crate) fn start_services(&mut self, mcf: &MasterCf) -> Result<(), String> {
         if !self.privsep {
-            let why = if nix::unistd::geteuid().is_root() { "privilege_separation = no" } else { "not running as root" };
-            warn!("{why}: privilege separation is off; every service runs as {}", own_user_name());
+            let why = if nix::unistd::geteuid().is_root() {
+                "privilege_separation = no"
+            } else {
+                "not running as root"
+            };
+            warn!(
+                "{why}: privilege separation is off; every service runs as {}",
+                own_user_name()
+            );
         }
         self.prepare_chroot(mcf, &self.main.clone());
         for entry in &mcf.services {
@@ -376,7 +391,9 @@ impl Master {
         for name in CHROOT_ETC_FILES {
             let src = std::path::Path::new("/etc").join(name);
             // Follow links (/etc/localtime usually is one): copy the content.
-            let Ok(data) = std::fs::read(&src) else { continue };
+            let Ok(data) = std::fs::read(&src) else {
+                continue;
+            };
             let dst = etc.join(name);
             let tmp = etc.join(format!(".{name}.new"));
             let done = std::fs::write(&tmp, &data)

@@ -6,17 +6,13 @@
 //! which these tests create when missing (tests/privsep.rs checks the drop).
 
 mod common;
-use common::{examples_dir, free_port, wait_for, MASTER, WAIT};
+use common::{MASTER, WAIT, examples_dir, free_port, wait_for};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-
-
-
 
 struct Setup {
     dir: tempfile::TempDir,

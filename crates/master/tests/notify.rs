@@ -6,7 +6,7 @@
 //! bounded.
 
 mod common;
-use common::{examples_dir, free_port, MASTER, WAIT};
+use common::{MASTER, WAIT, examples_dir, free_port};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -15,9 +15,6 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-
-
 
 /// kill(2) through the kill command, keeping the tests free of unsafe.
 fn send_signal(pid: u32, sig: &str) {

@@ -13,7 +13,7 @@
 //! not delete them.
 
 mod common;
-use common::{examples_dir, free_port, wait_for, MASTER, WAIT};
+use common::{MASTER, WAIT, examples_dir, free_port, wait_for};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -24,10 +24,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::unistd::User;
-
-
-
-
 
 fn skip_unless_root(test: &str) -> bool {
     if common::is_root() {

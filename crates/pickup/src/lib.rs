@@ -397,7 +397,6 @@ pub async fn scan(settings: &Settings) -> Vec<(QueueId, Outcome)> {
     out
 }
 
-
 /// The service loop: scan at start, then on every trigger (postdrop's or
 /// master's wakeup); exits on SIGTERM at once (an interrupted message stays
 /// in maildrop/) and on SIGHUP after the current scan.

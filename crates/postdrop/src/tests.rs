@@ -77,17 +77,25 @@ fn admin_owned_directories_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("main.cf"), "").unwrap();
-    let set = |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
     set(dir.path(), 0o755);
     set(&dir.path().join("main.cf"), 0o644);
     let root = nix::unistd::geteuid().is_root();
     // Owned by whoever runs the test: admin-owned only when that is root.
     assert_eq!(admin_owned(dir.path()), root);
     set(&dir.path().join("main.cf"), 0o666);
-    assert!(!admin_owned(dir.path()), "a world-writable main.cf is the caller's");
+    assert!(
+        !admin_owned(dir.path()),
+        "a world-writable main.cf is the caller's"
+    );
     set(&dir.path().join("main.cf"), 0o644);
     set(dir.path(), 0o777);
-    assert!(!admin_owned(dir.path()), "a world-writable directory is the caller's");
+    assert!(
+        !admin_owned(dir.path()),
+        "a world-writable directory is the caller's"
+    );
     assert!(!admin_owned(std::path::Path::new("/nonexistent/postern")));
 }
 

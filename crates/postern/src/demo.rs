@@ -5,13 +5,15 @@
 //! example.test with one mailbox user, `demo`. It needs no root and no
 //! install step; running it again on the same DIR reuses what is there.
 
-use argon2::password_hash::{PasswordHasher, SaltString};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The demo's SMTP port (1000 + 25).
 pub const SMTP_PORT: u16 = 1025;
+
+/// The demo's implicit-TLS SMTP port (1000 + 465).
+pub const SMTPS_PORT: u16 = 1465;
 
 fn write_new(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("postern: cannot write {}: {e}", path.display()))
@@ -34,14 +36,9 @@ fn new_password() -> Result<String, String> {
         .collect())
 }
 
-/// An argon2id hash in the passwd-file form "{ARGON2ID}$argon2id$...".
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::encode_b64(&random_bytes(16)?).map_err(|e| format!("salt: {e}"))?;
-    let hash = argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| format!("password hash: {e}"))?;
-    Ok(format!("{{ARGON2ID}}{hash}"))
-}
+/// An argon2id hash in the passwd-file form "{ARGON2ID}$argon2id$..."
+/// (the auth service's [`postern_auth::hash_password`], which verifies it).
+pub use postern_auth::hash_password;
 
 /// Where the service binaries are: next to this `postern` binary.
 fn daemon_directory() -> Result<PathBuf, String> {
@@ -95,9 +92,23 @@ home_mailbox = Maildir/
 minimal_backoff_time = 30s
 maximal_backoff_time = 300s
 queue_run_delay = 30s
+
+# TLS: a self-signed certificate made by `postern tls selfsigned`. STARTTLS
+# is offered on {smtp} (level may: the default once a certificate is set).
+smtpd_tls_cert_file = {d}/tls/cert.pem
+smtpd_tls_key_file = {d}/tls/key.pem
 ",
+        smtp = SMTP_PORT,
         daemon = daemon_dir.display()
     )
+}
+
+/// Makes the demo's self-signed certificate unless it already has one.
+fn ensure_certificate(dir: &Path) -> Result<(), String> {
+    if dir.join("tls").join("cert.pem").exists() {
+        return Ok(());
+    }
+    crate::tls::selfsigned(dir, "mail.example.test", crate::tls::DEFAULT_DAYS, false).map(|_| ())
 }
 
 /// The demo's master.cf.
@@ -111,6 +122,9 @@ pub fn master_cf(smtp_port: u16) -> String {
 # ==========================================================================
 # SMTP on 1000 + 25, loopback only.
 127.0.0.1:{smtp_port} inet n - n - - smtpd
+# SMTP with implicit TLS (\"smtps\", RFC 8314) on 1000 + 465.
+127.0.0.1:{smtps_port} inet n - n - - smtpd
+  -o smtpd_tls_wrappermode=yes
 # Writes queue files; smtpd and local talk to it.
 cleanup   unix  -       -       n       -       0       cleanup
 # The queue manager, woken every 300 s and whenever mail arrives.
@@ -119,7 +133,10 @@ qmgr      unix  -       -       n       300     1       qmgr
 local     unix  -       n       n       -       -       local
 # Local submission (sendmail, postdrop): feeds maildrop/ to cleanup.
 pickup    unix  n       -       n       60      1       pickup
-"
+# Checks passwords and answers user lookups (private/auth).
+auth      unix  -       -       n       -       -       auth
+",
+        smtps_port = SMTPS_PORT
     )
 }
 
@@ -160,17 +177,23 @@ pub fn run(dir: &Path) -> Result<(), String> {
         fs::create_dir_all(dir.join(sub))
             .map_err(|e| format!("postern: cannot create {sub}: {e}"))?;
     }
+    if fresh {
+        ensure_certificate(&dir)?;
+    }
     crate::check(&dir, true).map_err(|f| f.message)?;
     let password = fs::read_to_string(dir.join("demo-password")).unwrap_or_default();
     let d = dir.display();
     println!(
         "\
 Postern demo instance in {d} ({state})
-  SMTP        127.0.0.1:{SMTP_PORT}
+  SMTP        127.0.0.1:{SMTP_PORT}   (STARTTLS offered)
+  SMTPS       127.0.0.1:{SMTPS_PORT}   (implicit TLS)
+  certificate {d}/tls/cert.pem (self-signed, mail.example.test)
   domain      example.test
   user        demo@example.test   password: {pw}
 Send a test message (from another terminal):
   python3 -c \"import smtplib; smtplib.SMTP('127.0.0.1', {SMTP_PORT}).sendmail('you@example.test', ['demo@example.test'], 'Subject: hello\\n\\nIt works.\\n')\"
+  openssl s_client -starttls smtp -connect 127.0.0.1:{SMTP_PORT} -CAfile {d}/tls/cert.pem -verify_hostname mail.example.test
 It lands in {d}/mail/demo/Maildir/new/
 Log lines follow; stop with Ctrl-C.
 ",
@@ -238,6 +261,19 @@ mod tests {
             smtp.inet_addresses(&main).unwrap(),
             vec!["127.0.0.1:1025".parse().unwrap()]
         );
+        let smtps: Vec<_> = master
+            .services
+            .iter()
+            .filter(|s| s.command == "smtpd")
+            .skip(1)
+            .collect();
+        assert_eq!(smtps.len(), 1);
+        assert_eq!(
+            smtps[0].inet_addresses(&main).unwrap(),
+            vec!["127.0.0.1:1465".parse().unwrap()]
+        );
+        assert!(main.str("smtpd_tls_cert_file").ends_with("/tls/cert.pem"));
+        assert!(main.str("smtpd_tls_key_file").ends_with("/tls/key.pem"));
     }
 
     #[test]

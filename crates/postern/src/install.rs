@@ -500,6 +500,20 @@ pub fn targets(main: &MainCf) -> Result<Vec<Target>, InstallError> {
             mode: POSTDROP_MODE,
         });
     }
+    // The users file holds password hashes: only the auth service reads it
+    // (docs/auth.md); local and `postern` read it as root.
+    let users_file = main.str("users_file");
+    if !users_file.is_empty() && fs::symlink_metadata(&users_file).is_ok() {
+        out.push(Target {
+            what: users_file.clone(),
+            path: PathBuf::from(users_file),
+            kind: TargetKind::File,
+            follow_link: false,
+            user: "postern-auth",
+            group: "root",
+            mode: 0o600,
+        });
+    }
     Ok(out)
 }
 

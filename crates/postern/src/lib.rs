@@ -9,8 +9,10 @@
 //! `install`, which must run as root (see the `install` module).
 
 pub mod demo;
-pub mod sendmail;
 pub mod install;
+pub mod passwd;
+pub mod sendmail;
+pub mod tls;
 
 use postern_config::{MainCf, MasterCf};
 use std::path::{Path, PathBuf};
@@ -31,6 +33,11 @@ commands:
   install [--check]  create users, groups, config and queue directories with the
                      owners and modes of docs/security.md (root); --check only
                      reports differences (exit 1 if any)
+  tls selfsigned [--hostname NAME] [--days N] [--force]
+                     write CONFIG_DIR/tls/cert.pem and key.pem, a self-signed
+                     certificate for NAME (default: myhostname) for smtpd
+  passwd USER        set USER's password in users_file (argon2id; from stdin
+                     if it is not a terminal, else prompted for twice)
   demo [DIR]         create (or reuse) a complete instance in DIR (default
                      ./postern-demo) on 127.0.0.1 high ports and run it in the
                      foreground
@@ -130,6 +137,8 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         }
         "config" => config(&config_dir, rest),
         "install" => install::command(&config_dir, rest),
+        "passwd" => passwd::command(&config_dir, rest).map_err(fail),
+        "tls" => tls::command(&config_dir, rest),
         "demo" => {
             if rest.len() > 1 {
                 return Err(usage("postern: demo takes at most one directory"));

@@ -200,11 +200,10 @@ impl Qmgr {
         if let Ok(rd) = std::fs::read_dir(&deferred) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_prefix(".next-") {
-                    if !deferred.join(id).exists() {
+                if let Some(id) = name.strip_prefix(".next-")
+                    && !deferred.join(id).exists() {
                         let _ = std::fs::remove_file(e.path());
                     }
-                }
             }
         }
         match self.dirs.remove_stale_temp(Duration::from_secs(86400)) {
@@ -746,7 +745,6 @@ async fn deliver(
     }
     Ok(results)
 }
-
 
 /// The scheduler loop.
 pub async fn run(

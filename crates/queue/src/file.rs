@@ -203,7 +203,10 @@ impl Read for ContentReader<'_> {
 /// owns deferred/) schedules retries. The marker is a hint, not state that
 /// must survive a crash: a missing or stale one only makes a retry early.
 pub fn next_attempt_marker(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".next-{name}"))
 }
 
@@ -214,8 +217,14 @@ fn set_mtime(path: &Path, when: SystemTime) -> io::Result<()> {
     let since = when.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = libc::time_t::try_from(since.as_secs()).unwrap_or(libc::time_t::MAX);
     let mtime = TimeSpec::new(secs, libc::c_long::from(since.subsec_nanos() as i32));
-    utimensat(AT_FDCWD, path, &TimeSpec::UTIME_NOW, &mtime, UtimensatFlags::NoFollowSymlink)
-        .map_err(io::Error::from)
+    utimensat(
+        AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_NOW,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Records when a deferred message is due again (Postfix keeps it in the
@@ -229,7 +238,11 @@ pub fn set_next_attempt(path: &Path, when: SystemTime) -> io::Result<()> {
         }
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             let marker = next_attempt_marker(path);
-            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&marker)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&marker)?;
             set_mtime(&marker, when)
         }
         Err(e) => Err(e),

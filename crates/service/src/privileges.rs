@@ -131,6 +131,17 @@ pub const PROGRAMS: &[ProgramPrivileges<'static>] = &[
         &[IPC_GROUP, POSTDROP_GROUP],
     ),
     unprivileged("smtp", "postern-smtp", "postern-smtp", &[IPC_GROUP]),
+    // The only reader of users_file (password hashes); outside any chroot
+    // so it can follow users_file wherever the administrator keeps it.
+    ProgramPrivileges {
+        program: "auth",
+        default_user: Some("postern-auth"),
+        primary_group: Some("postern-auth"),
+        extra_groups: &[IPC_GROUP],
+        chroot_allowed: false,
+        no_new_privs: true,
+        keep_root: false,
+    },
     root("local"),
     root("master"),
 ];

@@ -14,17 +14,29 @@
 //! whether a user exists; unknown local users are refused at RCPT with the
 //! same reply whatever the reason.
 //!
-//! STANDARDS: RFC 5321, RFC 1870, RFC 2920, RFC 2034/3463, RFC 6152, RFC 6531.
+//! TLS (RFC 3207): STARTTLS is offered when smtpd_tls_security_level is
+//! may or encrypt; the certificate and key are loaded in init, before the
+//! privilege drop (the key is root-only). Plaintext pipelined after STARTTLS
+//! is discarded, never executed (CVE-2011-0411), and the session state is
+//! reset after the handshake. With smtpd_tls_wrappermode the handshake
+//! happens at connect (port 465). At level encrypt MAIL is refused until TLS
+//! is active. The handshake is bounded by smtpd_timeout.
+//!
+//! STANDARDS: RFC 5321, RFC 1870, RFC 2920, RFC 2034/3463, RFC 6152, RFC 6531,
+//! RFC 3207, RFC 8314.
 //!
 //! PARAMETERS: myhostname, smtpd_banner, mydestination, mynetworks,
 //! relay_domains, local_recipient_maps, message_size_limit,
 //! smtpd_recipient_limit, smtpd_timeout, smtpd_hard_error_limit,
 //! smtpd_soft_error_limit, smtpd_error_sleep_time, smtpd_junk_command_limit,
 //! line_length_limit, disable_vrfy_command, smtpd_helo_required,
-//! smtpd_forbid_bare_newline, smtputf8_enable, strict_rfc821_envelopes.
+//! smtpd_forbid_bare_newline, smtputf8_enable, strict_rfc821_envelopes,
+//! smtpd_tls_security_level, smtpd_tls_wrappermode, smtpd_tls_cert_file,
+//! smtpd_tls_key_file, smtpd_tls_chain_files.
 
 pub mod policy;
 pub mod session;
+pub mod stream;
 
 use postern_config::MainCf;
 use std::path::PathBuf;
@@ -40,6 +52,17 @@ pub enum BareNewline {
     Reject,
     /// Accept silently.
     Allow,
+}
+
+/// smtpd_tls_security_level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsLevel {
+    /// No STARTTLS.
+    None,
+    /// STARTTLS offered, not required.
+    May,
+    /// STARTTLS required before MAIL.
+    Encrypt,
 }
 
 /// smtpd's settings, read once at start.
@@ -83,6 +106,10 @@ pub struct Settings {
     pub myorigin: String,
     /// Service name (for the Received header's protocol is per session).
     pub service_name: String,
+    /// smtpd_tls_security_level (after the default is worked out).
+    pub tls_level: TlsLevel,
+    /// smtpd_tls_wrappermode: handshake at connect.
+    pub tls_wrappermode: bool,
 }
 
 impl Settings {
@@ -103,7 +130,21 @@ impl Settings {
                 ));
             }
         };
+        let have_cert = postern_tls::CertSource::from_config(main, "smtpd").is_some();
+        let tls_level = match main.str("smtpd_tls_security_level").trim() {
+            "" if have_cert => TlsLevel::May,
+            "" | "none" => TlsLevel::None,
+            "may" => TlsLevel::May,
+            "encrypt" => TlsLevel::Encrypt,
+            other => {
+                return Err(format!(
+                    "bad smtpd_tls_security_level value: {other} (want none, may or encrypt)"
+                ));
+            }
+        };
         Ok(Settings {
+            tls_level,
+            tls_wrappermode: main.bool("smtpd_tls_wrappermode").map_err(e)?,
             myhostname: main.str("myhostname"),
             banner: main.str("smtpd_banner"),
             message_size_limit: main.size("message_size_limit").map_err(e)?,
@@ -133,6 +174,42 @@ pub struct Smtpd {
     pub settings: Settings,
     /// Recipient policy (local users, relay rules).
     pub policy: std::cell::RefCell<policy::Policy>,
+    /// The TLS server side, when a certificate is configured and loaded.
+    pub tls: Option<postern_tls::TlsAcceptor>,
+}
+
+/// Loads the certificate for the settings' TLS level. No certificate (or
+/// one that fails to load) at level `may` only disables STARTTLS, as in
+/// Postfix; at level `encrypt` or in wrapper mode it is a start-up error.
+pub fn load_tls(
+    main: &MainCf,
+    settings: &mut Settings,
+) -> Result<Option<postern_tls::TlsAcceptor>, String> {
+    let required = settings.tls_level == TlsLevel::Encrypt || settings.tls_wrappermode;
+    if settings.tls_level == TlsLevel::None && !settings.tls_wrappermode {
+        return Ok(None);
+    }
+    match postern_tls::server_config_from_main(main, "smtpd") {
+        Ok(Some(cfg)) => Ok(Some(postern_tls::TlsAcceptor::from(cfg))),
+        Ok(None) if required => Err(
+            "TLS is required (smtpd_tls_security_level = encrypt or smtpd_tls_wrappermode = yes) \
+             but no smtpd_tls_cert_file or smtpd_tls_chain_files is set"
+                .into(),
+        ),
+        Err(e) if required => Err(e.to_string()),
+        Ok(None) => {
+            tracing::warn!(
+                "smtpd_tls_security_level = may but no certificate is configured: STARTTLS disabled"
+            );
+            settings.tls_level = TlsLevel::None;
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!("TLS library problem: {e}: STARTTLS disabled");
+            settings.tls_level = TlsLevel::None;
+            Ok(None)
+        }
+    }
 }
 
 /// The program: a one-client-at-a-time service on the skeleton.
@@ -140,11 +217,14 @@ pub fn main() -> ! {
     postern_service::single_server(
         "smtpd",
         |ctx| {
-            let settings = Settings::from_config(&ctx.config, &ctx.service_name)?;
+            let mut settings = Settings::from_config(&ctx.config, &ctx.service_name)?;
             let policy = policy::Policy::from_config(&ctx.config)?;
+            // Before the privilege drop: the key file is readable by root only.
+            let tls = load_tls(&ctx.config, &mut settings)?;
             Ok(Smtpd {
                 settings,
                 policy: std::cell::RefCell::new(policy),
+                tls,
             })
         },
         |smtpd: std::rc::Rc<Smtpd>, conn| async move {

@@ -5,11 +5,43 @@
 //! any other domain is relayed only for clients in mynetworks or domains in
 //! relay_domains. Everything else is refused: no open relay, ever by default.
 //! The full restriction language (smtpd_*_restrictions) builds on this later.
+//!
+//! users_file holds password hashes, so `postern install` makes it readable
+//! by the auth service only (docs/auth.md). smtpd therefore decides at its
+//! first lookup, after the privilege drop, how to reach it: if it can open
+//! the file (privilege separation off, as in the demo) it reads it directly
+//! like the other maps; if not (permission denied, or outside a chroot) it
+//! asks the auth service (`private/auth`, [`AuthRequest::Lookup`]).
+//!
+//! SECURITY: a lookup that cannot be answered (auth unreachable, a table
+//! unreadable) is a temporary failure (451 4.3.0), never "unknown user":
+//! mail is not bounced because a helper was down. Only the local part goes
+//! to auth, and only as a lookup key.
+
+use postern_ipc::BlockingChannel;
+use postern_ipc::messages::{AuthReply, AuthRequest};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use postern_config::MainCf;
 use postern_maps::{LocalRecipients, NetworkList};
 use std::net::IpAddr;
 
+/// How long smtpd waits for the auth service (connect, each read and write).
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How smtpd learns about users_file users.
+#[derive(Debug)]
+enum UsersAccess {
+    /// No users_file.
+    None,
+    /// Not decided yet: decided at the first lookup, after the privilege drop.
+    Undecided(PathBuf),
+    /// smtpd reads users_file itself (it is part of `recipients`).
+    Direct(PathBuf),
+    /// smtpd cannot read users_file: it asks the auth service at this socket.
+    ViaAuth(PathBuf),
+}
 /// The verdict for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -31,6 +63,8 @@ pub struct Policy {
     mynetworks: NetworkList,
     relay_domains: Vec<String>,
     recipients: LocalRecipients,
+    users: UsersAccess,
+    auth_socket: PathBuf,
 }
 
 impl Policy {
@@ -43,13 +77,125 @@ impl Policy {
             .into_iter()
             .map(|d| d.to_ascii_lowercase())
             .collect();
-        let recipients = LocalRecipients::from_config(main).map_err(|e| e.to_string())?;
+        let recipients = LocalRecipients::without_users_file(main).map_err(|e| e.to_string())?;
+        let users_file = main.str("users_file");
+        let users = if users_file.is_empty() {
+            UsersAccess::None
+        } else {
+            // Start-up still checks that it exists (we may be root here).
+            std::fs::metadata(&users_file)
+                .map_err(|e| format!("{users_file}:0: cannot stat: {e}"))?;
+            UsersAccess::Undecided(PathBuf::from(users_file))
+        };
         Ok(Policy {
             main: main.clone(),
             mynetworks,
             relay_domains,
             recipients,
+            users,
+            auth_socket: main.path("queue_directory").join("private").join("auth"),
         })
+    }
+
+    /// Can this process open users_file? Ok(false) = no, ask auth instead;
+    /// Err = some other failure (a temporary one).
+    fn can_read(path: &std::path::Path) -> Result<bool, String> {
+        match std::fs::File::open(path) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Settles [`UsersAccess::Undecided`] (first lookup after the drop).
+    fn decide(&mut self) -> Result<(), String> {
+        let UsersAccess::Undecided(path) = &self.users else {
+            return Ok(());
+        };
+        let path = path.clone();
+        if Policy::can_read(&path)? {
+            self.recipients =
+                LocalRecipients::from_config(&self.main).map_err(|e| e.to_string())?;
+            self.users = UsersAccess::Direct(path);
+        } else {
+            tracing::debug!(
+                "cannot read {}: asking the auth service about its users",
+                path.display()
+            );
+            self.users = UsersAccess::ViaAuth(self.auth_socket.clone());
+        }
+        Ok(())
+    }
+
+    /// Asks the auth service whether `local_part` (or, with an extension,
+    /// its base) is a users_file user.
+    fn ask_auth(&self, socket: &std::path::Path, local_part: &str) -> Result<bool, String> {
+        let full = local_part.to_lowercase();
+        let delimiters = self.main.str("recipient_delimiter");
+        let (base, ext) = postern_maps::strip_extension(&full, &delimiters);
+        let mut keys = vec![full.as_str()];
+        if ext.is_some() {
+            keys.push(base);
+        }
+        let unreachable =
+            |e: &dyn std::fmt::Display| format!("auth service {}: {e}", socket.display());
+        let mut chan =
+            BlockingChannel::connect(socket, AUTH_TIMEOUT).map_err(|e| unreachable(&e))?;
+        for key in keys {
+            chan.send(&AuthRequest::Lookup {
+                user: key.to_string(),
+            })
+            .map_err(|e| unreachable(&e))?;
+            match chan.recv::<AuthReply>().map_err(|e| unreachable(&e))? {
+                Some(AuthReply::User { .. }) => return Ok(true),
+                Some(AuthReply::NoSuchUser) => {}
+                Some(AuthReply::TempFail { reason }) => return Err(unreachable(&reason)),
+                Some(other) => return Err(unreachable(&format!("unexpected reply {other:?}"))),
+                None => return Err(unreachable(&"closed the connection")),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Is `local_part` a local recipient? Err = could not tell (temporary).
+    fn recipient_exists(&mut self, local_part: &str) -> Result<bool, String> {
+        self.decide()?;
+        match self.recipients.exists(local_part) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => {
+                // users_file locked down while we run (`postern install`):
+                // switch to the auth service rather than fail until restart.
+                let locked = match &self.users {
+                    UsersAccess::Direct(p) => !Policy::can_read(p).unwrap_or(true),
+                    _ => false,
+                };
+                if !locked {
+                    return Err(e.to_string());
+                }
+                self.recipients =
+                    LocalRecipients::without_users_file(&self.main).map_err(|e| e.to_string())?;
+                self.users = UsersAccess::ViaAuth(self.auth_socket.clone());
+                if self
+                    .recipients
+                    .exists(local_part)
+                    .map_err(|e| e.to_string())?
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        match &self.users {
+            UsersAccess::ViaAuth(socket) => self.ask_auth(socket, local_part),
+            _ => Ok(false),
+        }
     }
 
     /// Is this client in mynetworks?
@@ -81,10 +227,10 @@ impl Policy {
             if local_part.eq_ignore_ascii_case("postmaster") {
                 return Verdict::Local;
             }
-            return match self.recipients.exists(local_part) {
+            return match self.recipient_exists(local_part) {
                 Ok(true) => Verdict::Local,
                 Ok(false) => Verdict::UnknownUser,
-                Err(e) => Verdict::TempFail(e.to_string()),
+                Err(e) => Verdict::TempFail(e),
             };
         }
         if self.is_mynetworks(client) || self.is_relay_domain(domain) {
@@ -92,5 +238,91 @@ impl Policy {
         } else {
             Verdict::RelayDenied
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::path::Path;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("postern-policy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("private")).unwrap();
+        d
+    }
+
+    fn config(dir: &Path) -> MainCf {
+        let mut m = MainCf::parse("", &dir.join("main.cf")).unwrap();
+        m.set("myhostname", "mail.example.org");
+        m.set("mydestination", "example.org");
+        m.set("alias_maps", "");
+        m.set("local_recipient_maps", "inline:{ extra=1 }");
+        m.set("recipient_delimiter", "+");
+        m.set("queue_directory", &dir.display().to_string());
+        m.set("users_file", &dir.join("users").display().to_string());
+        m
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+
+    #[test]
+    fn reads_a_readable_users_file_directly() {
+        let d = scratch("direct");
+        std::fs::write(d.join("users"), "vera:{PLAIN}x\n").unwrap();
+        let mut p = Policy::from_config(&config(&d)).unwrap();
+        assert_eq!(p.check(CLIENT, "Vera+tag", "example.org"), Verdict::Local);
+        assert_eq!(p.check(CLIENT, "extra", "example.org"), Verdict::Local);
+        assert_eq!(p.check(CLIENT, "bob", "example.org"), Verdict::UnknownUser);
+        assert!(matches!(p.users, UsersAccess::Direct(_)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn asks_auth_when_users_file_is_out_of_reach_and_tempfails_without_it() {
+        let d = scratch("auth");
+        std::fs::write(d.join("users"), "vera:{PLAIN}x\n").unwrap();
+        let mut p = Policy::from_config(&config(&d)).unwrap();
+        // Out of reach after start-up (as in a chroot, or locked down):
+        // removing it works for root too, who could read a 0600 file.
+        std::fs::remove_file(d.join("users")).unwrap();
+        // No auth service yet: temporary failure, never "unknown user".
+        assert!(matches!(
+            p.check(CLIENT, "vera", "example.org"),
+            Verdict::TempFail(_)
+        ));
+        assert!(matches!(p.users, UsersAccess::ViaAuth(_)));
+        // Other maps still answer without auth.
+        assert_eq!(p.check(CLIENT, "extra", "example.org"), Verdict::Local);
+        let listener = std::os::unix::net::UnixListener::bind(d.join("private/auth")).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                let (s, _) = listener.accept().unwrap();
+                let mut c = BlockingChannel::new(s);
+                while let Some(AuthRequest::Lookup { user }) = c.recv::<AuthRequest>().unwrap() {
+                    let reply = if user == "vera" {
+                        AuthReply::User {
+                            name: user.clone(),
+                            uid: None,
+                            gid: None,
+                            home: None,
+                        }
+                    } else {
+                        AuthReply::NoSuchUser
+                    };
+                    asked.push(user);
+                    c.send(&reply).unwrap();
+                }
+            }
+            asked
+        });
+        assert_eq!(p.check(CLIENT, "Vera+tag", "example.org"), Verdict::Local);
+        assert_eq!(p.check(CLIENT, "bob", "example.org"), Verdict::UnknownUser);
+        let asked = server.join().unwrap();
+        assert_eq!(asked, vec!["vera+tag", "vera", "bob"]);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -4,9 +4,14 @@
 //! commands waiting in our buffer (RFC 2920), and always before we wait for
 //! input. When a limit is hit we drain to the end of the line or of the data
 //! before replying, so the stream never gets out of step.
+//!
+//! SECURITY: after "220 Ready to start TLS" every byte the client pipelined
+//! behind STARTTLS is discarded (CVE-2011-0411) and, after the handshake,
+//! the session starts afresh (no HELO, no transaction), as RFC 3207 says.
 
 use crate::policy::Verdict;
-use crate::{BareNewline, Smtpd};
+use crate::stream::{HandshakeError, Stream};
+use crate::{BareNewline, Smtpd, TlsLevel};
 use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest};
 use postern_smtp_proto::{
     Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader, ParseOptions,
@@ -43,7 +48,9 @@ struct Transaction {
 
 struct Session<'a> {
     smtpd: &'a Smtpd,
-    stream: TcpStream,
+    stream: Stream,
+    /// The TLS session description once TLS is active.
+    tls_info: Option<String>,
     peer: SocketAddr,
     client: String,
     reader: LineReader,
@@ -65,7 +72,8 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
     info!("connect from {client}");
     let mut s = Session {
         smtpd,
-        stream,
+        stream: Stream::Plain(stream),
+        tls_info: None,
         peer,
         client,
         reader: LineReader::new(smtpd.settings.line_limit),
@@ -78,6 +86,13 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
         counts: BTreeMap::new(),
         last_command: "CONNECT",
     };
+    if smtpd.settings.tls_wrappermode {
+        // Implicit TLS (RFC 8314): the handshake comes before the banner.
+        if s.start_tls().await.is_err() {
+            report(&s);
+            return;
+        }
+    }
     let banner = format!(
         "220 {}\r\n",
         s.smtpd.settings.banner.replace(['\r', '\n'], " ")
@@ -97,6 +112,12 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
                 .await;
         }
     }
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.stream.shutdown()).await;
+    report(&s);
+}
+
+/// Logs the per-session command statistics.
+fn report(s: &Session<'_>) {
     // Postfix's order, so log tools that parse these lines see the same.
     const ORDER: [&str; 14] = [
         "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
@@ -116,12 +137,68 @@ impl Session<'_> {
         &self.smtpd.settings
     }
 
+    /// The protocol name for logs and Received: SMTP/ESMTP, plus S with TLS.
+    fn proto(&self) -> &'static str {
+        match (self.esmtp, self.tls_info.is_some()) {
+            (false, false) => "SMTP",
+            (true, false) => "ESMTP",
+            (false, true) => "SMTPS",
+            (true, true) => "ESMTPS",
+        }
+    }
+
+    /// Whether STARTTLS may be offered now.
+    fn starttls_offered(&self) -> bool {
+        self.tls_info.is_none()
+            && self.smtpd.tls.is_some()
+            && self.settings().tls_level != TlsLevel::None
+    }
+
+    /// Does the server side of the handshake on the current stream. On
+    /// failure logs as Postfix does and the session is over.
+    async fn start_tls(&mut self) -> Result<(), End> {
+        let Some(acceptor) = self.smtpd.tls.clone() else {
+            return Err(End::HungUp);
+        };
+        let t = self.settings().timeout;
+        match self.stream.start_tls(&acceptor, t).await {
+            Ok(info) => {
+                info!(
+                    "Anonymous TLS connection established from {}: {info}",
+                    self.client
+                );
+                self.tls_info = Some(info);
+                Ok(())
+            }
+            Err(HandshakeError::Timeout) => {
+                info!("SSL_accept error from {}: timed out", self.client);
+                info!(
+                    "lost connection after {} from {}",
+                    self.last_command, self.client
+                );
+                Err(End::HungUp)
+            }
+            Err(HandshakeError::Failed(why)) => {
+                warn!("TLS library problem: {why}");
+                info!(
+                    "lost connection after {} from {}",
+                    self.last_command, self.client
+                );
+                Err(End::HungUp)
+            }
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), End> {
         if self.out.is_empty() {
             return Ok(());
         }
         let t = self.settings().timeout;
-        match tokio::time::timeout(t, self.stream.write_all(&self.out)).await {
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(t, write).await {
             Ok(Ok(())) => {
                 self.out.clear();
                 Ok(())
@@ -274,6 +351,9 @@ impl Session<'_> {
                     if !self.settings().vrfy_disabled {
                         lines.push("VRFY".into());
                     }
+                    if self.starttls_offered() {
+                        lines.push("STARTTLS".into());
+                    }
                     lines.push("ENHANCEDSTATUSCODES".into());
                     lines.push("8BITMIME".into());
                     if self.settings().smtputf8 {
@@ -350,9 +430,33 @@ impl Session<'_> {
                     ));
                 }
                 Command::StartTls => {
-                    self.count("unknown");
-                    self.error(reply(502, (5, 5, 1), "Error: command not implemented"))
-                        .await?;
+                    self.count("starttls");
+                    if self.tls_info.is_some() {
+                        self.error(reply(554, (5, 5, 1), "Error: TLS already active"))
+                            .await?;
+                    } else if !self.starttls_offered() {
+                        self.error(reply(502, (5, 5, 1), "Error: command not implemented"))
+                            .await?;
+                    } else {
+                        // CVE-2011-0411: what the client pipelined after
+                        // STARTTLS was sent in the clear and must not be
+                        // executed inside the TLS session.
+                        let injected = self.reader.take_buffered();
+                        if !injected.is_empty() {
+                            info!(
+                                "discarding {} bytes of plaintext pipelined after STARTTLS from {}",
+                                injected.len(),
+                                self.client
+                            );
+                        }
+                        self.send(&reply(220, (2, 0, 0), "Ready to start TLS"));
+                        self.flush().await?;
+                        self.start_tls().await?;
+                        // RFC 3207 4.2: forget everything learned in the clear.
+                        self.helo = None;
+                        self.esmtp = false;
+                        self.tx = None;
+                    }
                 }
                 Command::Auth { .. } => {
                     self.count("unknown");
@@ -409,6 +513,11 @@ impl Session<'_> {
         if self.helo.is_none() && self.settings().helo_required {
             return self
                 .error(reply(503, (5, 5, 1), "Error: send HELO/EHLO first"))
+                .await;
+        }
+        if self.settings().tls_level == TlsLevel::Encrypt && self.tls_info.is_none() {
+            return self
+                .error(reply(530, (5, 7, 0), "Must issue a STARTTLS command first"))
                 .await;
         }
         if self.tx.is_some() {
@@ -477,7 +586,7 @@ impl Session<'_> {
             "{id}: reject: RCPT from {}: {}; from=<{from}> to=<{to}> proto={} helo=<{}>",
             self.client,
             r,
-            if self.esmtp { "ESMTP" } else { "SMTP" },
+            self.proto(),
             self.helo.as_deref().unwrap_or("")
         );
     }
@@ -586,8 +695,8 @@ impl Session<'_> {
             .await
             .map_err(|_| "timeout".to_string())?
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
-        let attributes = vec![
+        let proto = self.proto();
+        let mut attributes = vec![
             ("client_name".to_string(), "unknown".to_string()),
             ("client_address".to_string(), self.peer.ip().to_string()),
             ("client_port".to_string(), self.peer.port().to_string()),
@@ -599,6 +708,9 @@ impl Session<'_> {
             ("origin".to_string(), "smtpd".to_string()),
             ("service".to_string(), self.settings().service_name.clone()),
         ];
+        if let Some(tls) = &self.tls_info {
+            attributes.push(("tls_info".to_string(), tls.clone()));
+        }
         ch.send(&CleanupRequest::Open {
             attributes,
             flags: 0,

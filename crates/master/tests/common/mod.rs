@@ -7,9 +7,9 @@
 
 #![allow(dead_code)]
 
-use std::process::Command;
-use std::path::PathBuf;
 use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Group;

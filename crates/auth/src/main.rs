@@ -1,0 +1,3 @@
+fn main() {
+    postern_auth::main()
+}
