@@ -373,7 +373,7 @@ fn peer_cert(port: u16, cfg: Arc<ClientConfig>) -> Option<CertificateDer<'static
 #[test]
 fn reload_makes_new_connections_use_a_replaced_certificate() {
     let (inst, old) = tls_instance("", "");
-    let cfg = client_config(&[old.clone()], false);
+    let cfg = client_config(std::slice::from_ref(&old), false);
     assert_eq!(peer_cert(inst.smtp_port, cfg), Some(old.clone()));
     // `postern tls selfsigned` writes the same files tls_instance did: it
     // refuses to replace them without --force.
