@@ -22,8 +22,16 @@
 //! happens at connect (port 465). At level encrypt MAIL is refused until TLS
 //! is active. The handshake is bounded by smtpd_timeout.
 //!
+//! AUTH (RFC 4954): with smtpd_sasl_auth_enable, PLAIN and LOGIN are offered
+//! (by default only inside TLS: smtpd_tls_auth_only); postern-sasl runs the
+//! exchange and the auth service (private/auth) checks the password, so
+//! smtpd never sees the password database. A failure is logged with
+//! Postfix's words (`warning: host[addr]: SASL LOGIN authentication failed:
+//! ...`) for fail2ban. Who may relay, and with which sender, is decided by
+//! the smtpd_*_restrictions lists ([`restrictions`]).
+//!
 //! STANDARDS: RFC 5321, RFC 1870, RFC 2920, RFC 2034/3463, RFC 6152, RFC 6531,
-//! RFC 3207, RFC 8314.
+//! RFC 3207, RFC 8314, RFC 4954, RFC 3848.
 //!
 //! PARAMETERS: myhostname, smtpd_banner, mydestination, mynetworks,
 //! relay_domains, local_recipient_maps, message_size_limit,
@@ -32,9 +40,14 @@
 //! line_length_limit, disable_vrfy_command, smtpd_helo_required,
 //! smtpd_forbid_bare_newline, smtputf8_enable, strict_rfc821_envelopes,
 //! smtpd_tls_security_level, smtpd_tls_wrappermode, smtpd_tls_cert_file,
-//! smtpd_tls_key_file, smtpd_tls_chain_files.
+//! smtpd_tls_key_file, smtpd_tls_chain_files, smtpd_sasl_auth_enable,
+//! smtpd_tls_auth_only, smtpd_sasl_authenticated_header,
+//! smtpd_client_restrictions, smtpd_helo_restrictions,
+//! smtpd_sender_restrictions, smtpd_relay_restrictions,
+//! smtpd_recipient_restrictions, smtpd_sender_login_maps.
 
 pub mod policy;
+pub mod restrictions;
 pub mod session;
 pub mod stream;
 
@@ -110,6 +123,14 @@ pub struct Settings {
     pub tls_level: TlsLevel,
     /// smtpd_tls_wrappermode: handshake at connect.
     pub tls_wrappermode: bool,
+    /// smtpd_sasl_auth_enable: offer AUTH.
+    pub sasl_enabled: bool,
+    /// smtpd_tls_auth_only: AUTH only inside TLS.
+    pub tls_auth_only: bool,
+    /// smtpd_sasl_authenticated_header: name the login in Received.
+    pub sasl_header: bool,
+    /// The auth service's socket (private/auth), which checks passwords.
+    pub auth_socket: PathBuf,
 }
 
 impl Settings {
@@ -161,6 +182,10 @@ impl Settings {
             smtputf8: main.bool("smtputf8_enable").map_err(e)?,
             strict_envelopes: main.bool("strict_rfc821_envelopes").map_err(e)?,
             cleanup_socket: main.path("queue_directory").join("private").join("cleanup"),
+            auth_socket: main.path("queue_directory").join("private").join("auth"),
+            sasl_enabled: main.bool("smtpd_sasl_auth_enable").map_err(e)?,
+            tls_auth_only: main.bool("smtpd_tls_auth_only").map_err(e)?,
+            sasl_header: main.bool("smtpd_sasl_authenticated_header").map_err(e)?,
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
             myorigin: main.str("myorigin"),
             service_name: service_name.to_string(),
@@ -172,8 +197,10 @@ impl Settings {
 pub struct Smtpd {
     /// Settings from main.cf.
     pub settings: Settings,
-    /// Recipient policy (local users, relay rules).
+    /// What the restrictions ask about (local users, networks, sender owners).
     pub policy: std::cell::RefCell<policy::Policy>,
+    /// The smtpd_*_restrictions lists.
+    pub restrictions: restrictions::Restrictions,
     /// The TLS server side, when a certificate is configured and loaded.
     pub tls: Option<postern_tls::TlsAcceptor>,
 }
@@ -219,11 +246,27 @@ pub fn main() -> ! {
         |ctx| {
             let mut settings = Settings::from_config(&ctx.config, &ctx.service_name)?;
             let policy = policy::Policy::from_config(&ctx.config)?;
+            let restrictions = restrictions::Restrictions::from_config(&ctx.config)?;
             // Before the privilege drop: the key file is readable by root only.
             let tls = load_tls(&ctx.config, &mut settings)?;
+            if settings.sasl_enabled && settings.tls_auth_only && tls.is_none() {
+                tracing::warn!(
+                    "smtpd_sasl_auth_enable = yes and smtpd_tls_auth_only = yes but TLS is not \
+                     available: AUTH will not be offered"
+                );
+            }
+            if !settings.sasl_enabled
+                && restrictions.uses(restrictions::Word::RejectSenderLoginMismatch)
+            {
+                tracing::warn!(
+                    "reject_sender_login_mismatch without smtpd_sasl_auth_enable = yes: \
+                     senders that have an owner are refused to every client"
+                );
+            }
             Ok(Smtpd {
                 settings,
                 policy: std::cell::RefCell::new(policy),
+                restrictions,
                 tls,
             })
         },

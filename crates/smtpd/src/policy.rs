@@ -1,10 +1,7 @@
-//! Who may send mail to whom: the recipient decision smtpd makes at RCPT.
-//!
-//! A recipient in a local domain (mydestination) must exist (aliases, users
-//! file, system users as local_recipient_maps says; postmaster always does);
-//! any other domain is relayed only for clients in mynetworks or domains in
-//! relay_domains. Everything else is refused: no open relay, ever by default.
-//! The full restriction language (smtpd_*_restrictions) builds on this later.
+//! The facts smtpd's restrictions ask about: is the client in mynetworks,
+//! is a domain ours or one we relay for, does a local recipient exist, who
+//! owns a sender address (smtpd_sender_login_maps). The decisions themselves
+//! are made by [`crate::restrictions`].
 //!
 //! users_file holds password hashes, so `postern install` makes it readable
 //! by the auth service only (docs/auth.md). smtpd therefore decides at its
@@ -24,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use postern_config::MainCf;
-use postern_maps::{LocalRecipients, NetworkList};
+use postern_maps::{LocalRecipients, NetworkList, Table};
 use std::net::IpAddr;
 
 /// How long smtpd waits for the auth service (connect, each read and write).
@@ -42,21 +39,6 @@ enum UsersAccess {
     /// smtpd cannot read users_file: it asks the auth service at this socket.
     ViaAuth(PathBuf),
 }
-/// The verdict for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Accept: mail for a local user.
-    Local,
-    /// Accept: mail to relay elsewhere.
-    Relay,
-    /// Refuse permanently: unknown local user.
-    UnknownUser,
-    /// Refuse permanently: relaying not allowed.
-    RelayDenied,
-    /// Temporary failure (a table could not be read).
-    TempFail(String),
-}
-
 /// The recipient policy of one smtpd process.
 pub struct Policy {
     main: MainCf,
@@ -65,6 +47,8 @@ pub struct Policy {
     recipients: LocalRecipients,
     users: UsersAccess,
     auth_socket: PathBuf,
+    /// smtpd_sender_login_maps, in order (empty: the built-in rule).
+    sender_logins: Vec<Table>,
 }
 
 impl Policy {
@@ -87,7 +71,15 @@ impl Policy {
                 .map_err(|e| format!("{users_file}:0: cannot stat: {e}"))?;
             UsersAccess::Undecided(PathBuf::from(users_file))
         };
+        let config_dir = main.path("config_directory");
+        let sender_logins = postern_maps::split_map_list(&main.str("smtpd_sender_login_maps"))
+            .iter()
+            .map(|spec| {
+                Table::open(spec, &config_dir).map_err(|e| format!("smtpd_sender_login_maps: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy {
+            sender_logins,
             main: main.clone(),
             mynetworks,
             relay_domains,
@@ -165,7 +157,7 @@ impl Policy {
     }
 
     /// Is `local_part` a local recipient? Err = could not tell (temporary).
-    fn recipient_exists(&mut self, local_part: &str) -> Result<bool, String> {
+    pub fn recipient_exists(&mut self, local_part: &str) -> Result<bool, String> {
         self.decide()?;
         match self.recipients.exists(local_part) {
             Ok(true) => return Ok(true),
@@ -208,7 +200,8 @@ impl Policy {
         postern_maps::is_local_domain(&self.main, domain)
     }
 
-    fn is_relay_domain(&self, domain: &str) -> bool {
+    /// Is this domain in relay_domains (or below one)?
+    pub fn is_relay_domain(&self, domain: &str) -> bool {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();
         self.relay_domains.iter().any(|r| {
             let r = r.trim_end_matches('.');
@@ -221,30 +214,56 @@ impl Policy {
         })
     }
 
-    /// Decides about one recipient address (local part and domain as parsed).
-    pub fn check(&mut self, client: IpAddr, local_part: &str, domain: &str) -> Verdict {
-        if self.is_local_domain(domain) {
-            if local_part.eq_ignore_ascii_case("postmaster") {
-                return Verdict::Local;
+    /// The SASL logins that own `sender` (for reject_sender_login_mismatch).
+    ///
+    /// With smtpd_sender_login_maps set, the tables answer, first match
+    /// wins, for the keys `user@domain`, `user` (local domains only) and
+    /// `@domain`; a value is a list of logins separated by commas or spaces.
+    /// Without tables, Postern's built-in rule for local domains (D in
+    /// mydestination): the login `user` or `user@D` owns `user@D` and
+    /// `user+ext@D`; addresses in other domains have no owner.
+    /// Err = a table failed (temporary).
+    pub fn sender_owners(&self, sender: &str) -> Result<Vec<String>, String> {
+        let (local, domain) = sender.rsplit_once('@').unwrap_or((sender, ""));
+        let local_domain = !domain.is_empty() && self.is_local_domain(domain);
+        if self.sender_logins.is_empty() {
+            if !local_domain {
+                return Ok(Vec::new());
             }
-            return match self.recipient_exists(local_part) {
-                Ok(true) => Verdict::Local,
-                Ok(false) => Verdict::UnknownUser,
-                Err(e) => Verdict::TempFail(e),
-            };
+            let delimiters = self.main.str("recipient_delimiter");
+            let lower = local.to_lowercase();
+            let (base, _) = postern_maps::strip_extension(&lower, &delimiters);
+            return Ok(vec![
+                base.to_string(),
+                format!("{base}@{}", domain.to_lowercase()),
+                sender.to_lowercase(),
+            ]);
         }
-        if self.is_mynetworks(client) || self.is_relay_domain(domain) {
-            Verdict::Relay
-        } else {
-            Verdict::RelayDenied
+        let mut keys = vec![sender.to_lowercase()];
+        if local_domain {
+            keys.push(local.to_lowercase());
         }
+        if !domain.is_empty() {
+            keys.push(format!("@{}", domain.to_lowercase()));
+        }
+        for key in &keys {
+            for t in &self.sender_logins {
+                if let Some(v) = t.lookup(key).map_err(|e| e.to_string())? {
+                    return Ok(v
+                        .split([',', ' ', '\t'])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect());
+                }
+            }
+        }
+        Ok(Vec::new())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
     use std::path::Path;
 
     fn scratch(name: &str) -> PathBuf {
@@ -266,16 +285,14 @@ mod tests {
         m
     }
 
-    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
-
     #[test]
     fn reads_a_readable_users_file_directly() {
         let d = scratch("direct");
         std::fs::write(d.join("users"), "vera:{PLAIN}x\n").unwrap();
         let mut p = Policy::from_config(&config(&d)).unwrap();
-        assert_eq!(p.check(CLIENT, "Vera+tag", "example.org"), Verdict::Local);
-        assert_eq!(p.check(CLIENT, "extra", "example.org"), Verdict::Local);
-        assert_eq!(p.check(CLIENT, "bob", "example.org"), Verdict::UnknownUser);
+        assert_eq!(p.recipient_exists("Vera+tag"), Ok(true));
+        assert_eq!(p.recipient_exists("extra"), Ok(true));
+        assert_eq!(p.recipient_exists("bob"), Ok(false));
         assert!(matches!(p.users, UsersAccess::Direct(_)));
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -289,13 +306,10 @@ mod tests {
         // removing it works for root too, who could read a 0600 file.
         std::fs::remove_file(d.join("users")).unwrap();
         // No auth service yet: temporary failure, never "unknown user".
-        assert!(matches!(
-            p.check(CLIENT, "vera", "example.org"),
-            Verdict::TempFail(_)
-        ));
+        assert!(p.recipient_exists("vera").is_err());
         assert!(matches!(p.users, UsersAccess::ViaAuth(_)));
         // Other maps still answer without auth.
-        assert_eq!(p.check(CLIENT, "extra", "example.org"), Verdict::Local);
+        assert_eq!(p.recipient_exists("extra"), Ok(true));
         let listener = std::os::unix::net::UnixListener::bind(d.join("private/auth")).unwrap();
         let server = std::thread::spawn(move || {
             let mut asked = Vec::new();
@@ -319,8 +333,8 @@ mod tests {
             }
             asked
         });
-        assert_eq!(p.check(CLIENT, "Vera+tag", "example.org"), Verdict::Local);
-        assert_eq!(p.check(CLIENT, "bob", "example.org"), Verdict::UnknownUser);
+        assert_eq!(p.recipient_exists("Vera+tag"), Ok(true));
+        assert_eq!(p.recipient_exists("bob"), Ok(false));
         let asked = server.join().unwrap();
         assert_eq!(asked, vec!["vera+tag", "vera", "bob"]);
         let _ = std::fs::remove_dir_all(&d);

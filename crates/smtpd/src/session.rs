@@ -9,10 +9,12 @@
 //! behind STARTTLS is discarded (CVE-2011-0411) and, after the handshake,
 //! the session starts afresh (no HELO, no transaction), as RFC 3207 says.
 
-use crate::policy::Verdict;
+use crate::restrictions::{Decision, Request};
 use crate::stream::{HandshakeError, Stream};
 use crate::{BareNewline, Smtpd, TlsLevel};
+use postern_ipc::messages::{AuthReply, AuthRequest};
 use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest};
+use postern_sasl::{Exchange, Mechanism, SaslError, Step};
 use postern_smtp_proto::{
     Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader, ParseOptions,
     Reply, ReversePath, parse_command,
@@ -62,6 +64,16 @@ struct Session<'a> {
     junk: u32,
     counts: BTreeMap<&'static str, u32>,
     last_command: &'static str,
+    /// The SASL login once AUTH succeeded.
+    sasl: Option<SaslLogin>,
+}
+
+/// Who the client authenticated as, and how.
+struct SaslLogin {
+    /// The login as the auth service canonicalised it.
+    user: String,
+    /// The mechanism used (for logs: sasl_method=).
+    method: Mechanism,
 }
 
 /// Serves one client until it quits or the connection ends.
@@ -85,6 +97,7 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
         junk: 0,
         counts: BTreeMap::new(),
         last_command: "CONNECT",
+        sasl: None,
     };
     if smtpd.settings.tls_wrappermode {
         // Implicit TLS (RFC 8314): the handshake comes before the banner.
@@ -137,14 +150,23 @@ impl Session<'_> {
         &self.smtpd.settings
     }
 
-    /// The protocol name for logs and Received: SMTP/ESMTP, plus S with TLS.
+    /// The protocol name for logs and Received (RFC 3848): SMTP/ESMTP, plus
+    /// S with TLS and A after AUTH.
     fn proto(&self) -> &'static str {
-        match (self.esmtp, self.tls_info.is_some()) {
-            (false, false) => "SMTP",
-            (true, false) => "ESMTP",
-            (false, true) => "SMTPS",
-            (true, true) => "ESMTPS",
+        match (self.esmtp, self.tls_info.is_some(), self.sasl.is_some()) {
+            (false, false, _) => "SMTP",
+            (false, true, _) => "SMTPS",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
         }
+    }
+
+    /// Whether AUTH may be used now: enabled, and (with
+    /// smtpd_tls_auth_only) only inside TLS.
+    fn auth_offered(&self) -> bool {
+        self.settings().sasl_enabled && (self.tls_info.is_some() || !self.settings().tls_auth_only)
     }
 
     /// Whether STARTTLS may be offered now.
@@ -354,6 +376,9 @@ impl Session<'_> {
                     if self.starttls_offered() {
                         lines.push("STARTTLS".into());
                     }
+                    if self.auth_offered() {
+                        lines.push(format!("AUTH {}", Mechanism::advertised()));
+                    }
                     lines.push("ENHANCEDSTATUSCODES".into());
                     lines.push("8BITMIME".into());
                     if self.settings().smtputf8 {
@@ -425,7 +450,8 @@ impl Session<'_> {
                         214,
                         vec![
                             "2.0.0 Commands supported:".into(),
-                            "2.0.0 HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY".into(),
+                            "2.0.0 HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS AUTH"
+                                .into(),
                         ],
                     ));
                 }
@@ -456,12 +482,15 @@ impl Session<'_> {
                         self.helo = None;
                         self.esmtp = false;
                         self.tx = None;
+                        self.sasl = None;
                     }
                 }
-                Command::Auth { .. } => {
-                    self.count("unknown");
-                    self.error(reply(503, (5, 5, 1), "Error: authentication not enabled"))
-                        .await?;
+                Command::Auth {
+                    mechanism,
+                    initial_response,
+                } => {
+                    self.count("auth");
+                    self.auth(&mechanism, initial_response.as_deref()).await?;
                 }
                 Command::Etrn { .. } => {
                     self.count("unknown");
@@ -488,6 +517,193 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// AUTH (RFC 4954): runs the SASL exchange, then asks the auth service.
+    async fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Result<(), End> {
+        if !self.settings().sasl_enabled {
+            return self
+                .error(reply(503, (5, 5, 1), "Error: authentication not enabled"))
+                .await;
+        }
+        if !self.auth_offered() {
+            // smtpd_tls_auth_only: never take a password in the clear.
+            return self
+                .error(reply(
+                    538,
+                    (5, 7, 11),
+                    "Encryption required for requested authentication mechanism",
+                ))
+                .await;
+        }
+        if !self.esmtp {
+            return self
+                .error(reply(503, (5, 5, 1), "Error: send EHLO first"))
+                .await;
+        }
+        if self.sasl.is_some() {
+            return self
+                .error(reply(503, (5, 5, 1), "Error: already authenticated"))
+                .await;
+        }
+        if self.tx.is_some() {
+            return self
+                .error(reply(503, (5, 5, 1), "Error: MAIL transaction in progress"))
+                .await;
+        }
+        let Some(mech) = Mechanism::from_name(mechanism) else {
+            return self
+                .error(reply(
+                    504,
+                    (5, 5, 4),
+                    "Unsupported authentication mechanism",
+                ))
+                .await;
+        };
+        let mut result = Exchange::start(mech, initial);
+        let creds = loop {
+            match result {
+                Ok((_, Step::Done(c))) => break c,
+                Ok((mut ex, Step::Challenge(c))) => {
+                    self.send(&Reply::new(334, None, postern_sasl::encode(c)));
+                    let line = loop {
+                        if let Some(l) = self.reader.next_line() {
+                            break l;
+                        }
+                        self.fill().await?;
+                    };
+                    let text = match line {
+                        Line::TooLong => {
+                            return self
+                                .error(reply(
+                                    500,
+                                    (5, 5, 6),
+                                    "Authentication Exchange line is too long",
+                                ))
+                                .await;
+                        }
+                        Line::Complete { line, .. } => String::from_utf8_lossy(&line).into_owned(),
+                    };
+                    result = ex.respond(&text).map(|step| (ex, step));
+                }
+                Err(e) => return self.sasl_error(mech, e).await,
+            }
+        };
+        let verdict = self.verify(&creds.username, creds.password.expose()).await;
+        drop(creds);
+        match verdict {
+            Ok(AuthReply::Verified { user }) => {
+                self.sasl = Some(SaslLogin { user, method: mech });
+                self.send(&reply(235, (2, 7, 0), "Authentication successful"));
+                Ok(())
+            }
+            Ok(AuthReply::TempFail { reason }) => {
+                warn!(
+                    "{}: SASL {} authentication failed: {reason}",
+                    self.client,
+                    mech.name()
+                );
+                self.send(&reply(454, (4, 7, 0), "Temporary authentication failure"));
+                Ok(())
+            }
+            Ok(AuthReply::Failed) => self.auth_failed(mech, "authentication failure").await,
+            Ok(other) => {
+                warn!(
+                    "SASL authentication problem: unexpected answer from auth service: {other:?}"
+                );
+                self.auth_unavailable(mech).await
+            }
+            Err(why) => {
+                warn!("SASL authentication failure: {why}");
+                self.auth_unavailable(mech).await
+            }
+        }
+    }
+
+    /// The auth service could not answer: 454, logged with Postfix's words
+    /// (which fail2ban deliberately does not count against the client).
+    async fn auth_unavailable(&mut self, mech: Mechanism) -> Result<(), End> {
+        warn!(
+            "{}: SASL {} authentication failed: Connection lost to authentication server",
+            self.client,
+            mech.name()
+        );
+        self.send(&reply(454, (4, 7, 0), "Temporary authentication failure"));
+        Ok(())
+    }
+
+    /// A failed login: 535 and the warning fail2ban's postfix filter reads.
+    async fn auth_failed(&mut self, mech: Mechanism, why: &str) -> Result<(), End> {
+        warn!(
+            "{}: SASL {} authentication failed: {why}",
+            self.client,
+            mech.name()
+        );
+        self.error(reply(
+            535,
+            (5, 7, 8),
+            format!("Error: authentication failed: {why}"),
+        ))
+        .await
+    }
+
+    /// A SASL exchange that went wrong before any password was checked.
+    async fn sasl_error(&mut self, mech: Mechanism, e: SaslError) -> Result<(), End> {
+        match e {
+            SaslError::Aborted => {
+                self.error(reply(501, (5, 7, 0), "Authentication aborted"))
+                    .await
+            }
+            SaslError::BadBase64 => {
+                self.error(reply(501, (5, 5, 2), "Error: invalid base64 data"))
+                    .await
+            }
+            SaslError::TooLong => {
+                self.error(reply(
+                    500,
+                    (5, 5, 6),
+                    "Authentication Exchange line is too long",
+                ))
+                .await
+            }
+            // A malformed message or proxy authorization counts as a failed
+            // login (it is one, as far as a password guesser is concerned).
+            SaslError::Malformed(_) | SaslError::ProxyRefused | SaslError::Finished => {
+                let why = e.to_string();
+                self.auth_failed(mech, &why).await
+            }
+        }
+    }
+
+    /// Asks the auth service to check a password.
+    async fn verify(&mut self, user: &str, password: &str) -> Result<AuthReply, String> {
+        let socket = self.settings().auth_socket.clone();
+        let t = self.settings().ipc_timeout.min(Duration::from_secs(60));
+        let mut req = AuthRequest::Verify {
+            service: self.settings().service_name.clone(),
+            user: user.to_string(),
+            password: password.to_string(),
+            client_address: self.peer.ip().to_string(),
+        };
+        let ask = async {
+            let mut ch = Channel::connect(&socket)
+                .await
+                .map_err(|e| format!("cannot connect to auth server {}: {e}", socket.display()))?;
+            ch.send(&req)
+                .await
+                .map_err(|e| format!("auth server: {e}"))?;
+            match ch.recv::<AuthReply>().await {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err("auth server closed the connection".to_string()),
+                Err(e) => Err(format!("auth server: {e}")),
+            }
+        };
+        let answer = match tokio::time::timeout(t, ask).await {
+            Ok(r) => r,
+            Err(_) => Err("auth server: timeout".to_string()),
+        };
+        req.wipe();
+        answer
     }
 
     async fn skip_bytes(&mut self, mut n: u64) -> Result<(), End> {
@@ -555,6 +771,9 @@ impl Session<'_> {
                     }
                 },
                 "SMTPUTF8" if self.esmtp && self.settings().smtputf8 && p.value.is_none() => {}
+                // RFC 4954 section 5: accepted when AUTH is offered; the
+                // claimed identity is not trusted, so it is not kept.
+                "AUTH" if self.esmtp && self.settings().sasl_enabled && p.value.is_some() => {}
                 _ => {
                     let r = reply(555, (5, 5, 4), format!("Unsupported option: {}", p.keyword));
                     return self.error(r).await;
@@ -619,36 +838,28 @@ impl Session<'_> {
             }
             ForwardPath::Mailbox(m) => (m.to_string(), m.local_part.clone(), m.domain.clone()),
         };
-        let verdict = self
+        let sender = self
+            .tx
+            .as_ref()
+            .map(|t| t.sender.clone())
+            .unwrap_or_default();
+        let request = Request {
+            client_ip: self.peer.ip(),
+            client: &self.client,
+            helo: self.helo.as_deref(),
+            sasl_user: self.sasl.as_ref().map(|l| l.user.as_str()),
+            sender: &sender,
+            recipient: &address,
+            rcpt_local: &local,
+            rcpt_domain: &domain,
+        };
+        let decision = self
             .smtpd
-            .policy
-            .borrow_mut()
-            .check(self.peer.ip(), &local, &domain);
-        let r = match verdict {
-            Verdict::Local | Verdict::Relay => None,
-            Verdict::UnknownUser => Some(reply(
-                550,
-                (5, 1, 1),
-                format!(
-                    "<{address}>: Recipient address rejected: User unknown in local recipient table"
-                ),
-            )),
-            Verdict::RelayDenied => Some(reply(
-                554,
-                (5, 7, 1),
-                format!("<{address}>: Relay access denied"),
-            )),
-            Verdict::TempFail(why) => {
-                warn!(
-                    "{}: recipient lookup for <{address}> failed: {why}",
-                    self.client
-                );
-                Some(reply(
-                    451,
-                    (4, 3, 0),
-                    format!("<{address}>: Temporary lookup failure"),
-                ))
-            }
+            .restrictions
+            .check(&mut self.smtpd.policy.borrow_mut(), &request);
+        let r = match decision {
+            Decision::Accept => None,
+            Decision::Refuse(r) => Some(r),
         };
         if let Some(r) = r {
             self.reject_log(&r, &address);
@@ -711,6 +922,12 @@ impl Session<'_> {
         if let Some(tls) = &self.tls_info {
             attributes.push(("tls_info".to_string(), tls.clone()));
         }
+        if let Some(login) = &self.sasl {
+            attributes.push(("sasl_method".to_string(), login.method.name().to_string()));
+            if self.settings().sasl_header {
+                attributes.push(("sasl_username".to_string(), login.user.clone()));
+            }
+        }
         ch.send(&CleanupRequest::Open {
             attributes,
             flags: 0,
@@ -732,7 +949,15 @@ impl Session<'_> {
         })
         .await
         .map_err(|e| e.to_string())?;
-        info!("{id}: client={}", self.client);
+        match &self.sasl {
+            Some(login) => info!(
+                "{id}: client={}, sasl_method={}, sasl_username={}",
+                self.client,
+                login.method.name(),
+                login.user
+            ),
+            None => info!("{id}: client={}", self.client),
+        }
         tx.queue_id = Some(id);
         tx.cleanup = Some(ch);
         Ok(())

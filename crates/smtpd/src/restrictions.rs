@@ -1,0 +1,694 @@
+//! The smtpd_*_restrictions lists: Postfix's access-restriction language.
+//!
+//! Five lists are evaluated, in this order, when a RCPT TO arrives (as
+//! Postfix does with its default smtpd_delay_reject = yes, so the client,
+//! HELO name and sender are all known): smtpd_client_restrictions,
+//! smtpd_helo_restrictions, smtpd_sender_restrictions,
+//! smtpd_relay_restrictions, smtpd_recipient_restrictions. Within a list the
+//! first word that decides wins: `permit`-like words end that list (the next
+//! list still runs), `reject`/`defer`-like words refuse the recipient. After
+//! the lists, a recipient in a local domain must exist (Postfix's implicit
+//! reject_unlisted_recipient).
+//!
+//! Supported words: permit, reject, defer, permit_mynetworks,
+//! permit_sasl_authenticated, permit_auth_destination,
+//! reject_unauth_destination, defer_unauth_destination,
+//! reject_sender_login_mismatch, reject_non_fqdn_sender,
+//! reject_non_fqdn_recipient, reject_non_fqdn_helo_hostname,
+//! reject_unlisted_recipient. An unknown word stops smtpd at start-up with
+//! the parameter and the word (Postfix would answer 451 to every client).
+//!
+//! SECURITY: start-up refuses a configuration in which neither
+//! smtpd_relay_restrictions nor smtpd_recipient_restrictions can refuse
+//! anything (an open relay), with Postfix's words. A lookup that fails is a
+//! 451 4.3.0, never a permit.
+
+use crate::policy::Policy;
+use postern_config::MainCf;
+use postern_smtp_proto::{EnhancedCode, Reply};
+use std::net::IpAddr;
+
+/// One restriction word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Word {
+    /// `permit`: end this list, allowing.
+    Permit,
+    /// `reject`: refuse (554 5.7.1 ... Access denied).
+    Reject,
+    /// `defer`: refuse for now (450 4.7.1 ... Access denied).
+    Defer,
+    /// `permit_mynetworks`: allow clients in mynetworks.
+    PermitMynetworks,
+    /// `permit_sasl_authenticated`: allow clients that did AUTH.
+    PermitSaslAuthenticated,
+    /// `permit_auth_destination`: allow mail to local or relay_domains domains.
+    PermitAuthDestination,
+    /// `reject_unauth_destination`: refuse mail to other domains (554).
+    RejectUnauthDestination,
+    /// `defer_unauth_destination`: the same, temporary (454).
+    DeferUnauthDestination,
+    /// `reject_sender_login_mismatch`: MAIL FROM must belong to the login.
+    RejectSenderLoginMismatch,
+    /// `reject_non_fqdn_sender`: MAIL FROM domain must have a dot.
+    RejectNonFqdnSender,
+    /// `reject_non_fqdn_recipient`: RCPT TO domain must have a dot.
+    RejectNonFqdnRecipient,
+    /// `reject_non_fqdn_helo_hostname`: the HELO name must have a dot.
+    RejectNonFqdnHeloHostname,
+    /// `reject_unlisted_recipient`: a local recipient must exist.
+    RejectUnlistedRecipient,
+}
+
+impl Word {
+    /// Parses one word of a list (case-insensitive, as Postfix).
+    pub fn parse(s: &str) -> Option<Word> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "permit" => Word::Permit,
+            "reject" => Word::Reject,
+            "defer" => Word::Defer,
+            "permit_mynetworks" => Word::PermitMynetworks,
+            "permit_sasl_authenticated" => Word::PermitSaslAuthenticated,
+            "permit_auth_destination" => Word::PermitAuthDestination,
+            "reject_unauth_destination" => Word::RejectUnauthDestination,
+            "defer_unauth_destination" => Word::DeferUnauthDestination,
+            "reject_sender_login_mismatch" => Word::RejectSenderLoginMismatch,
+            "reject_non_fqdn_sender" => Word::RejectNonFqdnSender,
+            "reject_non_fqdn_recipient" => Word::RejectNonFqdnRecipient,
+            "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => {
+                Word::RejectNonFqdnHeloHostname
+            }
+            "reject_unlisted_recipient" | "check_recipient_maps" => Word::RejectUnlistedRecipient,
+            _ => return None,
+        })
+    }
+
+    /// Words that can refuse a relay attempt (Postfix's open-relay check).
+    fn stops_relaying(self) -> bool {
+        matches!(
+            self,
+            Word::Reject
+                | Word::Defer
+                | Word::RejectUnauthDestination
+                | Word::DeferUnauthDestination
+        )
+    }
+}
+
+/// Which list a word is in: decides the wording of a plain reject/defer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Client,
+    Helo,
+    Sender,
+    Relay,
+    Recipient,
+}
+
+/// The parameter names, in evaluation order.
+const LISTS: [(&str, Stage); 5] = [
+    ("smtpd_client_restrictions", Stage::Client),
+    ("smtpd_helo_restrictions", Stage::Helo),
+    ("smtpd_sender_restrictions", Stage::Sender),
+    ("smtpd_relay_restrictions", Stage::Relay),
+    ("smtpd_recipient_restrictions", Stage::Recipient),
+];
+
+/// The parsed lists of one smtpd process.
+#[derive(Clone, Debug)]
+pub struct Restrictions {
+    lists: Vec<(Stage, Vec<Word>)>,
+}
+
+/// What is known when a recipient is checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// `name[addr]` as logged.
+    pub client: &'a str,
+    /// The HELO/EHLO argument, if any.
+    pub helo: Option<&'a str>,
+    /// The SASL login, when the client authenticated.
+    pub sasl_user: Option<&'a str>,
+    /// MAIL FROM address ("" for the null sender).
+    pub sender: &'a str,
+    /// RCPT TO address as written back in replies.
+    pub recipient: &'a str,
+    /// The recipient's local part.
+    pub rcpt_local: &'a str,
+    /// The recipient's domain.
+    pub rcpt_domain: &'a str,
+}
+
+/// The outcome for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Accept the recipient.
+    Accept,
+    /// Refuse it with this reply (4xx or 5xx).
+    Refuse(Reply),
+}
+
+fn reply(code: u16, ec: (u8, u16, u16), text: String) -> Decision {
+    Decision::Refuse(Reply::new(code, Some(EnhancedCode(ec.0, ec.1, ec.2)), text))
+}
+
+fn temp_fail(what: &str) -> Decision {
+    reply(
+        451,
+        (4, 3, 0),
+        format!("<{what}>: Temporary lookup failure"),
+    )
+}
+
+/// Is this domain fully qualified (has a dot, or is an address literal)?
+fn fqdn(domain: &str) -> bool {
+    domain.starts_with('[') || domain.trim_end_matches('.').contains('.')
+}
+
+impl Restrictions {
+    /// Parses the five lists; an unknown word or an open-relay setup is a
+    /// start-up error naming the parameter.
+    pub fn from_config(main: &MainCf) -> Result<Restrictions, String> {
+        let mut lists = Vec::new();
+        for (param, stage) in LISTS {
+            let mut words = Vec::new();
+            for item in main.list(param) {
+                let w = Word::parse(&item).ok_or_else(|| {
+                    format!(
+                        "{param}: unknown or unsupported restriction \"{item}\" \
+                         (see docs/restrictions.md for the supported words)"
+                    )
+                })?;
+                words.push(w);
+            }
+            lists.push((stage, words));
+        }
+        let r = Restrictions { lists };
+        let guarded = r
+            .lists
+            .iter()
+            .filter(|(s, _)| matches!(s, Stage::Relay | Stage::Recipient))
+            .any(|(_, ws)| ws.iter().any(|w| w.stops_relaying()));
+        if !guarded {
+            return Err(
+                "in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, \
+                 specify at least one working instance of: reject_unauth_destination, \
+                 defer_unauth_destination, reject, defer"
+                    .into(),
+            );
+        }
+        Ok(r)
+    }
+
+    /// Whether any list uses `word` (smtpd warns about
+    /// reject_sender_login_mismatch without AUTH, for example).
+    pub fn uses(&self, word: Word) -> bool {
+        self.lists.iter().any(|(_, ws)| ws.contains(&word))
+    }
+
+    /// Runs the lists, then the implicit local-recipient check.
+    pub fn check(&self, policy: &mut Policy, req: &Request<'_>) -> Decision {
+        for (stage, words) in &self.lists {
+            for &w in words {
+                match self.apply(w, *stage, policy, req) {
+                    Step::Next => {}
+                    Step::PermitList => break,
+                    Step::Final(d) => return d,
+                }
+            }
+        }
+        self.unlisted_recipient(policy, req)
+            .unwrap_or(Decision::Accept)
+    }
+
+    fn unlisted_recipient(&self, policy: &mut Policy, req: &Request<'_>) -> Option<Decision> {
+        if !policy.is_local_domain(req.rcpt_domain)
+            || req.rcpt_local.eq_ignore_ascii_case("postmaster")
+        {
+            return None;
+        }
+        match policy.recipient_exists(req.rcpt_local) {
+            Ok(true) => None,
+            Ok(false) => Some(reply(
+                550,
+                (5, 1, 1),
+                format!(
+                    "<{}>: Recipient address rejected: User unknown in local recipient table",
+                    req.recipient
+                ),
+            )),
+            Err(why) => {
+                tracing::warn!(
+                    "{}: recipient lookup for <{}> failed: {why}",
+                    req.client,
+                    req.recipient
+                );
+                Some(temp_fail(req.recipient))
+            }
+        }
+    }
+
+    fn apply(&self, w: Word, stage: Stage, policy: &mut Policy, req: &Request<'_>) -> Step {
+        let auth_destination =
+            |p: &Policy| p.is_local_domain(req.rcpt_domain) || p.is_relay_domain(req.rcpt_domain);
+        match w {
+            Word::Permit => Step::PermitList,
+            Word::Reject | Word::Defer => {
+                let (what, target) = match stage {
+                    Stage::Client => ("Client host", req.client.to_string()),
+                    Stage::Helo => ("Helo command", req.helo.unwrap_or("").to_string()),
+                    Stage::Sender => ("Sender address", req.sender.to_string()),
+                    Stage::Relay | Stage::Recipient => {
+                        ("Recipient address", req.recipient.to_string())
+                    }
+                };
+                let text = format!("<{target}>: {what} rejected: Access denied");
+                Step::Final(if w == Word::Reject {
+                    reply(554, (5, 7, 1), text)
+                } else {
+                    reply(450, (4, 7, 1), text)
+                })
+            }
+            Word::PermitMynetworks => permit_if(policy.is_mynetworks(req.client_ip)),
+            Word::PermitSaslAuthenticated => permit_if(req.sasl_user.is_some()),
+            Word::PermitAuthDestination => permit_if(auth_destination(policy)),
+            Word::RejectUnauthDestination | Word::DeferUnauthDestination => {
+                if auth_destination(policy) {
+                    Step::Next
+                } else if w == Word::RejectUnauthDestination {
+                    Step::Final(reply(
+                        554,
+                        (5, 7, 1),
+                        format!("<{}>: Relay access denied", req.recipient),
+                    ))
+                } else {
+                    Step::Final(reply(
+                        454,
+                        (4, 7, 1),
+                        format!("<{}>: Relay access denied", req.recipient),
+                    ))
+                }
+            }
+            Word::RejectSenderLoginMismatch => self.login_mismatch(policy, req),
+            Word::RejectNonFqdnSender => {
+                let domain = req.sender.rsplit_once('@').map(|(_, d)| d);
+                match domain {
+                    Some(d) if !req.sender.is_empty() && !fqdn(d) => Step::Final(reply(
+                        504,
+                        (5, 5, 2),
+                        format!(
+                            "<{}>: Sender address rejected: need fully-qualified address",
+                            req.sender
+                        ),
+                    )),
+                    _ => Step::Next,
+                }
+            }
+            Word::RejectNonFqdnRecipient => {
+                if fqdn(req.rcpt_domain) {
+                    Step::Next
+                } else {
+                    Step::Final(reply(
+                        504,
+                        (5, 5, 2),
+                        format!(
+                            "<{}>: Recipient address rejected: need fully-qualified address",
+                            req.recipient
+                        ),
+                    ))
+                }
+            }
+            Word::RejectNonFqdnHeloHostname => match req.helo {
+                Some(h) if !fqdn(h) => Step::Final(reply(
+                    504,
+                    (5, 5, 2),
+                    format!("<{h}>: Helo command rejected: need fully-qualified hostname"),
+                )),
+                _ => Step::Next,
+            },
+            Word::RejectUnlistedRecipient => match self.unlisted_recipient(policy, req) {
+                Some(d) => Step::Final(d),
+                None => Step::Next,
+            },
+        }
+    }
+
+    /// reject_sender_login_mismatch, as Postfix defines it: a logged-in
+    /// client may only use addresses its login owns; a client that is not
+    /// logged in may not use an address that has an owner. The null sender
+    /// is never checked.
+    fn login_mismatch(&self, policy: &mut Policy, req: &Request<'_>) -> Step {
+        if req.sender.is_empty() {
+            return Step::Next;
+        }
+        let owners = match policy.sender_owners(req.sender) {
+            Ok(o) => o,
+            Err(why) => {
+                tracing::warn!(
+                    "{}: smtpd_sender_login_maps lookup for <{}> failed: {why}",
+                    req.client,
+                    req.sender
+                );
+                return Step::Final(temp_fail(req.sender));
+            }
+        };
+        match (req.sasl_user, owners) {
+            (Some(user), owners) => {
+                let owned = owners.iter().any(|o| o.eq_ignore_ascii_case(user));
+                if owned {
+                    Step::Next
+                } else {
+                    Step::Final(reply(
+                        553,
+                        (5, 7, 1),
+                        format!(
+                            "<{}>: Sender address rejected: not owned by user {user}",
+                            req.sender
+                        ),
+                    ))
+                }
+            }
+            (None, owners) if !owners.is_empty() => Step::Final(reply(
+                553,
+                (5, 7, 1),
+                format!("<{}>: Sender address rejected: not logged in", req.sender),
+            )),
+            (None, _) => Step::Next,
+        }
+    }
+}
+
+/// The effect of one word.
+enum Step {
+    /// Undecided: the next word.
+    Next,
+    /// Permitted: skip the rest of this list.
+    PermitList,
+    /// Decided.
+    Final(Decision),
+}
+
+fn permit_if(b: bool) -> Step {
+    if b { Step::PermitList } else { Step::Next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("postern-restr-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("private")).unwrap();
+        d
+    }
+
+    fn config(dir: &std::path::Path, extra: &[(&str, &str)]) -> MainCf {
+        let mut m = MainCf::parse("", &dir.join("main.cf")).unwrap();
+        m.set("myhostname", "mail.example.org");
+        m.set("mydestination", "example.org");
+        m.set("alias_maps", "");
+        m.set("local_recipient_maps", "inline:{ vera=1, bob=1 }");
+        m.set("recipient_delimiter", "+");
+        m.set("mynetworks", "127.0.0.0/8");
+        m.set("relay_domains", "partner.example");
+        m.set("queue_directory", &dir.display().to_string());
+        m.set("users_file", "");
+        for (k, v) in extra {
+            m.set(k, v);
+        }
+        m
+    }
+
+    const OUTSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+    const INSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+
+    fn check(main: &MainCf, ip: IpAddr, user: Option<&str>, sender: &str, rcpt: &str) -> Decision {
+        let r = Restrictions::from_config(main).unwrap();
+        let mut p = Policy::from_config(main).unwrap();
+        let (local, domain) = rcpt.rsplit_once('@').unwrap();
+        r.check(
+            &mut p,
+            &Request {
+                client_ip: ip,
+                client: &format!("unknown[{ip}]"),
+                helo: Some("client"),
+                sasl_user: user,
+                sender,
+                recipient: rcpt,
+                rcpt_local: local,
+                rcpt_domain: domain,
+            },
+        )
+    }
+
+    fn code(d: &Decision) -> u16 {
+        match d {
+            Decision::Accept => 250,
+            Decision::Refuse(r) => r.code,
+        }
+    }
+
+    #[test]
+    fn default_relay_rules() {
+        let d = scratch("default");
+        let m = config(&d, &[]);
+        // Local users from anywhere; unknown local users never.
+        assert_eq!(
+            check(&m, OUTSIDE, None, "x@a.example", "vera@example.org"),
+            Decision::Accept
+        );
+        assert_eq!(
+            code(&check(&m, OUTSIDE, None, "", "nobody@example.org")),
+            550
+        );
+        assert_eq!(
+            code(&check(&m, INSIDE, Some("vera"), "", "nobody@example.org")),
+            550
+        );
+        // Relay: mynetworks, AUTH, relay_domains; nobody else.
+        let relay = check(&m, OUTSIDE, None, "x@a.example", "far@remote.example");
+        assert_eq!(code(&relay), 554);
+        assert!(format!("{relay:?}").contains("Relay access denied"));
+        assert_eq!(
+            check(&m, INSIDE, None, "", "far@remote.example"),
+            Decision::Accept
+        );
+        assert_eq!(
+            check(&m, OUTSIDE, Some("vera"), "", "far@remote.example"),
+            Decision::Accept
+        );
+        assert_eq!(
+            check(&m, OUTSIDE, None, "", "x@sub.partner.example"),
+            Decision::Accept
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn submission_style_lists() {
+        let d = scratch("submission");
+        let m = config(
+            &d,
+            &[
+                (
+                    "smtpd_client_restrictions",
+                    "permit_sasl_authenticated, reject",
+                ),
+                ("smtpd_sender_restrictions", "reject_sender_login_mismatch"),
+                (
+                    "smtpd_relay_restrictions",
+                    "permit_sasl_authenticated, reject",
+                ),
+            ],
+        );
+        // Without AUTH nothing goes, not even to a local user.
+        let r = check(&m, INSIDE, None, "vera@example.org", "bob@example.org");
+        assert_eq!(
+            r,
+            reply(
+                554,
+                (5, 7, 1),
+                "<unknown[127.0.0.1]>: Client host rejected: Access denied".into()
+            )
+        );
+        // With AUTH: own address (with an extension) to anywhere.
+        assert_eq!(
+            check(
+                &m,
+                OUTSIDE,
+                Some("vera"),
+                "Vera+news@example.org",
+                "far@remote.example"
+            ),
+            Decision::Accept
+        );
+        // Someone else's address, or a foreign domain: 553.
+        let r = check(
+            &m,
+            OUTSIDE,
+            Some("vera"),
+            "bob@example.org",
+            "far@remote.example",
+        );
+        assert_eq!(
+            r,
+            reply(
+                553,
+                (5, 7, 1),
+                "<bob@example.org>: Sender address rejected: not owned by user vera".into()
+            )
+        );
+        assert_eq!(
+            code(&check(
+                &m,
+                OUTSIDE,
+                Some("vera"),
+                "vera@evil.example",
+                "a@example.org"
+            )),
+            553
+        );
+        // The null sender is not checked.
+        assert_eq!(
+            check(&m, OUTSIDE, Some("vera"), "", "far@remote.example"),
+            Decision::Accept
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn sender_login_maps_name_owners() {
+        let d = scratch("maps");
+        std::fs::write(
+            d.join("senders"),
+            "sales@example.org vera, bob\n@partner.example bob\n",
+        )
+        .unwrap();
+        let spec = format!("texthash:{}", d.join("senders").display());
+        let m = config(
+            &d,
+            &[
+                ("smtpd_sender_restrictions", "reject_sender_login_mismatch"),
+                ("smtpd_sender_login_maps", &spec),
+            ],
+        );
+        assert_eq!(
+            check(
+                &m,
+                OUTSIDE,
+                Some("Bob"),
+                "sales@example.org",
+                "vera@example.org"
+            ),
+            Decision::Accept
+        );
+        assert_eq!(
+            check(
+                &m,
+                OUTSIDE,
+                Some("bob"),
+                "x@partner.example",
+                "vera@example.org"
+            ),
+            Decision::Accept
+        );
+        // With a map, only the map counts: vera does not own vera@ by default.
+        assert_eq!(
+            code(&check(
+                &m,
+                OUTSIDE,
+                Some("vera"),
+                "vera@example.org",
+                "bob@example.org"
+            )),
+            553
+        );
+        // Not logged in: an owned address is refused, an unowned one passes.
+        let r = check(&m, OUTSIDE, None, "sales@example.org", "vera@example.org");
+        assert_eq!(
+            r,
+            reply(
+                553,
+                (5, 7, 1),
+                "<sales@example.org>: Sender address rejected: not logged in".into()
+            )
+        );
+        assert_eq!(
+            check(&m, OUTSIDE, None, "x@elsewhere.example", "vera@example.org"),
+            Decision::Accept
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn fqdn_checks_and_defer() {
+        let d = scratch("fqdn");
+        let m = config(
+            &d,
+            &[(
+                "smtpd_recipient_restrictions",
+                "reject_non_fqdn_sender, reject_non_fqdn_recipient, reject_non_fqdn_helo_hostname, permit",
+            )],
+        );
+        assert_eq!(
+            code(&check(&m, INSIDE, None, "a@localhost", "vera@example.org")),
+            504
+        );
+        assert_eq!(code(&check(&m, INSIDE, None, "", "x@intranet")), 504);
+        // "client" (the HELO name in these tests) is not fully qualified.
+        assert_eq!(code(&check(&m, INSIDE, None, "", "vera@example.org")), 504);
+        let m = config(
+            &d,
+            &[(
+                "smtpd_relay_restrictions",
+                "permit_mynetworks, defer_unauth_destination",
+            )],
+        );
+        assert_eq!(
+            code(&check(&m, OUTSIDE, None, "", "far@remote.example")),
+            454
+        );
+        let m = config(&d, &[("smtpd_client_restrictions", "defer")]);
+        assert_eq!(code(&check(&m, OUTSIDE, None, "", "vera@example.org")), 450);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn bad_configurations_stop_start_up() {
+        let d = scratch("bad");
+        let e = Restrictions::from_config(&config(
+            &d,
+            &[("smtpd_sender_restrictions", "reject_bogus")],
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("smtpd_sender_restrictions") && e.contains("reject_bogus"),
+            "{e}"
+        );
+        let e = Restrictions::from_config(&config(
+            &d,
+            &[("smtpd_relay_restrictions", "permit_mynetworks")],
+        ))
+        .unwrap_err();
+        assert!(e.contains("reject_unauth_destination"), "{e}");
+        // A guard in smtpd_recipient_restrictions is enough (Postfix < 2.10 style).
+        assert!(
+            Restrictions::from_config(&config(
+                &d,
+                &[
+                    ("smtpd_relay_restrictions", ""),
+                    (
+                        "smtpd_recipient_restrictions",
+                        "permit_mynetworks, reject_unauth_destination"
+                    ),
+                ],
+            ))
+            .is_ok()
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
