@@ -239,15 +239,16 @@ fn every_service_runs_as_master_cf_says_and_reload_changes_it() {
     );
     for &pid in &inst.pids_of("smtpd") {
         if let Some(st) = status(pid)
-            && st.uid == vec![nobody; 4] {
-                assert_dropped(
-                    "smtpd (nobody)",
-                    pid,
-                    "nobody",
-                    &group_name_of_user("nobody"),
-                    &["postern-ipc"],
-                );
-            }
+            && st.uid == vec![nobody; 4]
+        {
+            assert_dropped(
+                "smtpd (nobody)",
+                pid,
+                "nobody",
+                &group_name_of_user("nobody"),
+                &["postern-ipc"],
+            );
+        }
     }
     for &pid in &inst.pids_of("cleanup") {
         if status(pid).is_some() && root_of(pid) == "/" {
