@@ -252,6 +252,8 @@ fn sasl_end_to_end() {
         ),
         "{log}"
     );
+    // Session statistics count failed commands as Postfix does ("ok/total").
+    assert!(log.contains("starttls=1 auth=1/3 commands=4/6"), "{log}");
     // Passwords never reach the log.
     assert!(!log.contains("argon-pw") && !log.contains("U*U"), "{log}");
 }

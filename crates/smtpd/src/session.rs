@@ -63,6 +63,11 @@ struct Session<'a> {
     errors: u32,
     junk: u32,
     counts: BTreeMap<&'static str, u32>,
+    /// Per command, how many got a 4xx/5xx final reply (Postfix's "ok/total").
+    failed: BTreeMap<&'static str, u32>,
+    /// The statistics key of the command being answered, until its first
+    /// 4xx/5xx reply has been counted.
+    current: Option<&'static str>,
     last_command: &'static str,
     /// The SASL login once AUTH succeeded.
     sasl: Option<SaslLogin>,
@@ -96,6 +101,8 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
         errors: 0,
         junk: 0,
         counts: BTreeMap::new(),
+        failed: BTreeMap::new(),
+        current: None,
         last_command: "CONNECT",
         sasl: None,
     };
@@ -136,12 +143,25 @@ fn report(s: &Session<'_>) {
         "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
         "help", "quit", "unknown",
     ];
+    // "name=N", or "name=OK/N" when some got an error reply (fail2ban's
+    // postfix filter reads "auth=0/1" in its ddos mode).
+    let shown = |k: &str, total: u32, failed: u32| {
+        if failed == 0 {
+            format!("{k}={total}")
+        } else {
+            format!("{k}={}/{total}", total - failed)
+        }
+    };
     let mut stats: Vec<String> = ORDER
         .iter()
-        .filter_map(|k| s.counts.get(k).map(|v| format!("{k}={v}")))
+        .filter_map(|k| {
+            let failed = s.failed.get(k).copied().unwrap_or(0);
+            s.counts.get(k).map(|&v| shown(k, v, failed))
+        })
         .collect();
     let total: u32 = s.counts.values().sum();
-    stats.push(format!("commands={total}"));
+    let failed: u32 = s.failed.values().sum();
+    stats.push(shown("commands", total, failed));
     info!("disconnect from {} {}", s.client, stats.join(" "));
 }
 
@@ -246,11 +266,17 @@ impl Session<'_> {
     }
 
     fn send(&mut self, r: &Reply) {
+        if r.code >= 400
+            && let Some(k) = self.current.take()
+        {
+            *self.failed.entry(k).or_insert(0) += 1;
+        }
         r.encode(&mut self.out);
     }
 
     fn count(&mut self, name: &'static str) {
         *self.counts.entry(name).or_insert(0) += 1;
+        self.current = Some(name);
         self.last_command = match name {
             "ehlo" => "EHLO",
             "helo" => "HELO",
@@ -320,6 +346,8 @@ impl Session<'_> {
             allow_utf8: self.settings().smtputf8,
         };
         loop {
+            // Replies from here on belong to the next command.
+            self.current = None;
             let line = loop {
                 if let Some(l) = self.reader.next_line() {
                     break l;
