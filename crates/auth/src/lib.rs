@@ -41,6 +41,15 @@ pub use throttle::Throttle;
 /// The reply text when a client address has failed too often.
 pub const THROTTLED: &str = "too many failed logins, try later";
 
+/// The hash an unknown user's password is checked against, so that an
+/// unknown user costs the same work as a wrong password. Made once by
+/// [`hash_password`] (same parameters: a test keeps them equal); what it
+/// hashes does not matter, only the cost of checking it. A constant rather
+/// than a fresh hash per process: auth processes are restarted after
+/// max_use clients, and hashing at each start cost more CPU than the
+/// lookups they served.
+pub const DUMMY_HASH: &str = "{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$rdGLRdbWo5SglkSffz0VwQ$wVCnJy8fKJ0/16h9EOS+ZRcA57d9OZByz/JejDgWz1A";
+
 /// What identifies one version of the users file (reload when it changes).
 type Stamp = (i64, i64, u64, u64);
 
@@ -135,14 +144,11 @@ impl Auth {
             Some(p) => load(p),
             None => Users::None,
         };
-        // A hash nobody's password matches, for unknown users: same work
-        // as checking a real argon2id hash.
-        let dummy = hash_password(&format!("{:?}", Instant::now()))?;
         Ok(Auth {
             users,
             throttle: Throttle::new(limit, window),
             delay,
-            dummy,
+            dummy: DUMMY_HASH.to_string(),
         })
     }
 
@@ -401,6 +407,15 @@ mod tests {
             a.handle(&verify("bob", "pw", "::1"), now).reply,
             AuthReply::Verified { user: "bob".into() }
         );
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_a_new_hash_costs() {
+        let params = |h: &str| h.split('$').nth(3).map(str::to_string);
+        let fresh = hash_password("x").unwrap();
+        assert_eq!(params(DUMMY_HASH), params(&fresh));
+        assert_eq!(DUMMY_HASH.split('$').nth(1), fresh.split('$').nth(1));
+        assert_eq!(verify_password(DUMMY_HASH, "x"), Check::Mismatch);
     }
 
     #[test]

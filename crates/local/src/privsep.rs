@@ -4,7 +4,7 @@
 //! delivery — writing a Maildir or mbox, running a `|command`, writing a
 //! `/file`, reading a `.forward` or `:include:` file — happens in a child
 //! process forked for it, which first becomes the recipient: a clean
-//! environment, setgroups/initgroups, setresgid and setresuid to the same
+//! environment, setgroups (the login's groups), setresgid and setresuid to the same
 //! id three times, then checks that root cannot be regained. The child
 //! performs the work and reports a [`Report`] to the parent over a pipe
 //! (one frame: a tag byte, a length-prefixed DSN and a length-prefixed
@@ -60,7 +60,7 @@ pub struct Identity {
     pub uid: u32,
     /// gid for the real, effective and saved ids.
     pub gid: u32,
-    /// Login name whose supplementary groups the child gets (initgroups);
+    /// Login name whose supplementary groups the child gets (getgrouplist);
     /// None = no supplementary group but `gid` (users_file users, who may
     /// not be system users).
     pub login: Option<String>,
@@ -204,10 +204,21 @@ pub fn run_as_user(id: &Identity, work: impl FnOnce() -> Report) -> Report {
             "internal error: refusing to deliver as root",
         ));
     }
-    // Everything that allocates or may fail is prepared before the fork.
-    let login = match &id.login {
+    // Everything that allocates or may fail is prepared before the fork,
+    // including the supplementary groups (getgrouplist reads the group
+    // database: done here, the child need not load NSS modules).
+    let gid = Gid::from_raw(id.gid);
+    let groups = match &id.login {
         Some(l) => match CString::new(l.as_str()) {
-            Ok(c) => Some(c),
+            Ok(c) => match nix::unistd::getgrouplist(&c, gid) {
+                Ok(g) => g,
+                Err(e) => {
+                    return Report::Failed(DeliveryError::temp(
+                        "4.3.0",
+                        format!("cannot find the groups of {l}: {e}"),
+                    ));
+                }
+            },
             Err(_) => {
                 return Report::Failed(DeliveryError::temp(
                     "4.3.0",
@@ -215,7 +226,7 @@ pub fn run_as_user(id: &Identity, work: impl FnOnce() -> Report) -> Report {
                 ));
             }
         },
-        None => None,
+        None => vec![gid],
     };
     let (rd, wr) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -236,7 +247,7 @@ pub fn run_as_user(id: &Identity, work: impl FnOnce() -> Report) -> Report {
         )),
         Ok(ForkResult::Child) => {
             drop(rd);
-            child(id, login.as_ref(), wr, work)
+            child(id, &groups, wr, work)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(wr);
@@ -281,8 +292,8 @@ const EXIT_REPORT_FAILED: i32 = 70;
 const EXIT_PANIC: i32 = 71;
 
 /// The child side of [`run_as_user`]: never returns.
-fn child(id: &Identity, login: Option<&CString>, wr: OwnedFd, work: impl FnOnce() -> Report) -> ! {
-    let report = match become_user(id, login) {
+fn child(id: &Identity, groups: &[Gid], wr: OwnedFd, work: impl FnOnce() -> Report) -> ! {
+    let report = match become_user(id, groups) {
         Ok(()) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
             Ok(r) => r,
             Err(_) => exit_now(EXIT_PANIC),
@@ -309,7 +320,7 @@ fn exit_now(code: i32) -> ! {
 
 /// In the child: reset signals, hide descriptors from exec'd programs,
 /// clear the environment, switch ids irrevocably and verify.
-fn become_user(id: &Identity, login: Option<&CString>) -> Result<(), String> {
+fn become_user(id: &Identity, groups: &[Gid]) -> Result<(), String> {
     use nix::sys::signal::{SigHandler, Signal, signal};
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE) {
@@ -325,10 +336,7 @@ fn become_user(id: &Identity, login: Option<&CString>) -> Result<(), String> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let gid = Gid::from_raw(id.gid);
     let uid = Uid::from_raw(id.uid);
-    match login {
-        Some(name) => nix::unistd::initgroups(name, gid).map_err(|e| format!("initgroups: {e}"))?,
-        None => nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?,
-    }
+    nix::unistd::setgroups(groups).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
     let ids = nix::unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
@@ -690,6 +698,35 @@ mod tests {
         assert_eq!(
             r,
             Report::Done(format!("{} {} {} 0", nobody.uid, nobody.uid, nobody.gid))
+        );
+        // Supplementary groups: the login's (from the group database), or
+        // only the primary group without a login.
+        let groups_in_child = |id: &Identity| {
+            run_as_user(id, || {
+                let mut g: Vec<u32> = nix::unistd::getgroups()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|g| g.as_raw())
+                    .collect();
+                g.sort();
+                Report::Done(format!("{g:?}"))
+            })
+        };
+        let mut want: Vec<u32> = nix::unistd::getgrouplist(c"nobody", nobody.gid)
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        want.sort();
+        want.dedup();
+        assert_eq!(groups_in_child(&id), Report::Done(format!("{want:?}")));
+        let no_login = Identity {
+            login: None,
+            ..id.clone()
+        };
+        assert_eq!(
+            groups_in_child(&no_login),
+            Report::Done(format!("{:?}", vec![nobody.gid.as_raw()]))
         );
         // Failures and panics come back as deferrals.
         let r = run_as_user(&id, || Report::Failed(DeliveryError::perm("5.2.2", "full")));
