@@ -3,9 +3,10 @@
 //!
 //! The users and groups of docs/security.md are created for real and left in
 //! place afterwards (other tests run services as them). Everything else lives
-//! in a temporary directory: the config dir, the queue and a stand-in
-//! `postdrop` program. The expectations below are written out from
-//! docs/security.md rather than taken from the code under test.
+//! in a temporary directory: the config dir (with the TLS certificate that
+//! install makes), the queue and a stand-in `postdrop` program. The
+//! expectations below are written out from docs/security.md rather than
+//! taken from the code under test.
 
 use postern_tests::bin_dir;
 use std::fs;
@@ -434,6 +435,122 @@ fn the_smtpd_user_cannot_read_the_queue_and_cleanup_can_only_add() {
             .status
             .success()
     );
+}
+
+#[test]
+fn install_makes_the_shipped_self_signed_certificate_once() {
+    if !is_root() {
+        eprintln!("skipped: postern install needs root");
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new();
+    // The shipped main.cf (smtpd_tls_cert_file = $config_directory/tls/...),
+    // then the test's queue and a host name (a later line wins).
+    let ours = fs::read_to_string(s.etc.join("main.cf")).expect("main.cf");
+    fs::write(
+        s.etc.join("main.cf"),
+        format!(
+            "{}{ours}myhostname = mx.example.test\n",
+            include_str!("../main.cf")
+        ),
+    )
+    .expect("main.cf");
+    let tls = s.etc.join("tls");
+    let cert = tls.join("cert.pem");
+    let key = tls.join("key.pem");
+
+    let o = s.postern(&["install", "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let want_missing = format!(
+        "postern: missing TLS certificate {} and key {}\n",
+        cert.display(),
+        key.display()
+    );
+    assert!(stdout(&o).contains(&want_missing), "{}", stdout(&o));
+
+    let o = s.install();
+    let created = format!(
+        "postern: created self-signed certificate {} for mx.example.test; replace it with a real one\n",
+        cert.display()
+    );
+    assert!(stdout(&o).contains(&created), "{}", stdout(&o));
+    let stat = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    };
+    assert!(fs::symlink_metadata(&tls).expect("tls").is_dir());
+    assert_eq!(stat(&tls), (0, 0, 0o755), "tls/ is root:root 0755");
+    assert_eq!(stat(&key), (0, 0, 0o600), "the key is root's alone");
+    assert_eq!(stat(&cert), (0, 0, 0o644));
+    let key_pem = fs::read_to_string(&key).expect("key");
+    let cert_pem = fs::read_to_string(&cert).expect("cert");
+    assert!(key_pem.contains("-----BEGIN PRIVATE KEY-----"), "{key_pem}");
+    assert!(cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    if Path::new("/usr/bin/openssl").is_file() {
+        let o = Command::new("/usr/bin/openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("DNS:mx.example.test"), "{}", stdout(&o));
+    }
+    // Nobody but root can read the key.
+    if Path::new("/usr/sbin/runuser").is_file() {
+        for user in ["postern-smtpd", "nobody"] {
+            assert!(
+                !as_user(user, &format!("cat {}", key.display()))
+                    .status
+                    .success(),
+                "{user} reads the key"
+            );
+        }
+        assert!(
+            as_user("nobody", &format!("cat {}", cert.display()))
+                .status
+                .success(),
+            "the certificate is public"
+        );
+    }
+
+    // Second run: nothing about it; --check is clean.
+    let o = s.install();
+    assert_eq!(stdout(&o), "", "second install changed something");
+    let o = s.postern(&["install", "--check"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(fs::read_to_string(&key).expect("key"), key_pem);
+
+    // Half a pair: reported, and install refuses rather than guess.
+    fs::remove_file(&key).expect("rm key");
+    let half = format!(
+        "postern: smtpd_tls_key_file {} is missing but smtpd_tls_cert_file {} exists\n",
+        key.display(),
+        cert.display()
+    );
+    let o = s.postern(&["install", "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), half);
+    let o = s.postern(&["install"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!("smtpd_tls_key_file {} is missing", key.display())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!key.exists());
+    assert_eq!(fs::read_to_string(&cert).expect("cert"), cert_pem);
+
+    // Neither: a new pair.
+    fs::remove_file(&cert).expect("rm cert");
+    let o = s.postern(&["install", "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), want_missing);
+    let o = s.install();
+    assert_eq!(stdout(&o), created);
+    assert_ne!(fs::read_to_string(&cert).expect("cert"), cert_pem);
+    assert_eq!(stat(&key), (0, 0, 0o600));
 }
 
 #[test]

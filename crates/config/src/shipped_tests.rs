@@ -53,6 +53,23 @@ fn shipped_main_cf_is_clean() {
     );
     assert_eq!(cf.list("mynetworks"), vec!["127.0.0.0/8", "[::1]/128"]);
     assert_eq!(cf.size("message_size_limit"), Ok(10_240_000));
+    // The certificate `postern install` makes when missing, under -c DIR.
+    assert_eq!(cf.str("smtpd_tls_cert_file"), "/etc/postern/tls/cert.pem");
+    assert_eq!(cf.str("smtpd_tls_key_file"), "/etc/postern/tls/key.pem");
+    let mut elsewhere = MainCf::parse(
+        include_str!("../../../main.cf"),
+        Path::new("/srv/mail/etc/main.cf"),
+    )
+    .expect("shipped main.cf parses");
+    assert_eq!(
+        elsewhere.str("smtpd_tls_key_file"),
+        "/srv/mail/etc/tls/key.pem"
+    );
+    elsewhere.set("config_directory", "/opt/postern");
+    assert_eq!(
+        elsewhere.str("smtpd_tls_cert_file"),
+        "/opt/postern/tls/cert.pem"
+    );
 }
 
 #[test]
@@ -84,6 +101,8 @@ fn shipped_master_cf_is_clean() {
         keys,
         [
             "smtp/inet",
+            "submission/inet",
+            "submissions/inet",
             "cleanup/unix",
             "qmgr/unix",
             "local/unix",
@@ -95,14 +114,14 @@ fn shipped_master_cf_is_clean() {
     assert_eq!(smtp.kind, ServiceType::Inet);
     assert!(!smtp.private && !smtp.chroot);
     assert_eq!((smtp.maxproc, smtp.command.as_str()), (None, "smtpd"));
-    let cleanup = &m.services[1];
+    let cleanup = &m.services[3];
     assert_eq!(cleanup.maxproc, Some(0));
-    let qmgr = &m.services[2];
+    let qmgr = &m.services[4];
     assert_eq!(
         (qmgr.wakeup, qmgr.wakeup_conditional, qmgr.maxproc),
         (300, false, Some(1))
     );
-    let local = &m.services[3];
+    let local = &m.services[5];
     assert_eq!(local.unpriv, Unpriv::Root);
     assert!(local.private);
     // And it works with the shipped main.cf.
@@ -125,4 +144,76 @@ fn shipped_master_cf_is_clean() {
             .iter()
             .all(|a| a.port() == 25 && a.ip().is_unspecified())
     );
+    assert!(smtp.overrides.is_empty());
+
+    // The submission services, as in Postfix's sample master.cf.
+    let restrictions = [
+        ("smtpd_sasl_auth_enable", "yes"),
+        (
+            "smtpd_client_restrictions",
+            "permit_sasl_authenticated,reject",
+        ),
+        ("smtpd_sender_restrictions", "reject_sender_login_mismatch"),
+        (
+            "smtpd_relay_restrictions",
+            "permit_sasl_authenticated,reject",
+        ),
+    ];
+    for (i, name, port, tls) in [
+        (
+            1,
+            "submission",
+            587,
+            [
+                ("smtpd_tls_security_level", "encrypt"),
+                ("smtpd_tls_auth_only", "yes"),
+            ]
+            .as_slice(),
+        ),
+        (
+            2,
+            "submissions",
+            465,
+            [("smtpd_tls_wrappermode", "yes")].as_slice(),
+        ),
+    ] {
+        let s = &m.services[i];
+        assert_eq!(s.name, name);
+        assert_eq!(s.kind, ServiceType::Inet);
+        assert!(!s.private && !s.chroot, "{name}");
+        assert_eq!(s.unpriv, Unpriv::Default, "{name}");
+        assert_eq!((s.maxproc, s.command.as_str()), (None, "smtpd"), "{name}");
+        assert!(s.args.is_empty(), "{name}: {:?}", s.args);
+        let syslog = format!("postern/{name}");
+        let mut want: Vec<(&str, &str)> = vec![("syslog_name", syslog.as_str())];
+        want.extend(tls.iter().copied());
+        want.extend(restrictions);
+        let mut have: Vec<(&str, &str)> = s
+            .overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        want.sort_unstable();
+        have.sort_unstable();
+        assert_eq!(have, want, "{name}");
+        let addrs = s.inet_addresses(&cf).expect("addresses");
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.port() == port && a.ip().is_unspecified()),
+            "{name}: {addrs:?}"
+        );
+        // The overrides are valid parameter values: main.cf plus them validates.
+        let mut with = cf.clone();
+        for (k, v) in &s.overrides {
+            with.set(k, v);
+        }
+        with.validate().expect("overrides validate");
+        assert_eq!(
+            with.list("smtpd_relay_restrictions"),
+            ["permit_sasl_authenticated", "reject"]
+        );
+        assert!(with.bool("smtpd_sasl_auth_enable").expect("bool"));
+        assert_eq!(with.str("syslog_name"), syslog);
+    }
 }

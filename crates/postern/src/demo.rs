@@ -4,6 +4,15 @@
 //! services listen on 127.0.0.1 at 1000 + their standard port, the domain is
 //! example.test with one mailbox user, `demo`. It needs no root and no
 //! install step; running it again on the same DIR reuses what is there.
+//!
+//! Services: SMTP with STARTTLS on [`SMTP_PORT`], and the two submission
+//! services of the shipped master.cf: `submission` on [`SUBMISSION_PORT`]
+//! (STARTTLS required) and `submissions` on [`SMTPS_PORT`] (implicit TLS),
+//! where nothing is accepted without AUTH as `demo`.
+//!
+//! SECURITY: everything listens on 127.0.0.1 only; the demo password is
+//! random, stored hashed (argon2id) in DIR/users and in clear in
+//! DIR/demo-password, both mode 0600; the TLS key is DIR/tls/key.pem, 0600.
 
 use std::fs;
 use std::io::Read;
@@ -12,8 +21,54 @@ use std::path::{Path, PathBuf};
 /// The demo's SMTP port (1000 + 25).
 pub const SMTP_PORT: u16 = 1025;
 
-/// The demo's implicit-TLS SMTP port (1000 + 465).
+/// The demo's message submission port (1000 + 587): STARTTLS, then AUTH.
+pub const SUBMISSION_PORT: u16 = 1587;
+
+/// The demo's implicit-TLS submission port (1000 + 465, "submissions").
 pub const SMTPS_PORT: u16 = 1465;
+
+/// The `-o` overrides of the shipped master.cf's `submission` service, which
+/// the demo's [`SUBMISSION_PORT`] service uses too.
+pub const SUBMISSION_OVERRIDES: &[(&str, &str)] = &[
+    ("syslog_name", "postern/submission"),
+    ("smtpd_tls_security_level", "encrypt"),
+    ("smtpd_sasl_auth_enable", "yes"),
+    ("smtpd_tls_auth_only", "yes"),
+    (
+        "smtpd_client_restrictions",
+        "permit_sasl_authenticated,reject",
+    ),
+    ("smtpd_sender_restrictions", "reject_sender_login_mismatch"),
+    (
+        "smtpd_relay_restrictions",
+        "permit_sasl_authenticated,reject",
+    ),
+];
+
+/// The `-o` overrides of the shipped master.cf's `submissions` service,
+/// which the demo's [`SMTPS_PORT`] service uses too.
+pub const SUBMISSIONS_OVERRIDES: &[(&str, &str)] = &[
+    ("syslog_name", "postern/submissions"),
+    ("smtpd_tls_wrappermode", "yes"),
+    ("smtpd_sasl_auth_enable", "yes"),
+    (
+        "smtpd_client_restrictions",
+        "permit_sasl_authenticated,reject",
+    ),
+    ("smtpd_sender_restrictions", "reject_sender_login_mismatch"),
+    (
+        "smtpd_relay_restrictions",
+        "permit_sasl_authenticated,reject",
+    ),
+];
+
+/// Continuation lines `  -o name=value` for master.cf.
+fn override_lines(overrides: &[(&str, &str)]) -> String {
+    overrides
+        .iter()
+        .map(|(k, v)| format!("  -o {k}={v}\n"))
+        .collect()
+}
 
 fn write_new(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("postern: cannot write {}: {e}", path.display()))
@@ -94,11 +149,14 @@ maximal_backoff_time = 300s
 queue_run_delay = 30s
 
 # TLS: a self-signed certificate made by `postern tls selfsigned`. STARTTLS
-# is offered on {smtp} (level may: the default once a certificate is set).
+# is offered on {smtp} (level may: the default once a certificate is set) and
+# required on {submission}; {smtps} is implicit TLS (see master.cf).
 smtpd_tls_cert_file = {d}/tls/cert.pem
 smtpd_tls_key_file = {d}/tls/key.pem
 ",
         smtp = SMTP_PORT,
+        submission = SUBMISSION_PORT,
+        smtps = SMTPS_PORT,
         daemon = daemon_dir.display()
     )
 }
@@ -122,10 +180,13 @@ pub fn master_cf(smtp_port: u16) -> String {
 # ==========================================================================
 # SMTP on 1000 + 25, loopback only.
 127.0.0.1:{smtp_port} inet n - n - - smtpd
-# SMTP with implicit TLS (\"smtps\", RFC 8314) on 1000 + 465.
+# Message submission (\"submission\", RFC 6409) on 1000 + 587: STARTTLS
+# required, AUTH only inside TLS, nothing accepted without it, and the
+# sender must be the login's own address (as the shipped master.cf).
+127.0.0.1:{submission_port} inet n - n - - smtpd
+{submission}# The same with implicit TLS (\"submissions\", RFC 8314) on 1000 + 465.
 127.0.0.1:{smtps_port} inet n - n - - smtpd
-  -o smtpd_tls_wrappermode=yes
-# Writes queue files; smtpd and local talk to it.
+{submissions}# Writes queue files; smtpd and local talk to it.
 cleanup   unix  -       -       n       -       0       cleanup
 # The queue manager, woken every 300 s and whenever mail arrives.
 qmgr      unix  -       -       n       300     1       qmgr
@@ -136,7 +197,10 @@ pickup    unix  n       -       n       60      1       pickup
 # Checks passwords and answers user lookups (private/auth).
 auth      unix  -       -       n       -       -       auth
 ",
-        smtps_port = SMTPS_PORT
+        submission_port = SUBMISSION_PORT,
+        submission = override_lines(SUBMISSION_OVERRIDES),
+        smtps_port = SMTPS_PORT,
+        submissions = override_lines(SUBMISSIONS_OVERRIDES),
     )
 }
 
@@ -182,25 +246,44 @@ pub fn run(dir: &Path) -> Result<(), String> {
     }
     crate::check(&dir, true).map_err(|f| f.message)?;
     let password = fs::read_to_string(dir.join("demo-password")).unwrap_or_default();
+    let pw = password.trim();
     let d = dir.display();
     println!(
         "\
 Postern demo instance in {d} ({state})
   SMTP        127.0.0.1:{SMTP_PORT}   (STARTTLS offered)
-  SMTPS       127.0.0.1:{SMTPS_PORT}   (implicit TLS)
+  SUBMISSION  127.0.0.1:{SUBMISSION_PORT}   (STARTTLS required, then AUTH)
+  SUBMISSIONS 127.0.0.1:{SMTPS_PORT}   (implicit TLS, then AUTH)
   certificate {d}/tls/cert.pem (self-signed, mail.example.test)
   domain      example.test
-  user        demo@example.test   password: {pw}
+  user        demo@example.test   login: demo   password: {pw}
 Send a test message (from another terminal):
   python3 -c \"import smtplib; smtplib.SMTP('127.0.0.1', {SMTP_PORT}).sendmail('you@example.test', ['demo@example.test'], 'Subject: hello\\n\\nIt works.\\n')\"
-  openssl s_client -starttls smtp -connect 127.0.0.1:{SMTP_PORT} -CAfile {d}/tls/cert.pem -verify_hostname mail.example.test
+Or as a road warrior would, over submission with AUTH (swaks from Debian's package):
+  swaks --server 127.0.0.1:{SUBMISSION_PORT} --tls --tls-verify --tls-ca-path {d}/tls/cert.pem --auth PLAIN --auth-user demo --auth-password {pw} --from demo@example.test --to demo@example.test
+  (implicit TLS: --server 127.0.0.1:{SMTPS_PORT} --tlsc instead of --tls)
+Look at the TLS session:
+  openssl s_client -starttls smtp -connect 127.0.0.1:{SUBMISSION_PORT} -CAfile {d}/tls/cert.pem -verify_hostname mail.example.test
 It lands in {d}/mail/demo/Maildir/new/
 Log lines follow; stop with Ctrl-C.
 ",
         state = if fresh { "created" } else { "reused" },
-        pw = password.trim()
     );
+    if !fresh && !has_submission(&dir) {
+        println!(
+            "note: this instance was made before the demo had a submission service on \
+             {SUBMISSION_PORT}; remove {d} to recreate it with one."
+        );
+    }
     postern_master::run_foreground(&dir)
+}
+
+/// True when DIR/master.cf has the demo's submission service (instances
+/// made by older versions do not).
+fn has_submission(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("master.cf"))
+        .map(|t| t.contains(&format!("127.0.0.1:{SUBMISSION_PORT} ")))
+        .unwrap_or(false)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
@@ -252,26 +335,64 @@ mod tests {
                 .contains(&"example.test".to_string())
         );
         let master = postern_config::MasterCf::load(dir.path()).unwrap();
-        let smtp = master
-            .services
-            .iter()
-            .find(|s| s.command == "smtpd")
-            .unwrap();
-        assert_eq!(
-            smtp.inet_addresses(&main).unwrap(),
-            vec!["127.0.0.1:1025".parse().unwrap()]
-        );
-        let smtps: Vec<_> = master
+        let smtpds: Vec<_> = master
             .services
             .iter()
             .filter(|s| s.command == "smtpd")
-            .skip(1)
             .collect();
-        assert_eq!(smtps.len(), 1);
+        let listens: Vec<Vec<std::net::SocketAddr>> = smtpds
+            .iter()
+            .map(|s| s.inet_addresses(&main).unwrap())
+            .collect();
         assert_eq!(
-            smtps[0].inet_addresses(&main).unwrap(),
-            vec!["127.0.0.1:1465".parse().unwrap()]
+            listens,
+            [
+                vec!["127.0.0.1:1025".parse().unwrap()],
+                vec!["127.0.0.1:1587".parse().unwrap()],
+                vec!["127.0.0.1:1465".parse().unwrap()],
+            ]
         );
+        assert_eq!((SMTP_PORT, SUBMISSION_PORT, SMTPS_PORT), (1025, 1587, 1465));
+        // Port 1025 is plain SMTP; 1587 and 1465 are the shipped master.cf's
+        // submission and submissions services, overrides and all.
+        assert!(smtpds[0].overrides.is_empty());
+        let shipped = postern_config::MasterCf::parse(
+            crate::install::SHIPPED_MASTER_CF,
+            Path::new("/etc/postern/master.cf"),
+        )
+        .unwrap();
+        for (demo, name) in [(smtpds[1], "submission"), (smtpds[2], "submissions")] {
+            let ship = shipped.services.iter().find(|s| s.name == name).unwrap();
+            assert_eq!(demo.overrides, ship.overrides, "{name}");
+            // And they make a valid configuration with the demo's main.cf.
+            let mut m = main.clone();
+            for (k, v) in &demo.overrides {
+                m.set(k, v);
+            }
+            m.validate().unwrap();
+            assert!(m.bool("smtpd_sasl_auth_enable").unwrap(), "{name}");
+            assert_eq!(
+                m.list("smtpd_relay_restrictions"),
+                ["permit_sasl_authenticated", "reject"]
+            );
+            assert_eq!(m.str("syslog_name"), format!("postern/{name}"));
+        }
+        let level = |s: &postern_config::ServiceEntry| {
+            let mut m = main.clone();
+            for (k, v) in &s.overrides {
+                m.set(k, v);
+            }
+            (
+                m.str("smtpd_tls_security_level"),
+                m.bool("smtpd_tls_wrappermode").unwrap(),
+            )
+        };
+        assert_eq!(level(smtpds[0]), (String::new(), false), "may, by default");
+        assert_eq!(level(smtpds[1]), ("encrypt".to_string(), false));
+        assert_eq!(level(smtpds[2]), (String::new(), true));
+        assert!(has_submission(dir.path()));
+        fs::write(dir.path().join("master.cf"), "# old\n").unwrap();
+        assert!(!has_submission(dir.path()));
         assert!(main.str("smtpd_tls_cert_file").ends_with("/tls/cert.pem"));
         assert!(main.str("smtpd_tls_key_file").ends_with("/tls/key.pem"));
     }

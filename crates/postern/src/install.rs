@@ -12,7 +12,14 @@
 //!    where missing: an existing file is never overwritten;
 //! 4. `queue_directory` ([`QueueDirs::ROOT_SPEC`]) and every directory of
 //!    [`QUEUE_DIRS`], created when missing and chowned/chmodded to the table;
-//! 5. `daemon_directory/postdrop`, when present: root:postdrop, mode 2755.
+//! 5. `daemon_directory/postdrop`, when present: root:postdrop, mode 2755;
+//! 6. smtpd's TLS certificate: when main.cf names `smtpd_tls_cert_file`
+//!    (the shipped one: `$config_directory/tls/cert.pem`; not when
+//!    `smtpd_tls_chain_files` replaces it) and neither it nor
+//!    `smtpd_tls_key_file` exists, a self-signed pair for `myhostname`
+//!    ([`crate::tls::generate`]): key root:root 0600, certificate 0644,
+//!    missing directories 0755. If only one of the two exists, install stops
+//!    with an error naming the missing one.
 //!
 //! Every change prints one line (`postern: created user postern-smtpd`); a
 //! second run prints nothing. `--check` changes nothing, prints one line per
@@ -29,7 +36,11 @@
 //! are run by absolute path with an empty environment except PATH and
 //! LC_ALL=C, and the names given to them are this module's constants only.
 //! Config files are created with O_EXCL, so an existing file or a planted
-//! symbolic link is never written through.
+//! symbolic link is never written through. The certificate and key are
+//! written to a temporary file (O_EXCL|O_NOFOLLOW, created with its final
+//! mode, so the key is never readable by others, not even briefly) and put in
+//! place with link(2), which refuses to replace anything: an existing
+//! certificate, key or symbolic link there is never overwritten.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -234,6 +245,33 @@ pub enum Drift {
         /// The bits now (with setgid/sticky).
         have: u32,
     },
+    /// Neither file of smtpd's certificate exists: install makes a
+    /// self-signed pair.
+    MissingCertificate(CertPlan),
+    /// One file of smtpd's certificate pair exists and the other does not:
+    /// install refuses (it never replaces a certificate or a key).
+    HalfCertificate {
+        /// The parameter that names the missing file.
+        param: &'static str,
+        /// The missing file.
+        missing: PathBuf,
+        /// The parameter that names the file that exists.
+        other_param: &'static str,
+        /// The file that exists.
+        present: PathBuf,
+    },
+}
+
+/// The self-signed certificate install would make: where, and for whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertPlan {
+    /// `smtpd_tls_cert_file`, expanded.
+    pub cert: PathBuf,
+    /// `smtpd_tls_key_file`, expanded (equal to `cert` for a single file
+    /// holding both, Postfix's default).
+    pub key: PathBuf,
+    /// The name the certificate is for (`myhostname`).
+    pub hostname: String,
 }
 
 impl fmt::Display for Drift {
@@ -277,6 +315,28 @@ impl fmt::Display for Drift {
                     target.what, target.mode
                 )
             }
+            Drift::MissingCertificate(plan) if plan.cert == plan.key => write!(
+                f,
+                "missing TLS certificate and key {} (smtpd_tls_cert_file)",
+                plan.cert.display()
+            ),
+            Drift::MissingCertificate(plan) => write!(
+                f,
+                "missing TLS certificate {} and key {}",
+                plan.cert.display(),
+                plan.key.display()
+            ),
+            Drift::HalfCertificate {
+                param,
+                missing,
+                other_param,
+                present,
+            } => write!(
+                f,
+                "{param} {} is missing but {other_param} {} exists",
+                missing.display(),
+                present.display()
+            ),
         }
     }
 }
@@ -314,6 +374,16 @@ impl Drift {
             Drift::Mode { target, have } => format!(
                 "{}: mode set to {:04o} (was {have:04o})",
                 target.what, target.mode
+            ),
+            Drift::MissingCertificate(plan) => format!(
+                "created self-signed certificate {} for {}; replace it with a real one",
+                plan.cert.display(),
+                plan.hostname
+            ),
+            Drift::HalfCertificate { present, .. } => format!(
+                "{self}; put the matching file there (or move {} away and run \
+                 postern install again for a new self-signed pair)",
+                present.display()
             ),
         }
     }
@@ -397,7 +467,8 @@ pub fn command(config_dir: &Path, args: &[String]) -> Result<(), Failure> {
 
 /// Lists every difference between the system and docs/security.md without
 /// changing anything. An unreadable or invalid main.cf is an error; a
-/// missing one is a difference (and the defaults locate the queue).
+/// missing one is a difference (and the shipped main.cf that install would
+/// write locates the queue and the certificate).
 pub fn check(config_dir: &Path) -> Result<Vec<Drift>, InstallError> {
     let mut drifts = survey_accounts()?;
     let config = survey_config(config_dir);
@@ -405,9 +476,8 @@ pub fn check(config_dir: &Path) -> Result<Vec<Drift>, InstallError> {
         .iter()
         .any(|d| matches!(d, Drift::MissingConfig(p) if p.ends_with("main.cf")))
     {
-        let mut m = MainCf::defaults();
-        m.set("config_directory", &config_dir.display().to_string());
-        m
+        MainCf::parse(SHIPPED_MAIN_CF, &config_dir.join("main.cf"))
+            .map_err(|e| InstallError::new(e.to_string()))?
     } else {
         load_main(config_dir)?
     };
@@ -415,6 +485,7 @@ pub fn check(config_dir: &Path) -> Result<Vec<Drift>, InstallError> {
     for t in targets(&main)? {
         drifts.extend(survey_target(&t)?);
     }
+    drifts.extend(survey_certificate(&main)?);
     Ok(drifts)
 }
 
@@ -451,6 +522,17 @@ pub fn install(config_dir: &Path, report: &mut dyn FnMut(&str)) -> Result<(), In
             for d in &drifts {
                 report(&d.fixed_message());
             }
+        }
+    }
+    // Last, so that a half certificate pair (an error) leaves everything
+    // else installed.
+    for d in survey_certificate(&main)? {
+        match &d {
+            Drift::MissingCertificate(plan) => {
+                create_certificate(plan, (0, 0))?;
+                report(&d.fixed_message());
+            }
+            _ => return Err(InstallError::new(d.fixed_message())),
         }
     }
     Ok(())
@@ -826,6 +908,186 @@ fn create_config(config_dir: &Path, path: &Path) -> Result<(), InstallError> {
 }
 
 // ---------------------------------------------------------------------------
+// smtpd's TLS certificate
+
+/// True when something (even a dangling symbolic link) is at `path`, or when
+/// it cannot be told (no permission to look): only "no such file" is absent.
+fn present(path: &Path) -> bool {
+    !matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
+/// The certificate drift for this main.cf: nothing when no certificate is
+/// configured (or `smtpd_tls_chain_files` is used instead) or both files
+/// are there; [`Drift::MissingCertificate`] when neither is;
+/// [`Drift::HalfCertificate`] when one is. A relative path is an error.
+pub fn survey_certificate(main: &MainCf) -> Result<Vec<Drift>, InstallError> {
+    if !main.list("smtpd_tls_chain_files").is_empty() {
+        return Ok(Vec::new());
+    }
+    let cert = main.str("smtpd_tls_cert_file").trim().to_owned();
+    if cert.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut key = main.str("smtpd_tls_key_file").trim().to_owned();
+    if key.is_empty() {
+        key = cert.clone();
+    }
+    let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+    let (have_cert, have_key) = (present(&cert), present(&key));
+    if have_cert && have_key {
+        return Ok(Vec::new());
+    }
+    for (param, p) in [("smtpd_tls_cert_file", &cert), ("smtpd_tls_key_file", &key)] {
+        if !p.is_absolute() {
+            return Err(InstallError::new(format!(
+                "{param} must be an absolute path: {}",
+                p.display()
+            )));
+        }
+    }
+    let drift = match (have_cert, have_key) {
+        (false, false) => Drift::MissingCertificate(CertPlan {
+            cert,
+            key,
+            hostname: main.str("myhostname"),
+        }),
+        (true, _) => Drift::HalfCertificate {
+            param: "smtpd_tls_key_file",
+            missing: key,
+            other_param: "smtpd_tls_cert_file",
+            present: cert,
+        },
+        (false, true) => Drift::HalfCertificate {
+            param: "smtpd_tls_cert_file",
+            missing: cert,
+            other_param: "smtpd_tls_key_file",
+            present: key,
+        },
+    };
+    Ok(vec![drift])
+}
+
+/// Makes the self-signed pair of `plan`, files owned by `owner` (uid, gid):
+/// missing directories 0755, key 0600, certificate 0644 (one file 0600,
+/// key first, when both paths are the same). Never replaces an existing
+/// file; if the certificate cannot be written the new key is removed again,
+/// so a failure never leaves half a pair behind.
+pub fn create_certificate(plan: &CertPlan, owner: (u32, u32)) -> Result<(), InstallError> {
+    let (cert_pem, key_pem) = crate::tls::generate(&plan.hostname, crate::tls::DEFAULT_DAYS)
+        .map_err(|e| InstallError::new(e.trim_start_matches("postern: ")))?;
+    for p in [&plan.cert, &plan.key] {
+        let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) else {
+            return Err(InstallError::new(format!(
+                "{}: not a file path",
+                p.display()
+            )));
+        };
+        create_dirs(dir, owner)?;
+    }
+    if plan.cert == plan.key {
+        return write_new_file(
+            &plan.key,
+            format!("{key_pem}{cert_pem}").as_bytes(),
+            0o600,
+            owner,
+        );
+    }
+    write_new_file(&plan.key, key_pem.as_bytes(), 0o600, owner)?;
+    if let Err(e) = write_new_file(&plan.cert, cert_pem.as_bytes(), 0o644, owner) {
+        let _ = fs::remove_file(&plan.key);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `mkdir -p` with mode 0755 and `owner` for each directory it creates;
+/// existing directories (and symbolic links to directories) are left as
+/// they are.
+fn create_dirs(dir: &Path, owner: (u32, u32)) -> Result<(), InstallError> {
+    let io_err = |p: &Path, e: io::Error| InstallError::new(format!("{}: {e}", p.display()));
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    loop {
+        match fs::symlink_metadata(cur) {
+            Ok(m) if m.is_dir() || (m.file_type().is_symlink() && cur.is_dir()) => break,
+            Ok(_) => {
+                return Err(InstallError::new(format!(
+                    "{} is not a directory",
+                    cur.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(cur);
+                match cur.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => cur = p,
+                    _ => break,
+                }
+            }
+            Err(e) => return Err(io_err(cur, e)),
+        }
+    }
+    for d in missing.into_iter().rev() {
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(d)
+            .map_err(|e| io_err(d, e))?;
+        std::os::unix::fs::chown(d, Some(owner.0), Some(owner.1)).map_err(|e| io_err(d, e))?;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(|e| io_err(d, e))?;
+    }
+    Ok(())
+}
+
+/// Writes a new file at `path` with exactly `mode` and `owner`, durably,
+/// and refuses (AlreadyExists) if anything is already there.
+fn write_new_file(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: (u32, u32),
+) -> Result<(), InstallError> {
+    let io_err = |p: &Path, e: io::Error| InstallError::new(format!("{}: {e}", p.display()));
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(InstallError::new(format!(
+            "{}: not a file path",
+            path.display()
+        )));
+    };
+    let tmp = dir.join(format!(".{}.postern-install", name.to_string_lossy()));
+    // A leftover of an interrupted install is ours to remove (unlink never
+    // follows a symbolic link).
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&tmp, e)),
+    }
+    let written = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc_o_nofollow())
+            .open(&tmp)?;
+        std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(InstallError::new(format!(
+                "{} exists; not overwritten",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(io_err(path, e)),
+    }
+    postern_queue::sync_dir(dir).map_err(|e| io_err(dir, e))
+}
+
+// ---------------------------------------------------------------------------
 // Directories and the postdrop program
 
 fn survey_target(t: &Target) -> Result<Vec<Drift>, InstallError> {
@@ -1108,6 +1370,226 @@ mod tests {
             fs::read_to_string(dir.join("main.cf")).expect("read"),
             "# mine\n"
         );
+    }
+
+    /// A main.cf in a temporary config directory, parsed as install loads it.
+    fn main_with(dir: &Path, text: &str) -> MainCf {
+        MainCf::parse(text, &dir.join("main.cf")).expect("main.cf parses")
+    }
+
+    const SHIPPED_TLS: &str = "myhostname = mx.example.test\n\
+        smtpd_tls_cert_file = $config_directory/tls/cert.pem\n\
+        smtpd_tls_key_file = $config_directory/tls/key.pem\n";
+
+    fn me() -> (u32, u32) {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::symlink_metadata(p).expect("stat").mode() & 0o7777
+    }
+
+    #[test]
+    fn no_certificate_configured_means_nothing_to_do() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for text in [
+            "",
+            "smtpd_tls_cert_file =\n",
+            // chain files replace the pair: install does not make those.
+            "smtpd_tls_chain_files = /nonexistent/chain.pem\n\
+             smtpd_tls_cert_file = /nonexistent/cert.pem\n",
+        ] {
+            let main = main_with(tmp.path(), text);
+            assert_eq!(survey_certificate(&main).expect("survey"), vec![], "{text}");
+        }
+    }
+
+    #[test]
+    fn certificate_drift_names_what_is_missing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let etc = tmp.path();
+        let main = main_with(etc, SHIPPED_TLS);
+        let cert = etc.join("tls/cert.pem");
+        let key = etc.join("tls/key.pem");
+        let plan = CertPlan {
+            cert: cert.clone(),
+            key: key.clone(),
+            hostname: "mx.example.test".into(),
+        };
+        let drifts = survey_certificate(&main).expect("survey");
+        assert_eq!(drifts, vec![Drift::MissingCertificate(plan.clone())]);
+        assert_eq!(
+            drifts[0].to_string(),
+            format!(
+                "missing TLS certificate {} and key {}",
+                cert.display(),
+                key.display()
+            )
+        );
+        assert_eq!(
+            drifts[0].fixed_message(),
+            format!(
+                "created self-signed certificate {} for mx.example.test; replace it with a real one",
+                cert.display()
+            )
+        );
+
+        // Only the certificate: the key is missing, and install refuses.
+        fs::create_dir(etc.join("tls")).expect("mkdir");
+        fs::write(&cert, "mine").expect("write");
+        let drifts = survey_certificate(&main).expect("survey");
+        assert_eq!(
+            drifts[0].to_string(),
+            format!(
+                "smtpd_tls_key_file {} is missing but smtpd_tls_cert_file {} exists",
+                key.display(),
+                cert.display()
+            )
+        );
+        assert!(
+            drifts[0]
+                .fixed_message()
+                .contains("put the matching file there"),
+            "{}",
+            drifts[0].fixed_message()
+        );
+        // Only the key (a dangling symbolic link counts: it is never replaced).
+        fs::remove_file(&cert).expect("rm");
+        std::os::unix::fs::symlink(etc.join("nowhere"), &key).expect("symlink");
+        let drifts = survey_certificate(&main).expect("survey");
+        assert_eq!(
+            drifts,
+            vec![Drift::HalfCertificate {
+                param: "smtpd_tls_cert_file",
+                missing: cert.clone(),
+                other_param: "smtpd_tls_key_file",
+                present: key.clone(),
+            }]
+        );
+        // Both: nothing.
+        fs::write(&cert, "mine").expect("write");
+        assert_eq!(survey_certificate(&main).expect("survey"), vec![]);
+
+        // One file for both (Postfix's default key file).
+        let one = main_with(etc, "smtpd_tls_cert_file = /nonexistent/both.pem\n");
+        let drifts = survey_certificate(&one).expect("survey");
+        assert_eq!(
+            drifts[0].to_string(),
+            "missing TLS certificate and key /nonexistent/both.pem (smtpd_tls_cert_file)"
+        );
+        // A relative path is refused, not resolved against install's cwd.
+        let rel = main_with(etc, "smtpd_tls_cert_file = tls/cert.pem\n");
+        let err = survey_certificate(&rel).unwrap_err();
+        assert!(err.message.contains("absolute path"), "{err}");
+    }
+
+    #[test]
+    fn certificate_is_created_with_modes_once_and_never_overwritten() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let etc = tmp.path().join("etc/postern");
+        let main = main_with(&etc, SHIPPED_TLS);
+        let drifts = survey_certificate(&main).expect("survey");
+        let [Drift::MissingCertificate(plan)] = drifts.as_slice() else {
+            panic!("want one missing certificate");
+        };
+        create_certificate(plan, me()).expect("create");
+        assert_eq!(mode_of(&etc), 0o755);
+        assert_eq!(mode_of(&etc.join("tls")), 0o755);
+        assert_eq!(mode_of(&plan.key), 0o600);
+        assert_eq!(mode_of(&plan.cert), 0o644);
+        let meta = fs::metadata(&plan.key).expect("stat");
+        assert_eq!((meta.uid(), meta.gid()), me());
+        let cert = fs::read_to_string(&plan.cert).expect("cert");
+        let key = fs::read_to_string(&plan.key).expect("key");
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+        assert!(key.contains("PRIVATE KEY") && !key.contains("CERTIFICATE"));
+        // A usable pair: the TLS crate loads it and the key matches.
+        let src = postern_tls::CertSource::from_config(&main, "smtpd").expect("configured");
+        postern_tls::server_config(&src).expect("loads");
+        // No temporary files are left behind.
+        let mut names: Vec<String> = fs::read_dir(etc.join("tls"))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cert.pem", "key.pem"]);
+
+        // Done: no drift. Asked again anyway, it refuses and changes nothing.
+        assert_eq!(survey_certificate(&main).expect("survey"), vec![]);
+        let err = create_certificate(plan, me()).unwrap_err();
+        assert!(err.message.contains("exists; not overwritten"), "{err}");
+        assert_eq!(fs::read_to_string(&plan.key).expect("key"), key);
+        assert_eq!(fs::read_to_string(&plan.cert).expect("cert"), cert);
+    }
+
+    #[test]
+    fn a_failed_certificate_write_leaves_no_half_pair() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let main = main_with(tmp.path(), SHIPPED_TLS);
+        let drifts = survey_certificate(&main).expect("survey");
+        let [Drift::MissingCertificate(plan)] = drifts.as_slice() else {
+            panic!("want one missing certificate");
+        };
+        // Something install cannot remove where its temporary file goes.
+        let blocker = tmp.path().join("tls/.cert.pem.postern-install");
+        fs::create_dir_all(blocker.join("x")).expect("mkdir");
+        let err = create_certificate(plan, me()).unwrap_err();
+        assert!(err.message.contains("postern-install"), "{err}");
+        assert!(!present(&plan.key), "the new key was removed again");
+        assert!(!present(&plan.cert));
+        assert_eq!(
+            survey_certificate(&main).expect("survey"),
+            vec![Drift::MissingCertificate(plan.clone())]
+        );
+        // A planted symbolic link at the key's place is not written through.
+        fs::remove_dir_all(tmp.path().join("tls")).expect("rm");
+        fs::create_dir(tmp.path().join("tls")).expect("mkdir");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, "untouched").expect("write");
+        std::os::unix::fs::symlink(&victim, &plan.key).expect("symlink");
+        let err = create_certificate(plan, me()).unwrap_err();
+        assert!(err.message.contains("not overwritten"), "{err}");
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "untouched");
+        assert!(!present(&plan.cert));
+    }
+
+    #[test]
+    fn one_file_for_key_and_certificate_is_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let both = tmp.path().join("ssl/both.pem");
+        let main = main_with(
+            tmp.path(),
+            &format!(
+                "myhostname = mx.example.test\nsmtpd_tls_cert_file = {}\n",
+                both.display()
+            ),
+        );
+        let drifts = survey_certificate(&main).expect("survey");
+        let [Drift::MissingCertificate(plan)] = drifts.as_slice() else {
+            panic!("want one missing certificate");
+        };
+        assert_eq!(plan.key, both);
+        create_certificate(plan, me()).expect("create");
+        assert_eq!(mode_of(&both), 0o600);
+        let src = postern_tls::CertSource::from_config(&main, "smtpd").expect("configured");
+        postern_tls::server_config(&src).expect("loads");
+        assert_eq!(survey_certificate(&main).expect("survey"), vec![]);
+    }
+
+    #[test]
+    fn a_bad_host_name_is_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = CertPlan {
+            cert: tmp.path().join("tls/cert.pem"),
+            key: tmp.path().join("tls/key.pem"),
+            hostname: "not a host".into(),
+        };
+        let err = create_certificate(&plan, me()).unwrap_err();
+        assert!(err.message.starts_with("bad host name"), "{err}");
+        assert!(!tmp.path().join("tls").exists());
     }
 
     #[test]

@@ -99,16 +99,6 @@ pub fn selfsigned(
     days: u32,
     force: bool,
 ) -> Result<(PathBuf, PathBuf), String> {
-    let hostname = hostname.trim().trim_end_matches('.');
-    if hostname.is_empty()
-        || !hostname
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err(format!(
-            "postern: bad host name for a certificate: {hostname:?}"
-        ));
-    }
     let dir = config_dir.join("tls");
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
@@ -121,6 +111,28 @@ pub fn selfsigned(
                 ));
             }
         }
+    }
+    let (cert, key) = generate(hostname, days)?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("postern: cannot create {}: {e}", dir.display()))?;
+    write_file(&key_path, key.as_bytes(), 0o600)?;
+    write_file(&cert_path, cert.as_bytes(), 0o644)?;
+    Ok((cert_path, key_path))
+}
+
+/// A new ECDSA P-256 key and a certificate for `hostname` signed by it,
+/// valid from yesterday for `days` days: (certificate PEM, private key PEM).
+/// Writes nothing; `postern install` uses it for its own file handling.
+pub fn generate(hostname: &str, days: u32) -> Result<(String, String), String> {
+    let hostname = hostname.trim().trim_end_matches('.');
+    if hostname.is_empty()
+        || !hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(format!(
+            "postern: bad host name for a certificate: {hostname:?}"
+        ));
     }
     let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()])
         .map_err(|e| format!("postern: certificate parameters: {e}"))?;
@@ -139,11 +151,7 @@ pub fn selfsigned(
     let cert = params
         .self_signed(&key)
         .map_err(|e| format!("postern: certificate: {e}"))?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("postern: cannot create {}: {e}", dir.display()))?;
-    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
-    Ok((cert_path, key_path))
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Writes a file created with `mode` (replacing any old one via a

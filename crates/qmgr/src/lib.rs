@@ -201,9 +201,10 @@ impl Qmgr {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(id) = name.strip_prefix(".next-")
-                    && !deferred.join(id).exists() {
-                        let _ = std::fs::remove_file(e.path());
-                    }
+                    && !deferred.join(id).exists()
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         match self.dirs.remove_stale_temp(Duration::from_secs(86400)) {

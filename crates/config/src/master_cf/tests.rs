@@ -292,6 +292,34 @@ fn inet_address_forms() {
 }
 
 #[test]
+fn well_known_ports_do_not_depend_on_etc_services() {
+    // Hosts whose /etc/services lacks "submissions" (older netbase) or has
+    // no such file (containers) still get these ports: the built-in table
+    // is consulted first.
+    for (name, port) in [
+        ("smtp", 25),
+        ("submission", 587),
+        ("submissions", 465),
+        ("smtps", 465),
+        ("pop3", 110),
+        ("pop3s", 995),
+        ("imap", 143),
+        ("imaps", 993),
+    ] {
+        assert_eq!(
+            PORTS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p),
+            Some(port),
+            "{name} is in the built-in table"
+        );
+        assert_eq!(port_of(name), Some(port), "{name}");
+    }
+    assert_eq!(port_of("587"), Some(587));
+    for bad in ["", "65536", "-1", "no-such-service-here", "submission/tcp"] {
+        assert_eq!(port_of(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
 fn inet_interfaces_and_protocols() {
     let has_v6 = host_has_ipv6();
     let all = addrs("smtp", "").expect("all");
