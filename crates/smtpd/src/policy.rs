@@ -262,11 +262,12 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::Path;
 
-    fn scratch(name: &str) -> PathBuf {
+    /// A fresh scratch directory with private/ (for the auth socket).
+    pub(crate) fn scratch(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("postern-policy-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(d.join("private")).unwrap();

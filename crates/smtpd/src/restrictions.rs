@@ -396,15 +396,8 @@ fn permit_if(b: bool) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::tests::scratch;
     use std::net::Ipv4Addr;
-    use std::path::PathBuf;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("postern-restr-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("private")).unwrap();
-        d
-    }
 
     fn config(dir: &std::path::Path, extra: &[(&str, &str)]) -> MainCf {
         let mut m = MainCf::parse("", &dir.join("main.cf")).unwrap();
