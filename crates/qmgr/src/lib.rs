@@ -523,7 +523,27 @@ impl Qmgr {
                 DeliveryOutcome::Deferred => active.deferred = true,
             }
         }
-        if !finished.is_empty() {
+        // The last job of a message that is now completely delivered: the
+        // marks need no fdatasync, since the file is unlinked right away
+        // (docs/queue.md, S3 → S6 → S0). One fsync less per message.
+        let last = !finished.is_empty()
+            && active.outstanding == 1
+            && !active.deferred
+            && active.bounced.is_empty()
+            && active.file.pending().iter().all(|i| finished.contains(i));
+        if last {
+            let written = active
+                .file
+                .prepare_done(&finished)
+                .and_then(|marks| marks.write_unsynced().map(|()| marks));
+            match written {
+                Ok(marks) => active.file.record_done(&marks),
+                Err(e) => {
+                    warn!("{}: cannot mark recipients done: {e}", done.id);
+                    active.deferred = true;
+                }
+            }
+        } else if !finished.is_empty() {
             // The fdatasync of the marks runs on a blocking thread so the
             // scheduler keeps dispatching; the message is not finished (and
             // so not removed) until the marks are durable.

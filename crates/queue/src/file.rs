@@ -277,10 +277,20 @@ impl DoneMarks {
         if self.offsets.is_empty() {
             return Ok(());
         }
+        self.write_unsynced()?;
+        self.file.sync_data()
+    }
+
+    /// Writes the marks without the fdatasync: for a message's last
+    /// recipients, when the file is unlinked right after. A crashed process
+    /// loses nothing (the marks are in the page cache); a crashed machine
+    /// may lose them and deliver those recipients again (at least once, as
+    /// Postfix, which never syncs its done marks).
+    pub fn write_unsynced(&self) -> io::Result<()> {
         for &off in &self.offsets {
             self.file.write_all_at(&[REC_DONE], off)?;
         }
-        self.file.sync_data()
+        Ok(())
     }
 
     /// The recipient indexes these marks cover.
