@@ -192,6 +192,22 @@ fn mark_done_persists_and_changes_only_type_bytes() {
 }
 
 #[test]
+fn unsynced_marks_are_seen_by_the_next_reader() {
+    // qmgr's last marks before the unlink: no fdatasync, but written, so a
+    // qmgr that is killed and restarted (same kernel) skips the recipient.
+    let (_t, dirs) = setup();
+    let id = write_message(&dirs, &envelope(), b"x\n");
+    let path = dirs.file(Queue::Incoming, &id);
+    let mut qf = QueueFile::open(&path, id.clone()).expect("open");
+    let marks = qf.prepare_done(&[0, 1, 2]).expect("prepare");
+    marks.write_unsynced().expect("write");
+    qf.record_done(&marks);
+    assert!(qf.all_done());
+    let again = QueueFile::open(&path, id).expect("reopen");
+    assert!(again.pending().is_empty());
+}
+
+#[test]
 fn from_file_works_on_a_read_only_descriptor() {
     let (_t, dirs) = setup();
     let id = write_message(&dirs, &envelope(), b"hello\n");
