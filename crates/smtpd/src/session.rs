@@ -593,7 +593,10 @@ impl Session<'_> {
             match result {
                 Ok((_, Step::Done(c))) => break c,
                 Ok((mut ex, Step::Challenge(c))) => {
-                    self.send(&Reply::new(334, None, postern_sasl::encode(c)));
+                    // RFC 4954: "334" SP [base64] CRLF, the space even
+                    // before an empty challenge (PLAIN's first).
+                    let challenge = format!("334 {}\r\n", postern_sasl::encode(c));
+                    self.out.extend_from_slice(challenge.as_bytes());
                     let line = loop {
                         if let Some(l) = self.reader.next_line() {
                             break l;
