@@ -15,7 +15,8 @@
 //! reject_unauth_destination, defer_unauth_destination,
 //! reject_sender_login_mismatch, reject_non_fqdn_sender,
 //! reject_non_fqdn_recipient, reject_non_fqdn_helo_hostname,
-//! reject_unlisted_recipient. An unknown word stops smtpd at start-up with
+//! reject_unlisted_recipient, and check_{client,helo,sender,recipient}_access
+//! with an access(5) table. An unknown word stops smtpd at start-up with
 //! the parameter and the word (Postfix would answer 451 to every client).
 //!
 //! SECURITY: start-up refuses a configuration in which neither
@@ -25,6 +26,7 @@
 
 use crate::policy::Policy;
 use postern_config::MainCf;
+use postern_maps::Table;
 use postern_smtp_proto::{EnhancedCode, Reply};
 use std::net::IpAddr;
 
@@ -57,6 +59,34 @@ pub enum Word {
     RejectNonFqdnHeloHostname,
     /// `reject_unlisted_recipient`: a local recipient must exist.
     RejectUnlistedRecipient,
+    /// `check_{client,helo,sender,recipient}_access TABLE`: an access(5)
+    /// table (the index into [`Restrictions`]'s tables) decides.
+    CheckAccess(Access, usize),
+}
+
+/// What a `check_*_access` table is searched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The client address (`check_client_access`).
+    Client,
+    /// The HELO/EHLO name (`check_helo_access`).
+    Helo,
+    /// The MAIL FROM address (`check_sender_access`).
+    Sender,
+    /// The RCPT TO address (`check_recipient_access`).
+    Recipient,
+}
+
+impl Access {
+    fn from_word(word: &str) -> Option<Access> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "check_client_access" => Access::Client,
+            "check_helo_access" => Access::Helo,
+            "check_sender_access" => Access::Sender,
+            "check_recipient_access" => Access::Recipient,
+            _ => return None,
+        })
+    }
 }
 
 impl Word {
@@ -117,6 +147,8 @@ const LISTS: [(&str, Stage); 5] = [
 #[derive(Clone, Debug)]
 pub struct Restrictions {
     lists: Vec<(Stage, Vec<Word>)>,
+    /// The tables of the check_*_access words.
+    tables: Vec<Table>,
 }
 
 /// What is known when a recipient is checked.
@@ -171,9 +203,24 @@ impl Restrictions {
     /// start-up error naming the parameter.
     pub fn from_config(main: &MainCf) -> Result<Restrictions, String> {
         let mut lists = Vec::new();
+        let mut tables = Vec::new();
+        let config_dir = main.path("config_directory");
         for (param, stage) in LISTS {
             let mut words = Vec::new();
-            for item in main.list(param) {
+            let mut items = main.list(param).into_iter();
+            while let Some(item) = items.next() {
+                if let Some(access) = Access::from_word(&item) {
+                    let spec = items.next().ok_or_else(|| {
+                        format!(
+                            "{param}: {item} needs a table (e.g. {item} hash:/etc/postern/access)"
+                        )
+                    })?;
+                    let table = Table::open(&spec, &config_dir)
+                        .map_err(|e| format!("{param}: {item} {spec}: {e}"))?;
+                    tables.push(table);
+                    words.push(Word::CheckAccess(access, tables.len() - 1));
+                    continue;
+                }
                 let w = Word::parse(&item).ok_or_else(|| {
                     format!(
                         "{param}: unknown or unsupported restriction \"{item}\" \
@@ -184,7 +231,7 @@ impl Restrictions {
             }
             lists.push((stage, words));
         }
-        let r = Restrictions { lists };
+        let r = Restrictions { lists, tables };
         let guarded = r
             .lists
             .iter()
@@ -327,6 +374,10 @@ impl Restrictions {
                 )),
                 _ => Step::Next,
             },
+            Word::CheckAccess(access, i) => match self.tables.get(i) {
+                Some(table) => access_check(table, access, req),
+                None => Step::Next,
+            },
             Word::RejectUnlistedRecipient => match self.unlisted_recipient(policy, req) {
                 Some(d) => Step::Final(d),
                 None => Step::Next,
@@ -377,6 +428,169 @@ impl Restrictions {
             (None, _) => Step::Next,
         }
     }
+}
+
+/// The keys an access table is searched with, in Postfix's order
+/// (access(5)): an address is tried as `user@domain`, `domain` and its
+/// parent domains, then `user@`; a client as its address and the address
+/// with the last octets cut (`192.0.2`, `192.0`, `192`); a HELO name as
+/// itself and its parent domains.
+fn access_keys(access: Access, req: &Request<'_>) -> (String, Vec<String>) {
+    fn domain_and_parents(domain: &str, keys: &mut Vec<String>) {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        if d.is_empty() || d.starts_with('[') {
+            return;
+        }
+        keys.push(d.clone());
+        let mut rest = d.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            if parent.is_empty() {
+                break;
+            }
+            keys.push(parent.to_string());
+            rest = parent;
+        }
+    }
+    match access {
+        Access::Client => {
+            let ip = req.client_ip.to_string();
+            let mut keys = vec![ip.clone()];
+            if req.client_ip.is_ipv4() {
+                let mut parts: Vec<&str> = ip.split('.').collect();
+                while parts.len() > 1 {
+                    parts.pop();
+                    keys.push(parts.join("."));
+                }
+            }
+            (req.client.to_string(), keys)
+        }
+        Access::Helo => {
+            let helo = req.helo.unwrap_or("");
+            let mut keys = Vec::new();
+            domain_and_parents(helo, &mut keys);
+            (helo.to_string(), keys)
+        }
+        Access::Sender | Access::Recipient => {
+            let address = if access == Access::Sender {
+                req.sender
+            } else {
+                req.recipient
+            };
+            let mut keys = Vec::new();
+            if address.is_empty() {
+                // The null sender is looked up as Postfix's smtpd_null_access_lookup_key.
+                keys.push("<>".to_string());
+                return (String::new(), keys);
+            }
+            let (user, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+            keys.push(address.to_lowercase());
+            domain_and_parents(domain, &mut keys);
+            keys.push(format!("{}@", user.to_lowercase()));
+            (address.to_string(), keys)
+        }
+    }
+}
+
+/// Turns an access table's answer into a step: OK, DUNNO, REJECT [text],
+/// DEFER [text], or a 4NN/5NN code with text; anything else is a
+/// configuration error (451 4.3.5, as Postfix).
+fn access_check(table: &Table, access: Access, req: &Request<'_>) -> Step {
+    let (shown, keys) = access_keys(access, req);
+    let what = match access {
+        Access::Client => "Client host",
+        Access::Helo => "Helo command",
+        Access::Sender => "Sender address",
+        Access::Recipient => "Recipient address",
+    };
+    let mut found = None;
+    for key in &keys {
+        match table.lookup(key) {
+            Ok(Some(v)) => {
+                found = Some(v);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("{}: access table lookup for {key} failed: {e}", req.client);
+                return Step::Final(temp_fail(&shown));
+            }
+        }
+    }
+    let Some(value) = found else {
+        return Step::Next;
+    };
+    let value = value.trim();
+    let (word, text) = value
+        .split_once(char::is_whitespace)
+        .map(|(w, t)| (w, t.trim()))
+        .unwrap_or((value, ""));
+    let text_or = |default: &str| {
+        if text.is_empty() {
+            default.to_string()
+        } else {
+            text.to_string()
+        }
+    };
+    match word.to_ascii_uppercase().as_str() {
+        "OK" => Step::PermitList,
+        "DUNNO" => Step::Next,
+        "REJECT" => Step::Final(reply(
+            554,
+            (5, 7, 1),
+            format!("<{shown}>: {what} rejected: {}", text_or("Access denied")),
+        )),
+        "DEFER" | "DEFER_IF_PERMIT" | "DEFER_IF_REJECT" => Step::Final(reply(
+            450,
+            (4, 7, 1),
+            format!("<{shown}>: {what} rejected: {}", text_or("Access denied")),
+        )),
+        w if w.len() == 3
+            && w.bytes().all(|b| b.is_ascii_digit())
+            && matches!(w.as_bytes()[0], b'4' | b'5') =>
+        {
+            let code: u16 = w.parse().unwrap_or(554);
+            let class = if code >= 500 { 5 } else { 4 };
+            // "550 5.7.1 text" keeps its enhanced code; "550 text" gets X.7.1.
+            let (first, after) = text
+                .split_once(' ')
+                .map(|(e, r)| (e, r.trim()))
+                .unwrap_or((text, ""));
+            let (ec, rest) = match parse_enhanced(first, class) {
+                Some(ec) => (ec, after),
+                None => ((class, 7, 1), text),
+            };
+            let rest = if rest.is_empty() {
+                "Access denied"
+            } else {
+                rest
+            };
+            Step::Final(reply(
+                code,
+                ec,
+                format!("<{shown}>: {what} rejected: {rest}"),
+            ))
+        }
+        _ => {
+            tracing::warn!(
+                "access table: unsupported result \"{value}\" for {shown} \
+                 (Postern knows OK, DUNNO, REJECT, DEFER, 4NN and 5NN)"
+            );
+            Step::Final(reply(
+                451,
+                (4, 3, 5),
+                "Server configuration error".to_string(),
+            ))
+        }
+    }
+}
+
+/// "5.7.1" with the given class as its first digit, or None.
+fn parse_enhanced(s: &str, class: u8) -> Option<(u8, u16, u16)> {
+    let mut it = s.split('.');
+    let a: u8 = it.next()?.parse().ok()?;
+    let b: u16 = it.next()?.parse().ok()?;
+    let c: u16 = it.next()?.parse().ok()?;
+    (it.next().is_none() && a == class).then_some((a, b, c))
 }
 
 /// The effect of one word.
@@ -647,6 +861,130 @@ mod tests {
         );
         let m = config(&d, &[("smtpd_client_restrictions", "defer")]);
         assert_eq!(code(&check(&m, OUTSIDE, None, "", "vera@example.org")), 450);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn access_tables() {
+        let d = scratch("access");
+        std::fs::write(
+            d.join("clients"),
+            "192.0.2 REJECT no mail from this network\n192.0.2.7 OK\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("senders"),
+            "spammer.example 550 5.7.0 go away\nfriend@spammer.example OK\n\
+             grey.example DEFER\nweird.example HOLD\n<> DUNNO\nboss@ REJECT\n",
+        )
+        .unwrap();
+        let clients = format!("texthash:{}", d.join("clients").display());
+        let senders = format!("texthash:{}", d.join("senders").display());
+        let m = config(
+            &d,
+            &[
+                (
+                    "smtpd_client_restrictions",
+                    &format!("check_client_access {clients}"),
+                ),
+                (
+                    "smtpd_sender_restrictions",
+                    &format!("check_sender_access {senders}"),
+                ),
+            ],
+        );
+        let near = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 8));
+        let listed = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(
+            check(&m, near, None, "", "vera@example.org"),
+            reply(
+                554,
+                (5, 7, 1),
+                "<unknown[192.0.2.8]>: Client host rejected: no mail from this network".into()
+            )
+        );
+        // The longest key wins: the host's own OK comes before its network.
+        assert_eq!(
+            check(&m, listed, None, "", "vera@example.org"),
+            Decision::Accept
+        );
+        const ELSEWHERE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+        // Sender: the address, then its domain and parents, then user@.
+        assert_eq!(
+            check(
+                &m,
+                ELSEWHERE,
+                None,
+                "x@mail.spammer.example",
+                "vera@example.org"
+            ),
+            reply(
+                550,
+                (5, 7, 0),
+                "<x@mail.spammer.example>: Sender address rejected: go away".into()
+            )
+        );
+        assert_eq!(
+            check(
+                &m,
+                ELSEWHERE,
+                None,
+                "friend@spammer.example",
+                "vera@example.org"
+            ),
+            Decision::Accept
+        );
+        assert_eq!(
+            code(&check(
+                &m,
+                ELSEWHERE,
+                None,
+                "a@grey.example",
+                "vera@example.org"
+            )),
+            450
+        );
+        assert_eq!(
+            code(&check(
+                &m,
+                ELSEWHERE,
+                None,
+                "boss@anywhere.example",
+                "vera@example.org"
+            )),
+            554
+        );
+        assert_eq!(
+            check(&m, ELSEWHERE, None, "", "vera@example.org"),
+            Decision::Accept
+        );
+        // A result Postern does not know is a configuration error: 451.
+        assert_eq!(
+            code(&check(
+                &m,
+                ELSEWHERE,
+                None,
+                "a@weird.example",
+                "vera@example.org"
+            )),
+            451
+        );
+        // A table is required, and must open.
+        let e = Restrictions::from_config(&config(
+            &d,
+            &[("smtpd_client_restrictions", "check_client_access")],
+        ))
+        .unwrap_err();
+        assert!(e.contains("needs a table"), "{e}");
+        let e = Restrictions::from_config(&config(
+            &d,
+            &[(
+                "smtpd_client_restrictions",
+                "check_client_access texthash:/nonexistent/x",
+            )],
+        ))
+        .unwrap_err();
+        assert!(e.contains("/nonexistent/x"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }
 
