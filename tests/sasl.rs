@@ -36,39 +36,26 @@ fn b64(s: &[u8]) -> String {
 fn sasl_instance() -> (Instance, rustls::pki_types::CertificateDer<'static>, u16) {
     let submission = free_port();
     let master = format!("127.0.0.1:{submission} inet n - n - - smtpd {SUBMISSION}\n");
-    let (mut inst, der) = {
-        // tls_instance starts the instance: write the users first.
-        let inst = Instance::new(Options {
-            main_extra:
-                "smtpd_sasl_auth_enable = yes\nauth_failure_delay = 0\nrecipient_delimiter = +\n"
-                    .into(),
-            master_extra: master,
-            ..Options::default()
-        });
-        let argon = postern_auth::hash_password("argon-pw").expect("argon2id");
-        std::fs::write(
-            inst.dir.join("users"),
-            format!(
-                "alice:{{PLAIN}}secret::::::\n\
-                 bob:{{PLAIN}}secret::::::\n\
-                 carol:{{PLAIN}}secret::::::\n\
-                 dora:{argon}::::::\n\
-                 erin:{BCRYPT}::::::\n\
-                 fred:{SHA512}::::::\n"
-            ),
-        )
-        .expect("users");
-        let (_, cert, key) = new_cert();
-        let lines = install_cert(&inst.dir, &cert, &key);
-        let mut main = std::fs::read_to_string(inst.dir.join("main.cf")).expect("main.cf");
-        main.push_str(&lines);
-        std::fs::write(inst.dir.join("main.cf"), main).expect("main.cf");
-        let der = {
-            use rustls::pki_types::pem::PemObject;
-            rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).expect("der")
-        };
-        (inst, der)
-    };
+    let mut inst = Instance::new(Options {
+        main_extra:
+            "smtpd_sasl_auth_enable = yes\nauth_failure_delay = 0\nrecipient_delimiter = +\n".into(),
+        master_extra: master,
+        ..Options::default()
+    });
+    let argon = postern_auth::hash_password("argon-pw").expect("argon2id");
+    std::fs::write(
+        inst.dir.join("users"),
+        format!(
+            "alice:{{PLAIN}}secret::::::\n\
+             bob:{{PLAIN}}secret::::::\n\
+             carol:{{PLAIN}}secret::::::\n\
+             dora:{argon}::::::\n\
+             erin:{BCRYPT}::::::\n\
+             fred:{SHA512}::::::\n"
+        ),
+    )
+    .expect("users");
+    let der = add_cert(&inst);
     inst.start();
     assert!(wait_until(T, || std::net::TcpStream::connect((
         "127.0.0.1",

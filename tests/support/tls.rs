@@ -172,18 +172,25 @@ pub fn send_over(s: &mut Tls, to: &str, subject: &str) -> String {
     lines.join(" ")
 }
 
-/// A started instance with a fresh self-signed certificate installed.
-pub fn tls_instance(extra_main: &str, extra_master: &str) -> (Instance, CertificateDer<'static>) {
-    let mut inst = Instance::new(Options {
-        master_extra: extra_master.to_string(),
-        ..Options::default()
-    });
+/// Gives a (not yet started) instance a fresh self-signed certificate and
+/// names it in its main.cf; returns the certificate to trust.
+pub fn add_cert(inst: &Instance) -> CertificateDer<'static> {
     let (der, cert, key) = new_cert();
     let lines = install_cert(&inst.dir, &cert, &key);
     let mut main = std::fs::read_to_string(inst.dir.join("main.cf")).expect("main.cf");
     main.push_str(&lines);
-    main.push_str(extra_main);
     std::fs::write(inst.dir.join("main.cf"), main).expect("main.cf");
+    der
+}
+
+/// A started instance with a fresh self-signed certificate installed.
+pub fn tls_instance(extra_main: &str, extra_master: &str) -> (Instance, CertificateDer<'static>) {
+    let mut inst = Instance::new(Options {
+        main_extra: extra_main.to_string(),
+        master_extra: extra_master.to_string(),
+        ..Options::default()
+    });
+    let der = add_cert(&inst);
     inst.start();
     (inst, der)
 }

@@ -982,7 +982,7 @@ pub fn create_certificate(plan: &CertPlan, owner: (u32, u32)) -> Result<(), Inst
                 p.display()
             )));
         };
-        create_dirs(dir, owner)?;
+        create_dirs(dir)?;
     }
     if plan.cert == plan.key {
         return write_new_file(
@@ -1000,41 +1000,15 @@ pub fn create_certificate(plan: &CertPlan, owner: (u32, u32)) -> Result<(), Inst
     Ok(())
 }
 
-/// `mkdir -p` with mode 0755 and `owner` for each directory it creates;
-/// existing directories (and symbolic links to directories) are left as
-/// they are.
-fn create_dirs(dir: &Path, owner: (u32, u32)) -> Result<(), InstallError> {
-    let io_err = |p: &Path, e: io::Error| InstallError::new(format!("{}: {e}", p.display()));
-    let mut missing = Vec::new();
-    let mut cur = dir;
-    loop {
-        match fs::symlink_metadata(cur) {
-            Ok(m) if m.is_dir() || (m.file_type().is_symlink() && cur.is_dir()) => break,
-            Ok(_) => {
-                return Err(InstallError::new(format!(
-                    "{} is not a directory",
-                    cur.display()
-                )));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                missing.push(cur);
-                match cur.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => cur = p,
-                    _ => break,
-                }
-            }
-            Err(e) => return Err(io_err(cur, e)),
-        }
-    }
-    for d in missing.into_iter().rev() {
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(d)
-            .map_err(|e| io_err(d, e))?;
-        std::os::unix::fs::chown(d, Some(owner.0), Some(owner.1)).map_err(|e| io_err(d, e))?;
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(|e| io_err(d, e))?;
-    }
-    Ok(())
+/// `mkdir -p` with mode 0755 (within the umask, as for the config
+/// directory); existing directories are left as they are. The directories
+/// belong to whoever runs install (root).
+fn create_dirs(dir: &Path) -> Result<(), InstallError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| InstallError::new(format!("{}: {e}", dir.display())))
 }
 
 /// Writes a new file at `path` with exactly `mode` and `owner`, durably,

@@ -190,19 +190,43 @@ fn decode(line: &str) -> Result<Vec<u8>, SaslError> {
     B64.decode(line).map_err(|_| SaslError::BadBase64)
 }
 
-/// A field of a response: UTF-8, no NUL, not empty, at most `max` octets.
-fn field(bytes: &[u8], max: usize, what: &'static str) -> Result<String, SaslError> {
-    if bytes.is_empty() {
-        return Err(SaslError::Malformed(match what {
-            "user name" => "empty user name",
-            _ => "empty password",
-        }));
+/// The two fields a response carries, with their limits and complaints.
+#[derive(Clone, Copy)]
+enum Field {
+    UserName,
+    Password,
+}
+
+impl Field {
+    fn max(self) -> usize {
+        match self {
+            Field::UserName => MAX_USERNAME,
+            Field::Password => MAX_PASSWORD,
+        }
     }
-    if bytes.len() > max {
-        return Err(SaslError::Malformed(match what {
-            "user name" => "user name too long",
-            _ => "password too long",
-        }));
+
+    fn empty(self) -> SaslError {
+        SaslError::Malformed(match self {
+            Field::UserName => "empty user name",
+            Field::Password => "empty password",
+        })
+    }
+
+    fn too_long(self) -> SaslError {
+        SaslError::Malformed(match self {
+            Field::UserName => "user name too long",
+            Field::Password => "password too long",
+        })
+    }
+}
+
+/// A field of a response: UTF-8, no NUL, not empty, within its limit.
+fn field(bytes: &[u8], kind: Field) -> Result<String, SaslError> {
+    if bytes.is_empty() {
+        return Err(kind.empty());
+    }
+    if bytes.len() > kind.max() {
+        return Err(kind.too_long());
     }
     if bytes.contains(&0) {
         return Err(SaslError::Malformed("NUL inside a field"));
@@ -219,10 +243,10 @@ fn parse_plain(msg: &[u8]) -> Result<Credentials, SaslError> {
             "want authzid NUL authcid NUL password",
         ));
     };
-    let username = field(authcid, MAX_USERNAME, "user name")?;
-    let password = Password(field(passwd, MAX_PASSWORD, "password")?);
+    let username = field(authcid, Field::UserName)?;
+    let password = Password(field(passwd, Field::Password)?);
     if !authzid.is_empty() {
-        let authzid = field(authzid, MAX_USERNAME, "user name")?;
+        let authzid = field(authzid, Field::UserName)?;
         if authzid != username {
             return Err(SaslError::ProxyRefused);
         }
@@ -289,12 +313,12 @@ impl Exchange {
             State::Finished => Err(SaslError::Finished),
             State::PlainMessage => parse_plain(&bytes).map(Step::Done),
             State::LoginUser => {
-                let user = field(&bytes, MAX_USERNAME, "user name")?;
+                let user = field(&bytes, Field::UserName)?;
                 self.state = State::LoginPassword(user);
                 Ok(Step::Challenge(PASSWORD_CHALLENGE))
             }
             State::LoginPassword(username) => {
-                let password = Password(field(&bytes, MAX_PASSWORD, "password")?);
+                let password = Password(field(&bytes, Field::Password)?);
                 Ok(Step::Done(Credentials { username, password }))
             }
         }

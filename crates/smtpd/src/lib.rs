@@ -129,8 +129,6 @@ pub struct Settings {
     pub tls_auth_only: bool,
     /// smtpd_sasl_authenticated_header: name the login in Received.
     pub sasl_header: bool,
-    /// The auth service's socket (private/auth), which checks passwords.
-    pub auth_socket: PathBuf,
 }
 
 impl Settings {
@@ -182,7 +180,6 @@ impl Settings {
             smtputf8: main.bool("smtputf8_enable").map_err(e)?,
             strict_envelopes: main.bool("strict_rfc821_envelopes").map_err(e)?,
             cleanup_socket: main.path("queue_directory").join("private").join("cleanup"),
-            auth_socket: main.path("queue_directory").join("private").join("auth"),
             sasl_enabled: main.bool("smtpd_sasl_auth_enable").map_err(e)?,
             tls_auth_only: main.bool("smtpd_tls_auth_only").map_err(e)?,
             sasl_header: main.bool("smtpd_sasl_authenticated_header").map_err(e)?,

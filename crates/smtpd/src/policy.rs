@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use postern_config::MainCf;
-use postern_maps::{LocalRecipients, NetworkList, Table};
+use postern_maps::{LocalDomains, LocalRecipients, NetworkList, Table};
 use std::net::IpAddr;
 
 /// How long smtpd waits for the auth service (connect, each read and write).
@@ -42,6 +42,10 @@ enum UsersAccess {
 /// The recipient policy of one smtpd process.
 pub struct Policy {
     main: MainCf,
+    /// mydestination, parsed (and its tables opened) once at start-up.
+    local_domains: LocalDomains,
+    /// recipient_delimiter.
+    delimiters: String,
     mynetworks: NetworkList,
     relay_domains: Vec<String>,
     recipients: LocalRecipients,
@@ -78,8 +82,12 @@ impl Policy {
                 Table::open(spec, &config_dir).map_err(|e| format!("smtpd_sender_login_maps: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let local_domains =
+            LocalDomains::from_config(main).map_err(|e| format!("mydestination: {e}"))?;
         Ok(Policy {
             sender_logins,
+            local_domains,
+            delimiters: main.str("recipient_delimiter"),
             main: main.clone(),
             mynetworks,
             relay_domains,
@@ -130,8 +138,7 @@ impl Policy {
     /// its base) is a users_file user.
     fn ask_auth(&self, socket: &std::path::Path, local_part: &str) -> Result<bool, String> {
         let full = local_part.to_lowercase();
-        let delimiters = self.main.str("recipient_delimiter");
-        let (base, ext) = postern_maps::strip_extension(&full, &delimiters);
+        let (base, ext) = postern_maps::strip_extension(&full, &self.delimiters);
         let mut keys = vec![full.as_str()];
         if ext.is_some() {
             keys.push(base);
@@ -190,6 +197,12 @@ impl Policy {
         }
     }
 
+    /// The auth service's socket (private/auth): recipient lookups here,
+    /// password checks in the session.
+    pub fn auth_socket(&self) -> &std::path::Path {
+        &self.auth_socket
+    }
+
     /// Is this client in mynetworks?
     pub fn is_mynetworks(&self, ip: IpAddr) -> bool {
         self.mynetworks.contains(ip)
@@ -197,7 +210,7 @@ impl Policy {
 
     /// Is this domain one we deliver locally?
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        postern_maps::is_local_domain(&self.main, domain)
+        self.local_domains.contains(domain)
     }
 
     /// Is this domain in relay_domains (or below one)?
@@ -230,9 +243,8 @@ impl Policy {
             if !local_domain {
                 return Ok(Vec::new());
             }
-            let delimiters = self.main.str("recipient_delimiter");
             let lower = local.to_lowercase();
-            let (base, _) = postern_maps::strip_extension(&lower, &delimiters);
+            let (base, _) = postern_maps::strip_extension(&lower, &self.delimiters);
             return Ok(vec![
                 base.to_string(),
                 format!("{base}@{}", domain.to_lowercase()),

@@ -78,6 +78,17 @@ pub enum Access {
 }
 
 impl Access {
+    /// How a refusal names what was checked, and the value itself:
+    /// `<target>: What rejected: ...`.
+    fn subject<'a>(self, req: &Request<'a>) -> (&'static str, &'a str) {
+        match self {
+            Access::Client => ("Client host", req.client),
+            Access::Helo => ("Helo command", req.helo.unwrap_or("")),
+            Access::Sender => ("Sender address", req.sender),
+            Access::Recipient => ("Recipient address", req.recipient),
+        }
+    }
+
     fn from_word(word: &str) -> Option<Access> {
         Some(match word.to_ascii_lowercase().as_str() {
             "check_client_access" => Access::Client,
@@ -132,6 +143,30 @@ enum Stage {
     Sender,
     Relay,
     Recipient,
+}
+
+impl Stage {
+    /// What a plain `reject` or `defer` in this list refuses.
+    fn subject(self) -> Access {
+        match self {
+            Stage::Client => Access::Client,
+            Stage::Helo => Access::Helo,
+            Stage::Sender => Access::Sender,
+            Stage::Relay | Stage::Recipient => Access::Recipient,
+        }
+    }
+}
+
+/// `reject`/`defer` (and an access table's REJECT/DEFER): 554 5.7.1 or
+/// 450 4.7.1 `<target>: What rejected: text`.
+fn refuse(defer: bool, subject: Access, req: &Request<'_>, text: &str) -> Step {
+    let (what, target) = subject.subject(req);
+    let text = format!("<{target}>: {what} rejected: {text}");
+    Step::Final(if defer {
+        reply(450, (4, 7, 1), text)
+    } else {
+        reply(554, (5, 7, 1), text)
+    })
 }
 
 /// The parameter names, in evaluation order.
@@ -302,40 +337,25 @@ impl Restrictions {
         match w {
             Word::Permit => Step::PermitList,
             Word::Reject | Word::Defer => {
-                let (what, target) = match stage {
-                    Stage::Client => ("Client host", req.client.to_string()),
-                    Stage::Helo => ("Helo command", req.helo.unwrap_or("").to_string()),
-                    Stage::Sender => ("Sender address", req.sender.to_string()),
-                    Stage::Relay | Stage::Recipient => {
-                        ("Recipient address", req.recipient.to_string())
-                    }
-                };
-                let text = format!("<{target}>: {what} rejected: Access denied");
-                Step::Final(if w == Word::Reject {
-                    reply(554, (5, 7, 1), text)
-                } else {
-                    reply(450, (4, 7, 1), text)
-                })
+                refuse(w == Word::Defer, stage.subject(), req, "Access denied")
             }
             Word::PermitMynetworks => permit_if(policy.is_mynetworks(req.client_ip)),
             Word::PermitSaslAuthenticated => permit_if(req.sasl_user.is_some()),
             Word::PermitAuthDestination => permit_if(auth_destination(policy)),
             Word::RejectUnauthDestination | Word::DeferUnauthDestination => {
                 if auth_destination(policy) {
-                    Step::Next
-                } else if w == Word::RejectUnauthDestination {
-                    Step::Final(reply(
-                        554,
-                        (5, 7, 1),
-                        format!("<{}>: Relay access denied", req.recipient),
-                    ))
-                } else {
-                    Step::Final(reply(
-                        454,
-                        (4, 7, 1),
-                        format!("<{}>: Relay access denied", req.recipient),
-                    ))
+                    return Step::Next;
                 }
+                let (code, ec) = if w == Word::RejectUnauthDestination {
+                    (554, (5, 7, 1))
+                } else {
+                    (454, (4, 7, 1))
+                };
+                Step::Final(reply(
+                    code,
+                    ec,
+                    format!("<{}>: Relay access denied", req.recipient),
+                ))
             }
             Word::RejectSenderLoginMismatch => self.login_mismatch(policy, req),
             Word::RejectNonFqdnSender => {
@@ -435,7 +455,7 @@ impl Restrictions {
 /// parent domains, then `user@`; a client as its address and the address
 /// with the last octets cut (`192.0.2`, `192.0`, `192`); a HELO name as
 /// itself and its parent domains.
-fn access_keys(access: Access, req: &Request<'_>) -> (String, Vec<String>) {
+fn access_keys(access: Access, req: &Request<'_>) -> Vec<String> {
     fn domain_and_parents(domain: &str, keys: &mut Vec<String>) {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();
         if d.is_empty() || d.starts_with('[') {
@@ -462,31 +482,25 @@ fn access_keys(access: Access, req: &Request<'_>) -> (String, Vec<String>) {
                     keys.push(parts.join("."));
                 }
             }
-            (req.client.to_string(), keys)
+            keys
         }
         Access::Helo => {
-            let helo = req.helo.unwrap_or("");
             let mut keys = Vec::new();
-            domain_and_parents(helo, &mut keys);
-            (helo.to_string(), keys)
+            domain_and_parents(req.helo.unwrap_or(""), &mut keys);
+            keys
         }
         Access::Sender | Access::Recipient => {
-            let address = if access == Access::Sender {
-                req.sender
-            } else {
-                req.recipient
-            };
-            let mut keys = Vec::new();
+            let (_, address) = access.subject(req);
             if address.is_empty() {
                 // The null sender is looked up as Postfix's smtpd_null_access_lookup_key.
-                keys.push("<>".to_string());
-                return (String::new(), keys);
+                return vec!["<>".to_string()];
             }
+            let mut keys = Vec::new();
             let (user, domain) = address.rsplit_once('@').unwrap_or((address, ""));
             keys.push(address.to_lowercase());
             domain_and_parents(domain, &mut keys);
             keys.push(format!("{}@", user.to_lowercase()));
-            (address.to_string(), keys)
+            keys
         }
     }
 }
@@ -495,15 +509,9 @@ fn access_keys(access: Access, req: &Request<'_>) -> (String, Vec<String>) {
 /// DEFER [text], or a 4NN/5NN code with text; anything else is a
 /// configuration error (451 4.3.5, as Postfix).
 fn access_check(table: &Table, access: Access, req: &Request<'_>) -> Step {
-    let (shown, keys) = access_keys(access, req);
-    let what = match access {
-        Access::Client => "Client host",
-        Access::Helo => "Helo command",
-        Access::Sender => "Sender address",
-        Access::Recipient => "Recipient address",
-    };
+    let (what, shown) = access.subject(req);
     let mut found = None;
-    for key in &keys {
+    for key in &access_keys(access, req) {
         match table.lookup(key) {
             Ok(Some(v)) => {
                 found = Some(v);
@@ -512,7 +520,7 @@ fn access_check(table: &Table, access: Access, req: &Request<'_>) -> Step {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!("{}: access table lookup for {key} failed: {e}", req.client);
-                return Step::Final(temp_fail(&shown));
+                return Step::Final(temp_fail(shown));
             }
         }
     }
@@ -524,26 +532,14 @@ fn access_check(table: &Table, access: Access, req: &Request<'_>) -> Step {
         .split_once(char::is_whitespace)
         .map(|(w, t)| (w, t.trim()))
         .unwrap_or((value, ""));
-    let text_or = |default: &str| {
-        if text.is_empty() {
-            default.to_string()
-        } else {
-            text.to_string()
-        }
-    };
+    let text_or = |default: &'static str| if text.is_empty() { default } else { text };
     match word.to_ascii_uppercase().as_str() {
         "OK" => Step::PermitList,
         "DUNNO" => Step::Next,
-        "REJECT" => Step::Final(reply(
-            554,
-            (5, 7, 1),
-            format!("<{shown}>: {what} rejected: {}", text_or("Access denied")),
-        )),
-        "DEFER" | "DEFER_IF_PERMIT" | "DEFER_IF_REJECT" => Step::Final(reply(
-            450,
-            (4, 7, 1),
-            format!("<{shown}>: {what} rejected: {}", text_or("Access denied")),
-        )),
+        "REJECT" => refuse(false, access, req, text_or("Access denied")),
+        "DEFER" | "DEFER_IF_PERMIT" | "DEFER_IF_REJECT" => {
+            refuse(true, access, req, text_or("Access denied"))
+        }
         w if w.len() == 3
             && w.bytes().all(|b| b.is_ascii_digit())
             && matches!(w.as_bytes()[0], b'4' | b'5') =>

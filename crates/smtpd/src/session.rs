@@ -265,6 +265,16 @@ impl Session<'_> {
         }
     }
 
+    /// The next input line, reading more (and flushing replies) as needed.
+    async fn next_line(&mut self) -> Result<Line, End> {
+        loop {
+            if let Some(l) = self.reader.next_line() {
+                return Ok(l);
+            }
+            self.fill().await?;
+        }
+    }
+
     fn send(&mut self, r: &Reply) {
         if r.code >= 400
             && let Some(k) = self.current.take()
@@ -348,13 +358,7 @@ impl Session<'_> {
         loop {
             // Replies from here on belong to the next command.
             self.current = None;
-            let line = loop {
-                if let Some(l) = self.reader.next_line() {
-                    break l;
-                }
-                self.fill().await?;
-            };
-            let line = match line {
+            let line = match self.next_line().await? {
                 Line::TooLong => {
                     self.last_command = "UNKNOWN";
                     self.error(reply(500, (5, 5, 2), "Error: line too long"))
@@ -597,22 +601,8 @@ impl Session<'_> {
                     // before an empty challenge (PLAIN's first).
                     let challenge = format!("334 {}\r\n", postern_sasl::encode(c));
                     self.out.extend_from_slice(challenge.as_bytes());
-                    let line = loop {
-                        if let Some(l) = self.reader.next_line() {
-                            break l;
-                        }
-                        self.fill().await?;
-                    };
-                    let text = match line {
-                        Line::TooLong => {
-                            return self
-                                .error(reply(
-                                    500,
-                                    (5, 5, 6),
-                                    "Authentication Exchange line is too long",
-                                ))
-                                .await;
-                        }
+                    let text = match self.next_line().await? {
+                        Line::TooLong => return self.sasl_error(mech, SaslError::TooLong).await,
                         Line::Complete { line, .. } => String::from_utf8_lossy(&line).into_owned(),
                     };
                     result = ex.respond(&text).map(|step| (ex, step));
@@ -708,7 +698,7 @@ impl Session<'_> {
 
     /// Asks the auth service to check a password.
     async fn verify(&mut self, user: &str, password: &str) -> Result<AuthReply, String> {
-        let socket = self.settings().auth_socket.clone();
+        let socket = self.smtpd.policy.borrow().auth_socket().to_path_buf();
         let t = self.settings().ipc_timeout.min(Duration::from_secs(60));
         let mut req = AuthRequest::Verify {
             service: self.settings().service_name.clone(),
@@ -869,17 +859,12 @@ impl Session<'_> {
             }
             ForwardPath::Mailbox(m) => (m.to_string(), m.local_part.clone(), m.domain.clone()),
         };
-        let sender = self
-            .tx
-            .as_ref()
-            .map(|t| t.sender.clone())
-            .unwrap_or_default();
         let request = Request {
             client_ip: self.peer.ip(),
             client: &self.client,
             helo: self.helo.as_deref(),
             sasl_user: self.sasl.as_ref().map(|l| l.user.as_str()),
-            sender: &sender,
+            sender: self.tx.as_ref().map_or("", |t| t.sender.as_str()),
             recipient: &address,
             rcpt_local: &local,
             rcpt_domain: &domain,
@@ -888,11 +873,7 @@ impl Session<'_> {
             .smtpd
             .restrictions
             .check(&mut self.smtpd.policy.borrow_mut(), &request);
-        let r = match decision {
-            Decision::Accept => None,
-            Decision::Refuse(r) => Some(r),
-        };
-        if let Some(r) = r {
+        if let Decision::Refuse(r) = decision {
             self.reject_log(&r, &address);
             if r.is_permanent() {
                 return self.error(r).await;
