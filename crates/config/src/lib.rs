@@ -20,8 +20,9 @@ pub use error::ConfigError;
 pub use main_cf::MainCf;
 pub use master_cf::{MasterCf, ServiceEntry, ServiceType, Unpriv};
 pub use params::{
-    PARAMETERS, ParamDef, ParamKind, default_hostname, domain_of_hostname, is_param_name,
-    param_def, parameter_table_markdown, parse_bool, parse_int, parse_size, parse_time, split_list,
+    PARAMETERS, ParamDef, ParamKind, TimeUnit, default_hostname, domain_of_hostname, is_param_name,
+    param_def, parameter_table_markdown, parse_bool, parse_int, parse_size, parse_time,
+    parse_time_in, split_list,
 };
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::params::{
-    PARAMETERS, check_value, default_hostname, domain_of_hostname, is_param_name, param_def,
-    parse_bool, parse_int, parse_size, parse_time, split_list,
+    PARAMETERS, ParamKind, TimeUnit, check_value, default_hostname, domain_of_hostname,
+    is_param_name, param_def, parse_bool, parse_int, parse_size, parse_time_in, split_list,
 };
 
 /// Deepest chain of `$name` references followed before giving up.
@@ -569,9 +569,15 @@ impl MainCf {
         self.typed(name, "numerical", parse_int)
     }
 
-    /// A time parameter: "300s" "5m" "1h" "2d" "1w", bare number = seconds.
+    /// A time parameter: "300s" "5m" "1h" "2d" "1w"; a bare number is in
+    /// the parameter's default unit from the table (days for
+    /// maximal_queue_lifetime, as in Postfix), seconds for unknown names.
     pub fn time(&self, name: &str) -> Result<Duration, ConfigError> {
-        self.typed(name, "time", parse_time)
+        let unit = match param_def(name).map(|d| d.kind) {
+            Some(ParamKind::Time(unit)) => unit,
+            _ => TimeUnit::S,
+        };
+        self.typed(name, "time", |v| parse_time_in(v, unit))
     }
 
     /// A size parameter in bytes: a plain non-negative integer.

@@ -19,8 +19,10 @@ pub enum ParamKind {
     Bool,
     /// A signed decimal integer (a count or a limit).
     Int,
-    /// A duration: a number with an optional unit s, m, h, d or w (seconds if none).
-    Time,
+    /// A duration: a number with an optional unit s, m, h, d or w; a bare
+    /// number is in the parameter's own default unit, as in Postfix
+    /// (postconf(5): `maximal_queue_lifetime = 5` is five days).
+    Time(TimeUnit),
     /// A size in bytes: a plain non-negative decimal integer (no suffixes, as Postfix).
     Size,
     /// A list, separated by commas and/or white space.
@@ -34,9 +36,49 @@ impl ParamKind {
             ParamKind::Str => "string",
             ParamKind::Bool => "boolean",
             ParamKind::Int => "integer",
-            ParamKind::Time => "time",
+            ParamKind::Time(_) => "time",
             ParamKind::Size => "size",
             ParamKind::List => "list",
+        }
+    }
+}
+
+/// The unit a bare number means for one time parameter (Postfix gives each
+/// time parameter its own: days for the queue lifetimes, seconds for most).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeUnit {
+    /// Seconds.
+    S,
+    /// Minutes.
+    M,
+    /// Hours.
+    H,
+    /// Days.
+    D,
+    /// Weeks.
+    W,
+}
+
+impl TimeUnit {
+    /// The unit's letter, as written after a number in main.cf.
+    pub fn letter(self) -> char {
+        match self {
+            TimeUnit::S => 's',
+            TimeUnit::M => 'm',
+            TimeUnit::H => 'h',
+            TimeUnit::D => 'd',
+            TimeUnit::W => 'w',
+        }
+    }
+
+    /// The unit's length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            TimeUnit::S => 1,
+            TimeUnit::M => 60,
+            TimeUnit::H => 3600,
+            TimeUnit::D => 86_400,
+            TimeUnit::W => 604_800,
         }
     }
 }
@@ -112,6 +154,14 @@ impl ParamDef {
 }
 
 macro_rules! p {
+    ($name:literal, $default:literal, Time($unit:ident), $doc:literal) => {
+        ParamDef {
+            name: $name,
+            default: $default,
+            kind: ParamKind::Time(TimeUnit::$unit),
+            doc: $doc,
+        }
+    };
     ($name:literal, $default:literal, $kind:ident, $doc:literal) => {
         ParamDef {
             name: $name,
@@ -130,15 +180,15 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("alias_maps", "hash:/etc/aliases", List, "Lookup tables that local searches for aliases of a local recipient."),
     p!("allow_mail_to_commands", "alias, forward", List, "Where local allows `|command` delivery: alias, forward, include."),
     p!("allow_mail_to_files", "alias, forward", List, "Where local allows `/file` delivery: alias, forward, include."),
-    p!("auth_failure_delay", "2s", Time, "How long the auth service waits before answering a failed login."),
+    p!("auth_failure_delay", "2s", Time(S), "How long the auth service waits before answering a failed login."),
     p!("auth_failure_limit", "10", Int, "Failed logins from one client address within auth_failure_window before auth refuses it for a while; 0 = no limit."),
-    p!("auth_failure_window", "10m", Time, "The period over which the auth service counts a client address's failed logins."),
-    p!("bounce_queue_lifetime", "5d", Time, "How long a bounce message stays queued before it is given up."),
+    p!("auth_failure_window", "10m", Time(S), "The period over which the auth service counts a client address's failed logins."),
+    p!("bounce_queue_lifetime", "5d", Time(D), "How long a bounce message stays queued before it is given up."),
     p!("command_directory", "/usr/sbin", Str, "Where the administrative command (postern) is installed."),
-    p!("command_time_limit", "1000s", Time, "Time limit for a delivery by local to a `|command`."),
+    p!("command_time_limit", "1000s", Time(S), "Time limit for a delivery by local to a `|command`."),
     p!("config_directory", "/etc/postern", Str, "Directory of main.cf and master.cf (set by the -c option or MAIL_CONFIG)."),
     p!("daemon_directory", "/usr/libexec/postern", Str, "Where the service programs started by master are installed."),
-    p!("daemon_timeout", "18000s", Time, "How long a service may take to handle one request before it is killed."),
+    p!("daemon_timeout", "18000s", Time(S), "How long a service may take to handle one request before it is killed."),
     p!("data_directory", "/var/lib/postern", Str, "Directory for data files written at run time (caches, random seed)."),
     p!("default_destination_concurrency_limit", "20", Int, "Default number of parallel deliveries qmgr makes to one destination."),
     p!("default_privs", "nobody", Str, "User that local runs commands and writes files as for mail to an alias with no owner."),
@@ -151,7 +201,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("hopcount_limit", "50", Int, "Most Received: headers a message may have before it is bounced as a loop."),
     p!("inet_interfaces", "all", List, "Addresses inet services listen on: all, loopback-only, or a list of addresses."),
     p!("inet_protocols", "all", List, "IP versions used: all, ipv4, ipv6, or ipv4, ipv6."),
-    p!("ipc_timeout", "3600s", Time, "Time limit for one read or write on an internal socket between services."),
+    p!("ipc_timeout", "3600s", Time(S), "Time limit for one read or write on an internal socket between services."),
     p!("line_length_limit", "2048", Size, "Longest SMTP command or message line (in bytes) accepted as one line."),
     p!("local_command_shell", "", Str, "Shell for `|command` delivery; empty = /bin/sh -c."),
     p!("local_destination_concurrency_limit", "2", Int, "Number of parallel deliveries qmgr makes to one local recipient."),
@@ -162,12 +212,12 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("mail_owner", "postern", Str, "Owner of the queue and default user of the unprivileged services."),
     p!("mail_spool_directory", "/var/mail", Str, "Directory of mbox files (USER files) used when home_mailbox is empty."),
     p!("maillog_file", "", Str, "File services log to; empty = syslog."),
-    p!("max_idle", "100s", Time, "How long an idle service process waits for a new client before it exits."),
+    p!("max_idle", "100s", Time(S), "How long an idle service process waits for a new client before it exits."),
     p!("max_use", "100", Int, "How many clients a service process serves before it exits."),
-    p!("maximal_backoff_time", "4000s", Time, "Longest time qmgr waits before retrying a deferred message."),
-    p!("maximal_queue_lifetime", "5d", Time, "How long a message may stay deferred before it is bounced."),
+    p!("maximal_backoff_time", "4000s", Time(S), "Longest time qmgr waits before retrying a deferred message."),
+    p!("maximal_queue_lifetime", "5d", Time(D), "How long a message may stay deferred before it is bounced."),
     p!("message_size_limit", "10240000", Size, "Largest message (bytes) smtpd and cleanup accept, envelope included."),
-    p!("minimal_backoff_time", "300s", Time, "Shortest time qmgr waits before retrying a deferred message."),
+    p!("minimal_backoff_time", "300s", Time(S), "Shortest time qmgr waits before retrying a deferred message."),
     p!("mydestination", "$myhostname, localhost.$mydomain, localhost", List, "Domains delivered by local_transport."),
     p!("mydomain", "", Str, "The internet domain of this host."),
     p!("myhostname", "", Str, "The fully qualified host name of this system."),
@@ -176,14 +226,14 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("privilege_separation", "yes", Bool, "Postern: run each service as its own user when master runs as root (no = everything as the invoking user, as the quickstart does)."),
     p!("qmgr_message_active_limit", "20000", Int, "Most messages in the active queue at once."),
     p!("queue_directory", "/var/spool/postern", Str, "Root of the queue directories and of the private/public sockets."),
-    p!("queue_run_delay", "300s", Time, "How often qmgr scans the deferred queue."),
+    p!("queue_run_delay", "300s", Time(S), "How often qmgr scans the deferred queue."),
     p!("recipient_delimiter", "", Str, "Characters that separate a user name from an address extension (user+ext); empty = none."),
     p!("relay_domains", "", List, "Remote domains this server relays to for any client."),
     p!("relayhost", "", Str, "Smart host for all non-local mail ([host]:port skips MX lookup); empty = direct delivery."),
-    p!("service_throttle_time", "60s", Time, "How long master waits before restarting a service that failed to start."),
+    p!("service_throttle_time", "60s", Time(S), "How long master waits before restarting a service that failed to start."),
     p!("smtpd_banner", "$myhostname ESMTP $mail_name", Str, "Text after 220 in the SMTP greeting."),
     p!("smtpd_client_restrictions", "", List, "Restrictions applied to the client (evaluated at RCPT time, as with smtpd_delay_reject); see docs/restrictions.md."),
-    p!("smtpd_error_sleep_time", "1s", Time, "Delay before smtpd replies to a client that has made soft_error_limit errors."),
+    p!("smtpd_error_sleep_time", "1s", Time(S), "Delay before smtpd replies to a client that has made soft_error_limit errors."),
     p!("smtpd_forbid_bare_newline", "normalize", Str, "What smtpd does with a bare LF line ending: normalize (accept as CRLF), reject, or no (accept)."),
     p!("smtpd_hard_error_limit", "20", Int, "Errors after which smtpd disconnects the client."),
     p!("smtpd_helo_required", "no", Bool, "Whether smtpd requires HELO/EHLO before MAIL FROM."),
@@ -197,7 +247,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("smtpd_sender_login_maps", "", List, "Tables: MAIL FROM address (or @domain) -> the SASL logins that own it, for reject_sender_login_mismatch; empty = a login owns login@each local domain."),
     p!("smtpd_sender_restrictions", "", List, "Restrictions applied to the MAIL FROM address (evaluated at RCPT time)."),
     p!("smtpd_soft_error_limit", "10", Int, "Errors after which smtpd delays each reply by smtpd_error_sleep_time."),
-    p!("smtpd_timeout", "300s", Time, "How long smtpd waits for a client command or data before it disconnects."),
+    p!("smtpd_timeout", "300s", Time(S), "How long smtpd waits for a client command or data before it disconnects."),
     p!("smtpd_tls_auth_only", "yes", Bool, "Whether smtpd offers AUTH only after STARTTLS (or on implicit TLS), so passwords never cross the network in clear."),
     p!("smtpd_tls_cert_file", "", Str, "PEM file with smtpd's server certificate (and its chain); empty means no certificate."),
     p!("smtpd_tls_chain_files", "", List, "PEM files each holding a private key followed by its certificate chain; overrides smtpd_tls_cert_file/smtpd_tls_key_file."),
@@ -273,20 +323,28 @@ pub fn parse_size(value: &str) -> Option<u64> {
 }
 
 /// Parses a time: digits with an optional unit s (seconds), m (minutes),
-/// h (hours), d (days) or w (weeks); a bare number is seconds.
+/// h (hours), d (days) or w (weeks); a bare number is seconds. For a
+/// parameter, use [`parse_time_in`] with its [`TimeUnit`].
 pub fn parse_time(value: &str) -> Option<Duration> {
+    parse_time_in(value, TimeUnit::S)
+}
+
+/// Parses a time whose bare number is in `unit` (Postfix's rule: each time
+/// parameter has a default unit, see [`ParamKind::Time`]).
+pub fn parse_time_in(value: &str, unit: TimeUnit) -> Option<Duration> {
     let v = value.trim();
     let digits_end = v
         .bytes()
         .position(|b| !b.is_ascii_digit())
         .unwrap_or(v.len());
-    let (num, unit) = v.split_at(digits_end);
+    let (num, unit_text) = v.split_at(digits_end);
     if num.is_empty() {
         return None;
     }
     let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit {
-        "" | "s" | "S" => 1,
+    let mult: u64 = match unit_text {
+        "" => unit.seconds(),
+        "s" | "S" => 1,
         "m" | "M" => 60,
         "h" | "H" => 3600,
         "d" | "D" => 86_400,
@@ -302,14 +360,14 @@ pub(crate) fn check_value(def: &ParamDef, value: &str) -> Result<(), String> {
     let ok = match def.kind {
         ParamKind::Bool => parse_bool(value).is_some(),
         ParamKind::Int => parse_int(value).is_some(),
-        ParamKind::Time => parse_time(value).is_some(),
+        ParamKind::Time(unit) => parse_time_in(value, unit).is_some(),
         ParamKind::Size => parse_size(value).is_some(),
         ParamKind::Str | ParamKind::List => true,
     };
     if !ok {
         let what = match def.kind {
             ParamKind::Bool => "boolean",
-            ParamKind::Time => "time",
+            ParamKind::Time(_) => "time",
             _ => "numerical",
         };
         return Err(format!(
@@ -387,6 +445,9 @@ pub fn parameter_table_markdown() -> String {
             format!("`{}`", md_escape(def.default))
         };
         let mut kind = def.kind.as_str().to_string();
+        if let ParamKind::Time(unit) = def.kind {
+            kind = format!("{kind} (unit {})", unit.letter());
+        }
         if let Some(choices) = def.choices() {
             kind = format!("{kind}: {}", choices.join(" \\| "));
         }
@@ -480,6 +541,43 @@ mod tests {
             ("yess", None),
         ] {
             assert_eq!(parse_bool(v), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn bare_times_take_the_parameters_postfix_unit() {
+        // postconf(5): the queue lifetimes are in days, the rest in seconds.
+        for (name, unit) in [
+            ("maximal_queue_lifetime", TimeUnit::D),
+            ("bounce_queue_lifetime", TimeUnit::D),
+            ("minimal_backoff_time", TimeUnit::S),
+            ("maximal_backoff_time", TimeUnit::S),
+            ("queue_run_delay", TimeUnit::S),
+            ("smtpd_timeout", TimeUnit::S),
+            ("service_throttle_time", TimeUnit::S),
+        ] {
+            let d = param_def(name).expect("in table");
+            assert_eq!(d.kind, ParamKind::Time(unit), "{name}");
+        }
+        assert_eq!(
+            parse_time_in("5", TimeUnit::D),
+            Some(Duration::from_secs(5 * 86_400))
+        );
+        assert_eq!(parse_time_in("5s", TimeUnit::D), Some(Duration::from_secs(5)));
+        assert_eq!(parse_time_in("2h", TimeUnit::D), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_time_in("", TimeUnit::D), None);
+        assert_eq!(parse_time_in("999999999999999999", TimeUnit::W), None);
+        // Every default is written with its unit, so `postern config -d`
+        // shows what it means.
+        for def in PARAMETERS {
+            if let ParamKind::Time(_) = def.kind {
+                assert!(
+                    def.default.ends_with(|c: char| c.is_ascii_alphabetic()),
+                    "{} default {:?} has no unit",
+                    def.name,
+                    def.default
+                );
+            }
         }
     }
 
