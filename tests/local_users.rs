@@ -464,3 +464,40 @@ fn mail_for_root_is_delivered_as_default_privs() {
     assert_eq!(out.trim(), nb_uid.to_string());
     assert_eq!(owner_mode(&drop_dir.join("alias.out")).0, nb_uid);
 }
+
+#[test]
+fn a_user_without_a_home_is_deferred_with_a_clear_reason() {
+    if !root_or_skip("a_user_without_a_home_is_deferred_with_a_clear_reason") {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new();
+    let u = TestUser::create("pt-user3", &site.path("home"));
+    std::fs::remove_dir_all(&u.home).unwrap();
+    // users_file names a file that does not exist yet: local still starts.
+    let users = site.path("users-later");
+    let mut ld = site.local(&[("users_file", &users.display().to_string())]);
+    let o = site.deliver(&mut ld, "pt-user3@example.test");
+    match &o {
+        Outcome::Deferred { reason, .. } => {
+            assert!(reason.contains("users file unavailable"), "{reason}")
+        }
+        other => panic!("want deferred while users_file is missing: {other:?}"),
+    }
+    std::fs::write(&users, "").unwrap();
+    let o = site.deliver(&mut ld, "pt-user3@example.test");
+    match &o {
+        Outcome::Deferred { dsn, reason } => {
+            assert_eq!(dsn, "4.3.0");
+            assert!(
+                reason.contains(&format!(
+                    "user \"pt-user3\" has no home directory {}",
+                    u.home.display()
+                )),
+                "{reason}"
+            );
+        }
+        other => panic!("want deferred: {other:?}"),
+    }
+    assert!(!u.home.exists(), "local never creates a home directory");
+}

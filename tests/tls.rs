@@ -247,3 +247,34 @@ fn reload_makes_new_connections_use_a_replaced_certificate() {
         inst.log()
     );
 }
+
+#[test]
+fn help_lists_only_what_the_session_offers() {
+    let (inst, der) = tls_instance(
+        "smtpd_sasl_auth_enable = yes\ndisable_vrfy_command = no\n",
+        "",
+    );
+    let help_words = |lines: &[String]| -> Vec<String> {
+        lines
+            .last()
+            .map(|l| l.split(' ').skip(1).map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let mut s = connect(inst.smtp_port);
+    assert_eq!(plain_reply(&mut s).0, 220);
+    let (code, lines) = plain_cmd(&mut s, "HELP");
+    assert_eq!(code, 214, "{lines:?}");
+    let words = help_words(&lines);
+    assert!(words.iter().any(|w| w == "STARTTLS"), "{lines:?}");
+    assert!(words.iter().any(|w| w == "VRFY"), "{lines:?}");
+    // AUTH only inside TLS (smtpd_tls_auth_only = yes).
+    assert!(!words.iter().any(|w| w == "AUTH"), "{lines:?}");
+    drop(s);
+    let mut s = starttls(inst.smtp_port, client_config(&[der], false));
+    let (code, lines) = tls_cmd(&mut s, "HELP");
+    assert_eq!(code, 214, "{lines:?}");
+    let words = help_words(&lines);
+    assert!(!words.iter().any(|w| w == "STARTTLS"), "{lines:?}");
+    assert!(words.iter().any(|w| w == "AUTH"), "{lines:?}");
+    assert_eq!(tls_cmd(&mut s, "QUIT").0, 221);
+}

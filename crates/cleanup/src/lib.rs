@@ -26,7 +26,7 @@ use postern_ipc::{Channel, CleanupReply, CleanupRequest, Trigger, cleanup_flags}
 use postern_queue::{Envelope, QueueDirs, QueueFileWriter, Recipient};
 use std::path::PathBuf;
 use std::time::SystemTime;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// cleanup's settings, read once at start.
 #[derive(Debug, Clone)]
@@ -114,6 +114,7 @@ impl Cleanup {
             flags,
             sender: None,
             recipients: Vec::new(),
+            recipient_keys: std::collections::HashSet::new(),
             envelope_written: false,
             header_buf: Vec::new(),
             header_done: false,
@@ -139,11 +140,23 @@ impl Cleanup {
                     msg.sender = Some(address)
                 }
                 CleanupRequest::Recipient { address, original } if !msg.envelope_written => {
-                    msg.recipients.push(Recipient {
-                        address,
-                        original,
-                        done: false,
-                    })
+                    // The same recipient twice in one transaction is kept
+                    // once, as Postfix's cleanup does (same address and
+                    // original address; domains compare case-insensitively).
+                    // Different addresses for one mailbox are local's to
+                    // merge (its duplicate filter).
+                    if !msg
+                        .recipient_keys
+                        .insert((same_recipient_key(&address), original.clone()))
+                    {
+                        debug!("{id}: duplicate recipient <{address}> dropped");
+                    } else {
+                        msg.recipients.push(Recipient {
+                            address,
+                            original,
+                            done: false,
+                        })
+                    }
                 }
                 CleanupRequest::Content { data } => {
                     if msg.failure.is_none()
@@ -362,6 +375,8 @@ struct MessageState {
     flags: u32,
     sender: Option<String>,
     recipients: Vec<Recipient>,
+    /// (address key, original) of each recipient: the duplicate check.
+    recipient_keys: std::collections::HashSet<(String, String)>,
     envelope_written: bool,
     header_buf: Vec<u8>,
     header_done: bool,
@@ -404,4 +419,13 @@ pub fn main() -> ! {
             }
         },
     )
+}
+
+/// An address with its domain lower-cased: two recipients with equal keys
+/// (and equal original addresses) are one recipient.
+fn same_recipient_key(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+        None => address.to_string(),
+    }
 }

@@ -195,6 +195,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("default_process_limit", "100", Int, "Default number of processes of a service (master.cf maxproc `-`)."),
     p!("default_transport", "smtp", Str, "Transport for mail to domains that are not local."),
     p!("disable_vrfy_command", "yes", Bool, "Whether smtpd refuses the VRFY command (stops address harvesting)."),
+    p!("duplicate_filter_limit", "1000", Int, "Most destinations (mailboxes, files, commands) remembered per message so that recipients resolving to the same one get one copy; 0 = no duplicate filter across recipients."),
     p!("forward_path", "$home/.forward", List, "Where local looks for .forward files; $home, $user, $local, $domain, $extension are expanded per recipient."),
     p!("header_size_limit", "102400", Size, "Largest message header (in bytes) that cleanup keeps; the rest is truncated."),
     p!("home_mailbox", "", Str, "Mailbox path relative to the home directory; ends in / = Maildir; empty = mbox in mail_spool_directory."),
@@ -563,8 +564,14 @@ mod tests {
             parse_time_in("5", TimeUnit::D),
             Some(Duration::from_secs(5 * 86_400))
         );
-        assert_eq!(parse_time_in("5s", TimeUnit::D), Some(Duration::from_secs(5)));
-        assert_eq!(parse_time_in("2h", TimeUnit::D), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            parse_time_in("5s", TimeUnit::D),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_time_in("2h", TimeUnit::D),
+            Some(Duration::from_secs(7200))
+        );
         assert_eq!(parse_time_in("", TimeUnit::D), None);
         assert_eq!(parse_time_in("999999999999999999", TimeUnit::W), None);
         // Every default is written with its unit, so `postern config -d`

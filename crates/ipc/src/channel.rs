@@ -319,6 +319,7 @@ mod tests {
             nexthop: String::new(),
             recipients: vec![],
             attributes: vec![],
+            delivered: vec![],
         };
         use std::os::fd::AsFd;
         a.send_with_fd(&req, file.as_fd()).await.unwrap();

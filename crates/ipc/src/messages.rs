@@ -70,6 +70,7 @@ const K_REJECTED: u8 = 67;
 const K_DELIVER: u8 = 10;
 const K_STATUS: u8 = 74;
 const K_FINISHED: u8 = 75;
+const K_DELIVERED: u8 = 76;
 
 impl Message for CleanupRequest {
     fn encode(&self) -> Vec<u8> {
@@ -197,6 +198,11 @@ pub struct DeliveryRequest {
     pub recipients: Vec<DeliveryRecipient>,
     /// Message attributes from the queue file (client info, ...).
     pub attributes: Vec<(String, String)>,
+    /// Mailboxes (and files, commands, forwards) that earlier requests for
+    /// this message already delivered to, as the agent reported them in
+    /// [`DeliveryReply::Delivered`]: the agent skips them, so two recipients
+    /// that resolve to one mailbox get one copy (Postfix's duplicate filter).
+    pub delivered: Vec<String>,
 }
 
 /// The result class of one recipient's delivery.
@@ -219,6 +225,14 @@ pub enum DeliveryReply {
         outcome: DeliveryOutcome,
         dsn: String,
         text: String,
+    },
+    /// The destinations this message has now been delivered to (the
+    /// request's `delivered` plus this request's successes), sent before
+    /// [`DeliveryReply::Finished`] by agents that suppress duplicates, for
+    /// qmgr to pass on to the next request for the same message.
+    Delivered {
+        /// Opaque destination keys ("mailbox:joe", "file:/path", ...).
+        keys: Vec<String>,
     },
     /// Every recipient of the request has a status.
     Finished,
@@ -253,6 +267,7 @@ impl Message for DeliveryRequest {
             e.u32(r.index).str(&r.address).str(&r.original);
         }
         e.pairs(&self.attributes);
+        put_strs(&mut e, &self.delivered);
         e.finish()
     }
     fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -275,6 +290,7 @@ impl Message for DeliveryRequest {
             });
         }
         let attributes = d.pairs()?;
+        let delivered = get_strs(d)?;
         Ok(DeliveryRequest {
             queue_id,
             sender,
@@ -284,8 +300,25 @@ impl Message for DeliveryRequest {
             nexthop,
             recipients,
             attributes,
+            delivered,
         })
     }
+}
+
+fn put_strs(e: &mut Encoder, v: &[String]) {
+    e.u32(v.len() as u32);
+    for s in v {
+        e.str(s);
+    }
+}
+
+fn get_strs(d: &mut Decoder<'_>) -> Result<Vec<String>, DecodeError> {
+    let n = d.u32()? as usize;
+    let mut out = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        out.push(d.str()?);
+    }
+    Ok(out)
 }
 
 impl Message for DeliveryReply {
@@ -304,6 +337,11 @@ impl Message for DeliveryReply {
                     DeliveryOutcome::Bounced => 2,
                 };
                 e.u32(*index).u8(o).str(dsn).str(text);
+                e.finish()
+            }
+            DeliveryReply::Delivered { keys } => {
+                let mut e = Encoder::new(K_DELIVERED);
+                put_strs(&mut e, keys);
                 e.finish()
             }
             DeliveryReply::Finished => Encoder::new(K_FINISHED).finish(),
@@ -326,6 +364,7 @@ impl Message for DeliveryReply {
                     text: d.str()?,
                 }
             }
+            K_DELIVERED => DeliveryReply::Delivered { keys: get_strs(d)? },
             K_FINISHED => DeliveryReply::Finished,
             k => return Err(DecodeError::UnknownKind(k)),
         })
@@ -493,7 +532,12 @@ mod tests {
                 original: "a@b".into(),
             }],
             attributes: vec![],
+            delivered: vec!["mailbox:joe".into(), "file:/tmp/x".into()],
         });
+        round(DeliveryReply::Delivered {
+            keys: vec!["mailbox:joe".into()],
+        });
+        round(DeliveryReply::Delivered { keys: vec![] });
         round(DeliveryReply::Status {
             index: 7,
             outcome: DeliveryOutcome::Bounced,

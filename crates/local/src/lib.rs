@@ -333,7 +333,9 @@ struct Run<'r, 'm> {
 pub struct LocalDelivery {
     config: LocalConfig,
     aliases: AliasMaps,
-    users: Option<(PathBuf, Option<FileStamp>, UsersFile)>,
+    /// users_file: path, stamp when read, contents (None = could not be
+    /// read: every delivery defers until it can be).
+    users: Option<(PathBuf, Option<FileStamp>, Option<UsersFile>)>,
     domains: LocalDomains,
     mode: DeliveryMode,
 }
@@ -389,12 +391,17 @@ impl LocalDelivery {
         };
         let aliases =
             AliasMaps::open(&config.alias_maps, &config.config_dir).map_err(|e| e.to_string())?;
+        // A users_file that cannot be read is no reason not to start (master
+        // would restart local in a loop): deliveries defer until it can.
         let users = match &config.users_file {
-            Some(p) => Some((
-                p.clone(),
-                file_stamp(p),
-                UsersFile::load(p).map_err(|e| e.to_string())?,
-            )),
+            Some(p) => {
+                let loaded = UsersFile::load(p)
+                    .inspect_err(|e| {
+                        tracing::warn!("users_file {} is unavailable: {e}", p.display())
+                    })
+                    .ok();
+                Some((p.clone(), file_stamp(p), loaded))
+            }
             None => None,
         };
         let domains = LocalDomains::parse(&config.mydestination, &config.config_dir)
@@ -527,6 +534,41 @@ impl LocalDelivery {
         original: &str,
         fwd: &mut dyn Forwarder,
     ) -> Outcome {
+        self.deliver_once(msg, address, original, fwd, &mut HashSet::new())
+    }
+
+    /// [`LocalDelivery::deliver`] for one recipient of a message whose
+    /// other recipients may resolve to the same destinations: `delivered`
+    /// holds the destination keys ("mailbox:joe", "file:/path", ...) this
+    /// message was already delivered to, which are skipped, and gains this
+    /// recipient's keys when its delivery succeeded in full (a partly
+    /// failed one adds nothing, so a retry may write a second copy but never
+    /// skips a destination that did not get the message). Postfix's
+    /// duplicate filter, across the recipients of one message.
+    pub fn deliver_once(
+        &mut self,
+        msg: &Message,
+        address: &str,
+        original: &str,
+        fwd: &mut dyn Forwarder,
+        delivered: &mut HashSet<String>,
+    ) -> Outcome {
+        let mut run_done = delivered.clone();
+        let outcome = self.deliver_with(msg, address, original, fwd, &mut run_done);
+        if matches!(outcome, Outcome::Sent { .. }) {
+            *delivered = run_done;
+        }
+        outcome
+    }
+
+    fn deliver_with(
+        &mut self,
+        msg: &Message,
+        address: &str,
+        original: &str,
+        fwd: &mut dyn Forwarder,
+        done: &mut HashSet<String>,
+    ) -> Outcome {
         let loop_seen = match delivered_to_values(msg.reader()) {
             Ok(v) => v,
             Err(e) => {
@@ -555,13 +597,19 @@ impl LocalDelivery {
             fwd,
             original: original.to_string(),
             loop_seen,
-            done: HashSet::new(),
+            done: std::mem::take(done),
             outcomes: Vec::new(),
             start: Instant::now(),
         };
+        let outcome = self.deliver_run(&mut run, address);
+        *done = std::mem::take(&mut run.done);
+        outcome
+    }
+
+    fn deliver_run(&mut self, run: &mut Run<'_, '_>, address: &str) -> Outcome {
         if let Err(e) = self.refresh_users() {
-            self.record(&mut run, address, Err(DeliveryError::temp("4.3.0", e)));
-            return aggregate(run.outcomes);
+            self.record(run, address, Err(DeliveryError::temp("4.3.0", e)));
+            return aggregate(std::mem::take(&mut run.outcomes));
         }
         let (local, domain) = match address.rsplit_once('@') {
             Some((l, d)) => (l, d),
@@ -573,16 +621,27 @@ impl LocalDelivery {
             domain.to_lowercase()
         };
         let mut stack = Vec::new();
-        self.recipient(&mut run, &local.to_lowercase(), &domain, 0, &mut stack);
-        aggregate(run.outcomes)
+        self.recipient(run, &local.to_lowercase(), &domain, 0, &mut stack);
+        if run.outcomes.is_empty() {
+            // Every destination of this recipient already has the message
+            // (an earlier recipient of it resolved to the same mailboxes).
+            self.record(
+                run,
+                address,
+                Ok("duplicate of an earlier recipient of this message: delivered once".into()),
+            );
+        }
+        aggregate(std::mem::take(&mut run.outcomes))
     }
 
     fn refresh_users(&mut self) -> Result<(), String> {
         if let Some((path, stamp, users)) = &mut self.users {
             let now = file_stamp(path);
-            if now != *stamp {
-                *users =
-                    UsersFile::load(path).map_err(|e| format!("users file unavailable: {e}"))?;
+            if now != *stamp || users.is_none() {
+                *users = None;
+                *users = Some(
+                    UsersFile::load(path).map_err(|e| format!("users file unavailable: {e}"))?,
+                );
                 *stamp = now;
             }
         }
@@ -678,7 +737,8 @@ impl LocalDelivery {
         let vuser = self
             .users
             .as_ref()
-            .and_then(|(_, _, u)| u.get(&r.base).cloned());
+            .and_then(|(_, _, u)| u.as_ref())
+            .and_then(|u| u.get(&r.base).cloned());
         if let Some(u) = vuser {
             return self.virtual_user(run, &r, &u);
         }
@@ -737,7 +797,7 @@ impl LocalDelivery {
             self.write_mbox(run, &r, &run_as, &path, true)
                 .map(|_| "delivered to mailbox".to_string())
         } else {
-            self.write_home_mailbox(run, &r, &run_as, &pw.dir, &self.config.home_mailbox.clone())
+            self.system_home_mailbox(run, &r, &run_as, &pw.dir)
         };
         self.record(run, &r.address, result);
     }
@@ -780,6 +840,32 @@ impl LocalDelivery {
         };
         let result = self.write_home_mailbox(run, r, &run_as, &home, &mb);
         self.record(run, &r.address, result);
+    }
+
+    /// home_mailbox under a system user's home, which must exist (local
+    /// creates the mailbox, never the home directory itself).
+    fn system_home_mailbox(
+        &self,
+        run: &Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        home: &Path,
+    ) -> Result<String, DeliveryError> {
+        let mb = self.config.home_mailbox.as_str();
+        if !home.is_dir() {
+            // Clearer than the ENOENT of a file deep below it; temporary,
+            // since creating the directory fixes it.
+            return Err(DeliveryError::temp(
+                "4.3.0",
+                format!(
+                    "user \"{}\" has no home directory {} (home_mailbox = {mb} is relative to it): \
+                     create it, or set home_mailbox empty for mbox delivery to mail_spool_directory",
+                    run_as.name,
+                    home.display()
+                ),
+            ));
+        }
+        self.write_home_mailbox(run, r, run_as, home, mb)
     }
 
     /// home_mailbox under `home`: a Maildir when it ends in '/', else an mbox file.

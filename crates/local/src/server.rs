@@ -176,13 +176,17 @@ impl LocalService {
             content_offset: req.content_offset,
             content_len: req.content_len,
         };
+        // Where this message already went (earlier requests, earlier
+        // recipients of this one): each destination gets one copy.
+        let mut delivered: std::collections::HashSet<String> =
+            req.delivered.iter().cloned().collect();
         for r in &req.recipients {
             // Delivery is blocking file I/O; this process serves one client,
             // so blocking its runtime thread delays nobody else.
             let outcome = {
                 let mut d = self.delivery.borrow_mut();
                 let mut f = self.forwarder.borrow_mut();
-                d.deliver(&msg, &r.address, &r.original, &mut *f)
+                d.deliver_once(&msg, &r.address, &r.original, &mut *f, &mut delivered)
             };
             let (o, dsn, text) = match outcome {
                 Outcome::Sent { detail } => (DeliveryOutcome::Sent, "2.0.0".to_string(), detail),
@@ -201,6 +205,11 @@ impl LocalService {
             {
                 return;
             }
+        }
+        let mut keys: Vec<String> = delivered.into_iter().collect();
+        keys.sort();
+        if ch.send(&DeliveryReply::Delivered { keys }).await.is_err() {
+            return;
         }
         let _ = ch.send(&DeliveryReply::Finished).await;
     }

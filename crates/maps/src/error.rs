@@ -3,7 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Error reading a table: file, line (0 = whole file), reason. Display "file:line: reason".
+/// Error reading a table: file, line (0 = whole file), reason. Display
+/// "file:line: reason", or "file: reason" for the whole file.
 ///
 /// It exists so that every caller (smtpd, local, `postern check`) can report
 /// exactly where an administrator's file is wrong. When it comes from a lookup
@@ -31,7 +32,12 @@ impl MapError {
 
 impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+        if self.line == 0 {
+            // The whole file: no line number (never ":0:").
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+        }
     }
 }
 
@@ -96,6 +102,11 @@ mod tests {
     fn display_has_file_and_line() {
         let e = MapError::new("/etc/aliases", 3, "bad");
         assert_eq!(e.to_string(), "/etc/aliases:3: bad");
+        let e = MapError::new("/etc/aliases", 0, "cannot stat: No such file or directory");
+        assert_eq!(
+            e.to_string(),
+            "/etc/aliases: cannot stat: No such file or directory"
+        );
     }
 
     #[test]

@@ -67,6 +67,18 @@ enum Kind {
     Aliases(Aliases),
     Table(Table),
     Users(UsersFile),
+    /// The file could not be read or parsed: every lookup tries again and,
+    /// while it fails, answers with this error (a temporary failure).
+    Unavailable(MapError),
+}
+
+/// How a source was opened, so it can be opened again the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A `type:name` map; `alias_syntax` reads hash-like files as aliases(5).
+    Map { alias_syntax: bool },
+    /// users_file.
+    Users,
 }
 
 /// One map with the file it came from, reloadable.
@@ -74,11 +86,44 @@ enum Kind {
 struct Source {
     spec: String,
     base_dir: PathBuf,
+    origin: Origin,
     kind: Kind,
     file: Option<(PathBuf, Stamp)>,
 }
 
 impl Source {
+    /// Opens a map the way a running service must: a mistake in the spec
+    /// itself is an error, but a missing or broken file is a warning and a
+    /// source that answers with a temporary failure until the file is fixed
+    /// (Postfix: "table is unavailable", 451 4.3.0) — never a start-up
+    /// failure that would leave master restarting the service in a loop.
+    fn open_or_unavailable(
+        spec: &str,
+        base_dir: &Path,
+        origin: Origin,
+    ) -> Result<Source, MapError> {
+        let opened = match origin {
+            Origin::Map { alias_syntax } => {
+                Table::check_spec(spec)?;
+                Source::open(spec, base_dir, alias_syntax)
+            }
+            Origin::Users => Source::users(Path::new(spec)),
+        };
+        match opened {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                tracing::warn!("{} is unavailable: {e}", spec.trim());
+                Ok(Source {
+                    spec: spec.to_string(),
+                    base_dir: base_dir.to_path_buf(),
+                    origin,
+                    kind: Kind::Unavailable(e),
+                    file: None,
+                })
+            }
+        }
+    }
+
     /// Opens `spec`; `alias_syntax` makes hash-like tables read as aliases(5).
     fn open(spec: &str, base_dir: &Path, alias_syntax: bool) -> Result<Source, MapError> {
         if alias_syntax && let Some(path) = hash_source(spec, base_dir) {
@@ -90,6 +135,7 @@ impl Source {
             return Ok(Source {
                 spec: spec.to_string(),
                 base_dir: base_dir.to_path_buf(),
+                origin: Origin::Map { alias_syntax },
                 kind: Kind::Aliases(a),
                 file: Some((path, st)),
             });
@@ -102,6 +148,7 @@ impl Source {
         Ok(Source {
             spec: spec.to_string(),
             base_dir: base_dir.to_path_buf(),
+            origin: Origin::Map { alias_syntax },
             kind: Kind::Table(t),
             file,
         })
@@ -116,13 +163,36 @@ impl Source {
         Ok(Source {
             spec: path.display().to_string(),
             base_dir: PathBuf::new(),
+            origin: Origin::Users,
             kind: Kind::Users(u),
             file: Some((path.to_path_buf(), st)),
         })
     }
 
-    /// Re-reads the file if it changed since it was read.
+    /// Opens this source again from its spec, the way it was first opened.
+    fn reopen(&self) -> Result<Source, MapError> {
+        match self.origin {
+            Origin::Users => Source::users(Path::new(&self.spec)),
+            Origin::Map { alias_syntax } => Source::open(&self.spec, &self.base_dir, alias_syntax),
+        }
+    }
+
+    /// Re-reads the file if it changed since it was read, or if it could not
+    /// be read last time. Err = it cannot be read now (a temporary failure).
     fn refresh(&mut self) -> Result<(), MapError> {
+        if let Kind::Unavailable(_) = &self.kind {
+            match self.reopen() {
+                Ok(fresh) => {
+                    tracing::info!("{} is available again", self.spec.trim());
+                    *self = fresh;
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.kind = Kind::Unavailable(e.clone());
+                    return Err(e);
+                }
+            }
+        }
         let Some((path, old)) = &self.file else {
             return Ok(());
         };
@@ -130,11 +200,7 @@ impl Source {
         if now == *old {
             return Ok(());
         }
-        let fresh = match &self.kind {
-            Kind::Users(_) => Source::users(path)?,
-            Kind::Aliases(_) => Source::open(&self.spec, &self.base_dir, true)?,
-            Kind::Table(_) => Source::open(&self.spec, &self.base_dir, false)?,
-        };
+        let fresh = self.reopen()?;
         tracing::info!("reloaded {}", path.display());
         *self = fresh;
         Ok(())
@@ -151,6 +217,7 @@ impl Source {
                 None => Ok(None),
             },
             Kind::Users(_) => Ok(None),
+            Kind::Unavailable(e) => Err(e.clone()),
         }
     }
 
@@ -159,6 +226,7 @@ impl Source {
             Kind::Aliases(a) => Ok(a.lookup(key).is_some()),
             Kind::Table(t) => Ok(t.lookup(key)?.is_some()),
             Kind::Users(u) => Ok(u.get(key).is_some()),
+            Kind::Unavailable(e) => Err(e.clone()),
         }
     }
 }
@@ -174,10 +242,13 @@ pub struct AliasMaps {
 
 impl AliasMaps {
     /// Opens every map in `specs`; relative names resolve against `base_dir`.
+    /// Err only for a spec that is wrong in itself; a missing or unreadable
+    /// file is logged and makes the lookups that reach it fail (temporary)
+    /// until it can be read.
     pub fn open(specs: &[String], base_dir: &Path) -> Result<AliasMaps, MapError> {
         let sources = specs
             .iter()
-            .map(|s| Source::open(s, base_dir, true))
+            .map(|s| Source::open_or_unavailable(s, base_dir, Origin::Map { alias_syntax: true }))
             .collect::<Result<_, _>>()?;
         Ok(AliasMaps { sources })
     }
@@ -215,8 +286,10 @@ pub struct LocalRecipients {
 
 impl LocalRecipients {
     /// Opens local_recipient_maps (hash-like maps that also appear in
-    /// alias_maps are read as aliases) and users_file. A map that cannot be
-    /// opened is an error here, as in Postfix (the daemon should not start).
+    /// alias_maps are read as aliases) and users_file. A spec that is wrong
+    /// in itself is an error; a file that is missing or cannot be read is
+    /// logged and makes [`LocalRecipients::exists`] fail (451 4.3.0) until it
+    /// can be read, as Postfix does with an unavailable table.
     pub fn from_config(main: &postern_config::MainCf) -> Result<LocalRecipients, MapError> {
         LocalRecipients::build(main, true)
     }
@@ -242,11 +315,21 @@ impl LocalRecipients {
         let mut sources = Vec::new();
         for spec in &specs {
             let as_alias = hash_source(spec, &base).is_some_and(|p| alias_files.contains(&p));
-            sources.push(Source::open(spec, &base, as_alias)?);
+            sources.push(Source::open_or_unavailable(
+                spec,
+                &base,
+                Origin::Map {
+                    alias_syntax: as_alias,
+                },
+            )?);
         }
         let users_file = main.str("users_file");
         if with_users_file && !users_file.is_empty() {
-            sources.push(Source::users(Path::new(&users_file))?);
+            sources.push(Source::open_or_unavailable(
+                &users_file,
+                &base,
+                Origin::Users,
+            )?);
         }
         Ok(LocalRecipients {
             accept_all: specs.is_empty(),
@@ -256,7 +339,9 @@ impl LocalRecipients {
     }
 
     /// True if `local_part` (with or without extension) is a known recipient.
-    /// Err = a map could not be (re)read: a temporary failure (451 4.3.0).
+    /// A map that answers yes is enough, even when another one cannot be
+    /// read; Err = no map said yes and one could not be (re)read, so the
+    /// answer is unknown: a temporary failure (451 4.3.0).
     pub fn exists(&mut self, local_part: &str) -> Result<bool, MapError> {
         if self.accept_all {
             return Ok(true);
@@ -267,15 +352,26 @@ impl LocalRecipients {
         if ext.is_some() {
             keys.push(base);
         }
+        let mut failed = None;
         for s in &mut self.sources {
-            s.refresh()?;
+            if let Err(e) = s.refresh() {
+                failed.get_or_insert(e);
+                continue;
+            }
             for k in &keys {
-                if s.has(k)? {
-                    return Ok(true);
+                match s.has(k) {
+                    Ok(true) => return Ok(true),
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
             }
         }
-        Ok(false)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(false),
+        }
     }
 }
 
@@ -284,6 +380,25 @@ impl LocalRecipients {
 enum DomainEntry {
     Name(String),
     Table(Table),
+    /// A "/file" of names that could not be read at start-up: read again
+    /// at each lookup, which fails (temporarily) while it cannot be read.
+    UnreadableFile(PathBuf),
+}
+
+/// The names in a mydestination "/file": '#' comments, names separated by
+/// commas and white space.
+fn domain_file_names(path: &Path) -> Result<Vec<String>, MapError> {
+    let text = crate::error::read_file(path)?;
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        names.extend(
+            line.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .map(normalize_domain),
+        );
+    }
+    Ok(names)
 }
 
 /// mydestination, parsed once: the domains this host is the final destination for.
@@ -306,18 +421,17 @@ impl LocalDomains {
         let mut entries = Vec::new();
         for item in items {
             if item.starts_with('/') {
-                let text = crate::error::read_file(Path::new(item))?;
-                for line in text.lines() {
-                    let line = line.split('#').next().unwrap_or("");
-                    for w in line
-                        .split(|c: char| c == ',' || c.is_whitespace())
-                        .filter(|w| !w.is_empty())
-                    {
-                        entries.push(DomainEntry::Name(normalize_domain(w)));
+                match domain_file_names(Path::new(item)) {
+                    Ok(names) => entries.extend(names.into_iter().map(DomainEntry::Name)),
+                    Err(e) => {
+                        tracing::warn!("mydestination: {item} is unavailable: {e}");
+                        entries.push(DomainEntry::UnreadableFile(PathBuf::from(item)));
                     }
                 }
             } else if item.contains(':') && !item.starts_with('[') {
-                entries.push(DomainEntry::Table(Table::open(item, base_dir)?));
+                entries.push(DomainEntry::Table(Table::open_or_unavailable(
+                    item, base_dir,
+                )?));
             } else {
                 entries.push(DomainEntry::Name(normalize_domain(item)));
             }
@@ -334,22 +448,46 @@ impl LocalDomains {
     }
 
     /// True if `domain` is local (case-insensitive, trailing dot ignored).
-    /// A table that fails to answer counts as "not local" and is logged.
+    /// A table that fails to answer counts as "not local" and is logged;
+    /// callers that can defer use [`LocalDomains::try_contains`].
     pub fn contains(&self, domain: &str) -> bool {
+        self.try_contains(domain).unwrap_or_else(|e| {
+            tracing::warn!("mydestination lookup failed: {e}");
+            false
+        })
+    }
+
+    /// Whether `domain` is local; Err when an entry that could have matched
+    /// cannot be read (a temporary failure: 451 4.3.0 / a deferral, never a
+    /// relay decision). Names are compared before any table is consulted.
+    pub fn try_contains(&self, domain: &str) -> Result<bool, MapError> {
         let d = normalize_domain(domain);
         if d.is_empty() {
-            return false;
+            return Ok(false);
         }
-        self.entries.iter().any(|e| match e {
-            DomainEntry::Name(n) => *n == d,
-            DomainEntry::Table(t) => match t.lookup(&d) {
-                Ok(v) => v.is_some(),
-                Err(e) => {
-                    tracing::warn!("mydestination lookup failed: {e}");
-                    false
+        if self
+            .entries
+            .iter()
+            .any(|e| matches!(e, DomainEntry::Name(n) if *n == d))
+        {
+            return Ok(true);
+        }
+        for e in &self.entries {
+            match e {
+                DomainEntry::Name(_) => {}
+                DomainEntry::Table(t) => {
+                    if t.lookup(&d)?.is_some() {
+                        return Ok(true);
+                    }
                 }
-            },
-        })
+                DomainEntry::UnreadableFile(path) => {
+                    if domain_file_names(path)?.contains(&d) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -407,6 +545,64 @@ mod tests {
             m.set(k, v);
         }
         m
+    }
+
+    #[test]
+    fn a_missing_table_fails_its_lookups_until_it_appears() {
+        let d = tempfile::tempdir().unwrap();
+        let aliases = d.path().join("aliases");
+        let spec = format!("hash:{}", aliases.display());
+        let main = config(
+            d.path(),
+            &[
+                ("alias_maps", &spec),
+                ("local_recipient_maps", "$alias_maps"),
+            ],
+        );
+        // Start-up works (no crash loop) ...
+        let mut maps = AliasMaps::from_config(&main).expect("opens with the file missing");
+        let mut rcpts = LocalRecipients::from_config(&main).expect("opens with the file missing");
+        // ... and each lookup is a temporary failure naming the file, with
+        // no ":0:" for the whole file.
+        let e = maps.lookup("postmaster").unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: ", aliases.display())), "{e}");
+        assert!(!e.contains(":0:"), "{e}");
+        assert!(rcpts.exists("postmaster").is_err());
+        // The administrator creates it: the same processes now answer.
+        std::fs::write(&aliases, "postmaster: root\n").unwrap();
+        assert!(maps.lookup("postmaster").unwrap().is_some());
+        assert!(rcpts.exists("postmaster").unwrap());
+        assert!(!rcpts.exists("nobody-here").unwrap());
+        // Broken later (unreadable as text): temporary failure again, with the line.
+        std::fs::write(&aliases, b"postmaster: root\n\xff\n").unwrap();
+        assert!(rcpts.exists("postmaster").is_err());
+        // A spec that is wrong in itself is still a start-up error.
+        let main = config(d.path(), &[("alias_maps", "nosuchtype:/x")]);
+        assert!(AliasMaps::from_config(&main).is_err());
+    }
+
+    #[test]
+    fn unreadable_mydestination_entries_are_temporary_failures() {
+        let d = tempfile::tempdir().unwrap();
+        let table = d.path().join("domains");
+        let file = d.path().join("domain-list");
+        let items = vec![
+            "example.org".to_string(),
+            format!("texthash:{}", table.display()),
+            file.display().to_string(),
+        ];
+        let l = LocalDomains::parse(&items, d.path()).expect("starts with files missing");
+        assert_eq!(
+            l.try_contains("EXAMPLE.org."),
+            Ok(true),
+            "names need no table"
+        );
+        assert!(l.try_contains("other.example").is_err());
+        std::fs::write(&table, "other.example ok\n").unwrap();
+        std::fs::write(&file, "third.example\n").unwrap();
+        assert_eq!(l.try_contains("other.example"), Ok(true));
+        assert_eq!(l.try_contains("third.example"), Ok(true));
+        assert_eq!(l.try_contains("remote.example"), Ok(false));
     }
 
     #[test]
@@ -468,7 +664,10 @@ mod tests {
         // It never opens the file: a missing one is no error.
         std::fs::remove_file(&users).unwrap();
         assert!(LocalRecipients::without_users_file(&m).is_ok());
-        assert!(LocalRecipients::from_config(&m).is_err());
+        // With it: starts, but a lookup that reaches it is a temporary failure.
+        let mut r = LocalRecipients::from_config(&m).expect("starts");
+        assert!(r.exists("extra").unwrap());
+        assert!(r.exists("vera").is_err());
     }
 
     #[test]
@@ -492,7 +691,15 @@ mod tests {
         assert!(r.exists("root").unwrap());
         assert!(!r.exists("no-such-user-postern").unwrap());
         let m = config(d.path(), &[("alias_maps", "hash:missing")]);
-        assert!(LocalRecipients::from_config(&m).is_err());
+        let mut r = LocalRecipients::from_config(&m).expect("starts");
+        assert!(
+            r.exists("root").unwrap(),
+            "unix:passwd.byname answers first"
+        );
+        assert!(
+            r.exists("no-such-user-postern").is_err(),
+            "then hash:missing fails"
+        );
     }
 
     #[test]
@@ -555,6 +762,7 @@ mod tests {
         }
         let m = config(d.path(), &[("mydestination", "texthash:missing")]);
         assert!(!is_local_domain(&m, "x"));
-        assert!(LocalDomains::from_config(&m).is_err());
+        let l = LocalDomains::from_config(&m).expect("starts");
+        assert!(l.try_contains("x").is_err());
     }
 }

@@ -67,6 +67,19 @@ pub enum Table {
     },
     /// unix:passwd.byname.
     UnixPasswd,
+    /// A file-backed table whose file could not be read or parsed when it
+    /// was opened (see [`Table::open_or_unavailable`]). Each lookup tries to
+    /// read it again; while that fails the lookup is an error, which callers
+    /// answer with a temporary failure (451 4.3.0, a deferral) — as Postfix
+    /// does for an unavailable table — instead of refusing to start.
+    Unavailable {
+        /// The table as written in main.cf.
+        spec: String,
+        /// Where relative names resolve.
+        base_dir: PathBuf,
+        /// Why it could not be read the last time.
+        error: MapError,
+    },
 }
 
 /// Splits "type:name" and drops a leading "proxy:".
@@ -109,6 +122,44 @@ pub(crate) fn hash_source(spec: &str, base_dir: &Path) -> Option<PathBuf> {
 }
 
 impl Table {
+    /// Checks the spec itself — `type:name` form, a known type, a valid
+    /// inline body — without touching any file. An error here is a mistake
+    /// in main.cf (a start-up error, like Postfix's "unsupported dictionary
+    /// type"); a file that is missing or broken is not (see
+    /// [`Table::open_or_unavailable`]).
+    pub fn check_spec(spec: &str) -> Result<(), MapError> {
+        let (kind, _) = split_spec(spec)?;
+        match kind {
+            t if is_hash_type(t) || matches!(t, "cidr" | "regexp" | "pcre") => Ok(()),
+            "inline" | "static" | "unix" => Table::open(spec, Path::new("/")).map(|_| ()),
+            other => Err(MapError::new(
+                spec,
+                0,
+                format!("unsupported table type \"{other}\""),
+            )),
+        }
+    }
+
+    /// Opens `spec` for a long-running service. A bad spec is an error (see
+    /// [`Table::check_spec`]); a table file that cannot be read or parsed is
+    /// logged as a warning naming the table and the reason and gives a
+    /// [`Table::Unavailable`], so the service starts and answers the lookups
+    /// that need this table with a temporary failure until it is fixed.
+    pub fn open_or_unavailable(spec: &str, base_dir: &Path) -> Result<Table, MapError> {
+        Table::check_spec(spec)?;
+        match Table::open(spec, base_dir) {
+            Ok(t) => Ok(t),
+            Err(error) => {
+                tracing::warn!("{} is unavailable: {error}", spec.trim());
+                Ok(Table::Unavailable {
+                    spec: spec.to_string(),
+                    base_dir: base_dir.to_path_buf(),
+                    error,
+                })
+            }
+        }
+    }
+
     /// Opens (reads and parses) the table named by `spec`.
     pub fn open(spec: &str, base_dir: &Path) -> Result<Table, MapError> {
         let (kind, name) = split_spec(spec)?;
@@ -160,6 +211,10 @@ impl Table {
     /// answered with an error): callers treat that as temporary.
     pub fn lookup(&self, key: &str) -> Result<Option<String>, MapError> {
         match self {
+            Table::Unavailable { spec, base_dir, .. } => {
+                // Read it again: the administrator may have fixed it.
+                Table::open(spec, base_dir)?.lookup(key)
+            }
             Table::Hash { entries, .. } | Table::Inline(entries) => {
                 Ok(entries.get(&key.to_lowercase()).cloned())
             }
@@ -215,7 +270,8 @@ impl Table {
             Table::Hash { path, .. } | Table::Cidr { path, .. } | Table::Regexp { path, .. } => {
                 Some(path)
             }
-            _ => None,
+            Table::Unavailable { .. } => None,
+            Table::Inline(_) | Table::Static(_) | Table::UnixPasswd => None,
         }
     }
 }

@@ -59,6 +59,7 @@ pub struct Settings {
     default_recipient_limit: usize,
     ipc_timeout: Duration,
     delivery_timeout: Duration,
+    duplicate_filter_limit: usize,
 }
 
 impl Settings {
@@ -88,6 +89,7 @@ impl Settings {
             default_recipient_limit: 50,
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
             delivery_timeout: main.time("daemon_timeout").map_err(e)?,
+            duplicate_filter_limit: main.int("duplicate_filter_limit").map_err(e)?.max(0) as usize,
         })
     }
 }
@@ -101,6 +103,13 @@ struct Active {
     deferred: bool,
     /// Recipients that bounced this round: (address, reason).
     bounced: Vec<(String, String, String)>,
+    /// Destinations local has delivered this message to (its duplicate
+    /// filter across requests; see docs/ipc.md), at most
+    /// duplicate_filter_limit of them.
+    delivered: HashSet<String>,
+    /// A local request for this message is running: the next one waits for
+    /// it, so it sees every destination the first one delivered to.
+    local_busy: bool,
 }
 
 /// A unit of work for a delivery agent.
@@ -115,6 +124,8 @@ struct Done {
     id: QueueId,
     route: Route,
     results: Vec<(usize, DeliveryOutcome, String, String)>,
+    /// The agent's `Delivered` keys (empty if it sent none).
+    delivered: Vec<String>,
 }
 
 /// What finished work reports back to the scheduler loop.
@@ -325,6 +336,8 @@ impl Qmgr {
             outstanding: 0,
             deferred: false,
             bounced: Vec::new(),
+            delivered: HashSet::new(),
+            local_busy: false,
         };
         if age > lifetime {
             // Too old: every remaining recipient bounces.
@@ -406,7 +419,19 @@ impl Qmgr {
                     .busy_destination
                     .entry((transport.clone(), nexthop.clone()))
                     .or_insert(0);
+                let local = *transport == self.router.local_transport();
                 while *busy_t < self.settings.transport_limit && *busy_d < dlimit {
+                    // One local request per message at a time (its
+                    // duplicate filter needs the previous one's answer).
+                    if local
+                        && jobs.front().is_some_and(|j| {
+                            self.active
+                                .get_mut(&j.id)
+                                .is_some_and(|a| std::mem::replace(&mut a.local_busy, true))
+                        })
+                    {
+                        break;
+                    }
                     let Some(job) = jobs.pop_front() else { break };
                     *busy_t += 1;
                     *busy_d += 1;
@@ -444,6 +469,11 @@ impl Qmgr {
                 })
                 .collect(),
             attributes: env.attributes.clone(),
+            delivered: if job.route.transport == self.router.local_transport() {
+                active.delivered.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
         };
         let file = match active.file.file().try_clone() {
             Ok(f) => f,
@@ -456,6 +486,7 @@ impl Qmgr {
                     id: job.id,
                     route: job.route,
                     results,
+                    delivered: Vec::new(),
                 }));
                 return;
             }
@@ -469,7 +500,9 @@ impl Qmgr {
         let connect_timeout = self.settings.ipc_timeout.min(Duration::from_secs(30));
         let timeout = self.settings.delivery_timeout;
         tokio::task::spawn_local(async move {
-            let results = match deliver(&socket, &req, &file, connect_timeout, timeout).await {
+            let (results, delivered) = match deliver(&socket, &req, &file, connect_timeout, timeout)
+                .await
+            {
                 Ok(r) => r,
                 Err(why) => {
                     let why = format!("delivery temporarily suspended: {why}");
@@ -482,13 +515,14 @@ impl Qmgr {
                             delay_secs(req.arrival)
                         );
                     }
-                    defer_all(&job.recipients, &why)
+                    (defer_all(&job.recipients, &why), Vec::new())
                 }
             };
             let _ = tx.send(Event::Delivered(Done {
                 id: job.id,
                 route: job.route,
                 results,
+                delivered,
             }));
         });
     }
@@ -505,6 +539,15 @@ impl Qmgr {
         let Some(active) = self.active.get_mut(&done.id) else {
             return;
         };
+        if done.route.transport == self.router.local_transport() {
+            active.local_busy = false;
+        }
+        for key in done.delivered {
+            if active.delivered.len() >= self.settings.duplicate_filter_limit {
+                break;
+            }
+            active.delivered.insert(key);
+        }
         let mut finished = Vec::new();
         for (i, outcome, dsn, text) in done.results {
             match outcome {
@@ -705,7 +748,7 @@ async fn deliver(
     file: &std::fs::File,
     connect_timeout: Duration,
     timeout: Duration,
-) -> Result<Vec<(usize, DeliveryOutcome, String, String)>, String> {
+) -> Result<(Vec<(usize, DeliveryOutcome, String, String)>, Vec<String>), String> {
     let mut ch = tokio::time::timeout(connect_timeout, Channel::connect(socket))
         .await
         .map_err(|_| format!("connect to {}: timed out", socket.display()))?
@@ -715,6 +758,7 @@ async fn deliver(
         .map_err(|e| format!("send request: {e}"))?;
     let wanted: HashSet<u32> = req.recipients.iter().map(|r| r.index).collect();
     let mut results = Vec::new();
+    let mut delivered = Vec::new();
     let mut seen = HashSet::new();
     let work = async {
         loop {
@@ -732,6 +776,7 @@ async fn deliver(
                     }
                     results.push((index as usize, outcome, dsn, text));
                 }
+                Ok(Some(DeliveryReply::Delivered { keys })) => delivered = keys,
                 Ok(Some(DeliveryReply::Finished)) => return Ok(()),
                 Ok(None) => return Err("agent closed the connection early".to_string()),
                 Err(e) => return Err(format!("bad reply from agent: {e}")),
@@ -764,7 +809,7 @@ async fn deliver(
             ));
         }
     }
-    Ok(results)
+    Ok((results, delivered))
 }
 
 /// The scheduler loop.

@@ -64,9 +64,10 @@ pub struct DataDecoder {
 }
 
 impl DataDecoder {
-    /// A decoder for one message. `max_size`: content bytes (after
-    /// unstuffing, counting "\n" per line) beyond which content is no longer
-    /// appended to `out`, though the end is still found; 0 = unlimited.
+    /// A decoder for one message. `max_size`: message octets as they came
+    /// over the wire (CRLF counts two, stuffing dots none: RFC 1870 and
+    /// Postfix count this way) beyond which content is no longer appended
+    /// to `out`, though the end is still found; 0 = unlimited.
     pub fn new(max_size: u64) -> Self {
         DataDecoder {
             state: State::LineStart,
@@ -117,6 +118,8 @@ impl DataDecoder {
             State::Middle => self.middle(b, out),
             State::Cr => match b {
                 b'\n' => {
+                    // CRLF: one "\n" of content, two octets on the wire.
+                    self.size = self.size.saturating_add(1);
                     self.emit(b'\n', out);
                     self.state = State::LineStart;
                 }
@@ -166,7 +169,9 @@ impl DataDecoder {
         }
     }
 
-    /// Content size counted so far (even past the limit).
+    /// Message size counted so far (even past the limit), in octets as
+    /// received: each CRLF counts two although it becomes one "\n" of
+    /// content, a stuffing dot counts none, the terminator is not counted.
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -246,7 +251,7 @@ mod tests {
         assert_eq!(out, b"Subject: x\n\nbody\n");
         assert_eq!(done, Some(23));
         assert!(!d.saw_bare_cr() && !d.saw_bare_lf());
-        assert_eq!(d.size(), 17);
+        assert_eq!(d.size(), 20);
         assert_eq!(d.longest_line(), 10);
     }
 
@@ -309,24 +314,51 @@ mod tests {
         let mut d = DataDecoder::new(5);
         let mut out = Vec::new();
         assert_eq!(d.feed(b"abc\r\ndef\r\n", &mut out), DataProgress::NeedMore);
-        assert_eq!(out, b"abc\nd");
+        // "abc" CRLF is five octets on the wire: within the limit.
+        assert_eq!(out, b"abc\n");
         assert!(d.too_big());
         assert_eq!(
             d.feed(b"ghi\r\n.\r\nQUIT\r\n", &mut out),
             DataProgress::Done { consumed: 8 }
         );
-        assert_eq!(out, b"abc\nd");
-        assert_eq!(d.size(), 12);
+        assert_eq!(out, b"abc\n");
+        assert_eq!(d.size(), 15);
         assert!(d.is_done());
         assert_eq!(
             d.feed(b"more", &mut out),
             DataProgress::Done { consumed: 0 }
         );
-        let mut d = DataDecoder::new(4);
+        let mut d = DataDecoder::new(5);
         let mut out = Vec::new();
         d.feed(b"abc\r\n.\r\n", &mut out);
         assert!(!d.too_big());
         assert_eq!(out, b"abc\n");
+        let mut d = DataDecoder::new(4);
+        d.feed(b"abc\r\n.\r\n", &mut Vec::new());
+        assert!(d.too_big(), "the CR of CRLF counts");
+    }
+
+    #[test]
+    fn size_counts_octets_on_the_wire() {
+        // Short lines: the LF-normalized content is half the wire size, and
+        // the limit applies to the wire size (RFC 1870, Postfix).
+        let wire = b"a\r\n".repeat(100);
+        let mut input = wire.clone();
+        input.extend_from_slice(b".\r\n");
+        let mut d = DataDecoder::new(250);
+        let mut out = Vec::new();
+        assert_eq!(
+            d.feed(&input, &mut out),
+            DataProgress::Done {
+                consumed: input.len()
+            }
+        );
+        assert_eq!(d.size(), 300);
+        assert!(d.too_big());
+        // Stuffing dots are not message octets; bare LF counts one.
+        let mut d = DataDecoder::new(0);
+        d.feed(b"..x\r\ny\nz\r\n.\r\n", &mut Vec::new());
+        assert_eq!(d.size(), ".x\r\ny\nz\r\n".len() as u64);
     }
 
     #[test]

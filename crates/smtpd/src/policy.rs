@@ -70,16 +70,19 @@ impl Policy {
         let users = if users_file.is_empty() {
             UsersAccess::None
         } else {
-            // Start-up still checks that it exists (we may be root here).
-            std::fs::metadata(&users_file)
-                .map_err(|e| format!("{users_file}:0: cannot stat: {e}"))?;
+            // Start-up still looks (we may be root here), but a missing file
+            // only warns: its users get 451 until it exists, the rest works.
+            if let Err(e) = std::fs::metadata(&users_file) {
+                tracing::warn!("users_file {users_file} is unavailable: cannot stat: {e}");
+            }
             UsersAccess::Undecided(PathBuf::from(users_file))
         };
         let config_dir = main.path("config_directory");
         let sender_logins = postern_maps::split_map_list(&main.str("smtpd_sender_login_maps"))
             .iter()
             .map(|spec| {
-                Table::open(spec, &config_dir).map_err(|e| format!("smtpd_sender_login_maps: {e}"))
+                Table::open_or_unavailable(spec, &config_dir)
+                    .map_err(|e| format!("smtpd_sender_login_maps: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let local_domains =
@@ -177,6 +180,13 @@ impl Policy {
                     _ => false,
                 };
                 if !locked {
+                    // The auth service may still know the user (users_file
+                    // is not the table that failed); otherwise unknown.
+                    if let UsersAccess::ViaAuth(socket) = &self.users
+                        && self.ask_auth(socket, local_part)?
+                    {
+                        return Ok(true);
+                    }
                     return Err(e.to_string());
                 }
                 self.recipients =
@@ -208,9 +218,12 @@ impl Policy {
         self.mynetworks.contains(ip)
     }
 
-    /// Is this domain one we deliver locally?
-    pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.local_domains.contains(domain)
+    /// Is this domain one we deliver locally? Err = a mydestination table
+    /// could not be read (a temporary failure, never a relay decision).
+    pub fn is_local_domain(&self, domain: &str) -> Result<bool, String> {
+        self.local_domains
+            .try_contains(domain)
+            .map_err(|e| format!("mydestination: {e}"))
     }
 
     /// Is this domain in relay_domains (or below one)?
@@ -238,7 +251,7 @@ impl Policy {
     /// Err = a table failed (temporary).
     pub fn sender_owners(&self, sender: &str) -> Result<Vec<String>, String> {
         let (local, domain) = sender.rsplit_once('@').unwrap_or((sender, ""));
-        let local_domain = !domain.is_empty() && self.is_local_domain(domain);
+        let local_domain = !domain.is_empty() && self.is_local_domain(domain)?;
         if self.sender_logins.is_empty() {
             if !local_domain {
                 return Ok(Vec::new());

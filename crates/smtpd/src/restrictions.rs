@@ -250,7 +250,7 @@ impl Restrictions {
                             "{param}: {item} needs a table (e.g. {item} hash:/etc/postern/access)"
                         )
                     })?;
-                    let table = Table::open(&spec, &config_dir)
+                    let table = Table::open_or_unavailable(&spec, &config_dir)
                         .map_err(|e| format!("{param}: {item} {spec}: {e}"))?;
                     tables.push(table);
                     words.push(Word::CheckAccess(access, tables.len() - 1));
@@ -305,9 +305,19 @@ impl Restrictions {
     }
 
     fn unlisted_recipient(&self, policy: &mut Policy, req: &Request<'_>) -> Option<Decision> {
-        if !policy.is_local_domain(req.rcpt_domain)
-            || req.rcpt_local.eq_ignore_ascii_case("postmaster")
-        {
+        match policy.is_local_domain(req.rcpt_domain) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(why) => {
+                tracing::warn!(
+                    "{}: domain lookup for <{}> failed: {why}",
+                    req.client,
+                    req.recipient
+                );
+                return Some(temp_fail(req.recipient));
+            }
+        }
+        if req.rcpt_local.eq_ignore_ascii_case("postmaster") {
             return None;
         }
         match policy.recipient_exists(req.rcpt_local) {
@@ -332,8 +342,20 @@ impl Restrictions {
     }
 
     fn apply(&self, w: Word, stage: Stage, policy: &mut Policy, req: &Request<'_>) -> Step {
-        let auth_destination =
-            |p: &Policy| p.is_local_domain(req.rcpt_domain) || p.is_relay_domain(req.rcpt_domain);
+        // Err = mydestination could not be read: 451, never a relay decision.
+        let auth_destination = |p: &Policy| -> Result<bool, Step> {
+            if p.is_relay_domain(req.rcpt_domain) {
+                return Ok(true);
+            }
+            p.is_local_domain(req.rcpt_domain).map_err(|why| {
+                tracing::warn!(
+                    "{}: domain lookup for <{}> failed: {why}",
+                    req.client,
+                    req.recipient
+                );
+                Step::Final(temp_fail(req.recipient))
+            })
+        };
         match w {
             Word::Permit => Step::PermitList,
             Word::Reject | Word::Defer => {
@@ -341,10 +363,15 @@ impl Restrictions {
             }
             Word::PermitMynetworks => permit_if(policy.is_mynetworks(req.client_ip)),
             Word::PermitSaslAuthenticated => permit_if(req.sasl_user.is_some()),
-            Word::PermitAuthDestination => permit_if(auth_destination(policy)),
+            Word::PermitAuthDestination => match auth_destination(policy) {
+                Ok(yes) => permit_if(yes),
+                Err(step) => step,
+            },
             Word::RejectUnauthDestination | Word::DeferUnauthDestination => {
-                if auth_destination(policy) {
-                    return Step::Next;
+                match auth_destination(policy) {
+                    Ok(true) => return Step::Next,
+                    Ok(false) => {}
+                    Err(step) => return step,
                 }
                 let (code, ec) = if w == Word::RejectUnauthDestination {
                     (554, (5, 7, 1))
@@ -965,7 +992,7 @@ mod tests {
             )),
             451
         );
-        // A table is required, and must open.
+        // A table is required, of a known type.
         let e = Restrictions::from_config(&config(
             &d,
             &[("smtpd_client_restrictions", "check_client_access")],
@@ -974,13 +1001,28 @@ mod tests {
         assert!(e.contains("needs a table"), "{e}");
         let e = Restrictions::from_config(&config(
             &d,
+            &[("smtpd_client_restrictions", "check_client_access nosuch:/x")],
+        ))
+        .unwrap_err();
+        assert!(e.contains("unsupported table type"), "{e}");
+        // A table file that is missing is no start-up error (no crash loop):
+        // the check it would make is a temporary failure, 451 4.3.0.
+        let m = config(
+            &d,
             &[(
                 "smtpd_client_restrictions",
                 "check_client_access texthash:/nonexistent/x",
             )],
-        ))
-        .unwrap_err();
-        assert!(e.contains("/nonexistent/x"), "{e}");
+        );
+        assert!(Restrictions::from_config(&m).is_ok());
+        assert_eq!(
+            check(&m, near, None, "", "vera@example.org"),
+            reply(
+                451,
+                (4, 3, 0),
+                "<unknown[192.0.2.8]>: Temporary lookup failure".into()
+            )
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

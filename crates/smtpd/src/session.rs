@@ -189,6 +189,25 @@ impl Session<'_> {
         self.settings().sasl_enabled && (self.tls_info.is_some() || !self.settings().tls_auth_only)
     }
 
+    /// The commands HELP lists: only those this session can use now (no
+    /// VRFY when it is disabled, no STARTTLS inside TLS or without a
+    /// certificate, no AUTH where AUTH is not offered), like EHLO.
+    fn help_commands(&self) -> Vec<&'static str> {
+        let mut cmds = vec![
+            "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "HELP",
+        ];
+        if !self.settings().vrfy_disabled {
+            cmds.push("VRFY");
+        }
+        if self.starttls_offered() {
+            cmds.push("STARTTLS");
+        }
+        if self.auth_offered() {
+            cmds.push("AUTH");
+        }
+        cmds
+    }
+
     /// Whether STARTTLS may be offered now.
     fn starttls_offered(&self) -> bool {
         self.tls_info.is_none()
@@ -478,14 +497,11 @@ impl Session<'_> {
                 Command::Help { .. } => {
                     self.count("help");
                     self.junk().await?;
-                    self.send(&Reply::multi(
-                        214,
-                        vec![
-                            "2.0.0 Commands supported:".into(),
-                            "2.0.0 HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS AUTH"
-                                .into(),
-                        ],
-                    ));
+                    let lines = vec![
+                        "2.0.0 Commands supported:".into(),
+                        format!("2.0.0 {}", self.help_commands().join(" ")),
+                    ];
+                    self.send(&Reply::multi(214, lines));
                 }
                 Command::StartTls => {
                     self.count("starttls");

@@ -425,10 +425,17 @@ fn typed_accessors() {
     assert_eq!(d.size("message_size_limit"), Ok(10_240_000));
     // A main.cf copied from Postfix means the same here: a bare number is
     // in the parameter's own unit (days for the queue lifetimes).
-    let cf = parse("maximal_queue_lifetime = 5\nbounce_queue_lifetime = 2\nminimal_backoff_time = 30\n");
+    let cf =
+        parse("maximal_queue_lifetime = 5\nbounce_queue_lifetime = 2\nminimal_backoff_time = 30\n");
     assert_eq!(cf.validate(), Ok(()));
-    assert_eq!(cf.time("maximal_queue_lifetime"), Ok(Duration::from_secs(5 * 86_400)));
-    assert_eq!(cf.time("bounce_queue_lifetime"), Ok(Duration::from_secs(2 * 86_400)));
+    assert_eq!(
+        cf.time("maximal_queue_lifetime"),
+        Ok(Duration::from_secs(5 * 86_400))
+    );
+    assert_eq!(
+        cf.time("bounce_queue_lifetime"),
+        Ok(Duration::from_secs(2 * 86_400))
+    );
     assert_eq!(cf.time("minimal_backoff_time"), Ok(Duration::from_secs(30)));
     assert_eq!(d.str("smtpd_forbid_bare_newline"), "normalize");
     assert_eq!(d.list("relay_domains"), Vec::<String>::new());
