@@ -7,7 +7,7 @@
 //! - [`Table`]: Postfix-style `type:name` lookup tables (texthash, hash, inline,
 //!   static, cidr, regexp, unix:passwd.byname).
 //! - [`NetworkList`]: mynetworks-style address/prefix lists.
-//! - [`LocalDomains`] / [`is_local_domain`]: mydestination matching.
+//! - [`LocalDomains`]: mydestination matching.
 //! - [`AliasMaps`] / [`LocalRecipients`]: the alias_maps and
 //!   local_recipient_maps sets, reloaded when a source file changes.
 //!
@@ -31,8 +31,6 @@ mod users;
 pub use aliases::{AliasTarget, Aliases, parse_targets};
 pub use error::MapError;
 pub use network::NetworkList;
-pub use recipients::{
-    AliasMaps, LocalDomains, LocalRecipients, is_local_domain, split_map_list, strip_extension,
-};
+pub use recipients::{AliasMaps, LocalDomains, LocalRecipients, split_map_list, strip_extension};
 pub use table::Table;
 pub use users::{MailUser, UsersFile};

@@ -404,7 +404,7 @@ fn domain_file_names(path: &Path) -> Result<Vec<String>, MapError> {
 /// mydestination, parsed once: the domains this host is the final destination for.
 ///
 /// smtpd and local call [`LocalDomains::contains`] for every address; build it
-/// once rather than using [`is_local_domain`] in a loop.
+/// once (opening the tables) and keep it.
 #[derive(Debug)]
 pub struct LocalDomains {
     entries: Vec<DomainEntry>,
@@ -488,20 +488,6 @@ impl LocalDomains {
             }
         }
         Ok(false)
-    }
-}
-
-/// True if `domain` is one of mydestination's entries (case-insensitive, trailing dot ignored;
-/// entries may also be "type:table" maps — look the domain up in them).
-///
-/// Opens the tables on each call; long-running code should keep a [`LocalDomains`].
-pub fn is_local_domain(main: &postern_config::MainCf, domain: &str) -> bool {
-    match LocalDomains::from_config(main) {
-        Ok(l) => l.contains(domain),
-        Err(e) => {
-            tracing::warn!("mydestination: {e}");
-            false
-        }
     }
 }
 
@@ -755,13 +741,20 @@ mod tests {
             "a.example",
             "Listed.Example",
         ] {
-            assert!(is_local_domain(&m, yes), "{yes}");
+            assert_eq!(
+                LocalDomains::from_config(&m).unwrap().try_contains(yes),
+                Ok(true),
+                "{yes}"
+            );
         }
         for no in ["example.org", "", "b.example", "."] {
-            assert!(!is_local_domain(&m, no), "{no}");
+            assert_eq!(
+                LocalDomains::from_config(&m).unwrap().try_contains(no),
+                Ok(false),
+                "{no}"
+            );
         }
         let m = config(d.path(), &[("mydestination", "texthash:missing")]);
-        assert!(!is_local_domain(&m, "x"));
         let l = LocalDomains::from_config(&m).expect("starts");
         assert!(l.try_contains("x").is_err());
     }

@@ -371,10 +371,23 @@ impl Qmgr {
         // Group recipients by route, split by the transport's recipient limit.
         let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
         for i in pending {
-            let route = self
-                .router
-                .route(&active.file.envelope().recipients[i].address);
-            groups.entry(route).or_default().push(i);
+            let address = &active.file.envelope().recipients[i].address;
+            match self.router.route(address) {
+                Ok(route) => groups.entry(route).or_default().push(i),
+                Err(why) => {
+                    // Unknown whether it is local: wait, never guess.
+                    info!(
+                        "{id}: to=<{address}>, relay=none, delay={}, dsn=4.3.0, status=deferred ({why})",
+                        delay_secs(active.file.envelope().arrival)
+                    );
+                    active.deferred = true;
+                }
+            }
+        }
+        if groups.is_empty() {
+            self.active.insert(id.clone(), active);
+            self.finish(&id);
+            return;
         }
         for (route, rcpts) in groups {
             let limit = if route.transport == self.router.local_transport() {

@@ -20,7 +20,8 @@ pub struct Route {
 /// Decides routes from main.cf.
 #[derive(Clone, Debug)]
 pub struct Router {
-    main: MainCf,
+    /// mydestination, parsed (tables opened) once.
+    local_domains: std::sync::Arc<postern_maps::LocalDomains>,
     local_transport: String,
     default_transport: String,
     default_nexthop: Option<String>,
@@ -44,8 +45,10 @@ impl Router {
         if local_transport.is_empty() || default_transport.is_empty() {
             return Err("local_transport and default_transport must name a transport".into());
         }
+        let local_domains = postern_maps::LocalDomains::from_config(main)
+            .map_err(|e| format!("mydestination: {e}"))?;
         Ok(Router {
-            main: main.clone(),
+            local_domains: std::sync::Arc::new(local_domains),
             local_transport,
             default_transport,
             default_nexthop,
@@ -58,17 +61,24 @@ impl Router {
         &self.local_transport
     }
 
-    /// Where mail for `address` goes.
-    pub fn route(&self, address: &str) -> Route {
+    /// Where mail for `address` goes. Err = mydestination could not be
+    /// read, so whether the address is local is unknown: the recipient is
+    /// deferred, never sent to the network on a guess.
+    pub fn route(&self, address: &str) -> Result<Route, String> {
         let (local, domain) = match address.rsplit_once('@') {
             Some((l, d)) => (l, d),
             None => (address, ""),
         };
-        if domain.is_empty() || postern_maps::is_local_domain(&self.main, domain) {
-            return Route {
+        let is_local = domain.is_empty()
+            || self
+                .local_domains
+                .try_contains(domain)
+                .map_err(|e| format!("mydestination lookup failed: {e}"))?;
+        if is_local {
+            return Ok(Route {
                 transport: self.local_transport.clone(),
                 nexthop: local.to_ascii_lowercase(),
-            };
+            });
         }
         let nexthop = if let Some(n) = &self.default_nexthop {
             n.clone()
@@ -77,10 +87,10 @@ impl Router {
         } else {
             domain.to_ascii_lowercase()
         };
-        Route {
+        Ok(Route {
             transport: self.default_transport.clone(),
             nexthop,
-        }
+        })
     }
 }
 
@@ -100,14 +110,14 @@ mod tests {
     fn local_domains_go_to_local_per_user() {
         let r = router("");
         assert_eq!(
-            r.route("Joe@Example.TEST"),
+            r.route("Joe@Example.TEST").unwrap(),
             Route {
                 transport: "local".into(),
                 nexthop: "joe".into()
             }
         );
         assert_eq!(
-            r.route("postmaster"),
+            r.route("postmaster").unwrap(),
             Route {
                 transport: "local".into(),
                 nexthop: "postmaster".into()
@@ -118,25 +128,48 @@ mod tests {
     #[test]
     fn remote_domains_go_to_smtp_or_relayhost() {
         assert_eq!(
-            router("").route("a@Remote.example"),
+            router("").route("a@Remote.example").unwrap(),
             Route {
                 transport: "smtp".into(),
                 nexthop: "remote.example".into()
             }
         );
         assert_eq!(
-            router("relayhost = [smart.example]:587").route("a@remote.example"),
+            router("relayhost = [smart.example]:587")
+                .route("a@remote.example")
+                .unwrap(),
             Route {
                 transport: "smtp".into(),
                 nexthop: "[smart.example]:587".into()
             }
         );
         assert_eq!(
-            router("default_transport = relay:[gw.example]").route("a@remote.example"),
+            router("default_transport = relay:[gw.example]")
+                .route("a@remote.example")
+                .unwrap(),
             Route {
                 transport: "relay".into(),
                 nexthop: "[gw.example]".into()
             }
         );
+    }
+
+    #[test]
+    fn an_unreadable_mydestination_table_defers_instead_of_routing() {
+        let d = std::env::temp_dir().join(format!("postern-qmgr-route-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let table = d.join("domains");
+        let _ = std::fs::remove_file(&table);
+        let r = router(&format!(
+            "mydestination = localhost, texthash:{}\n",
+            table.display()
+        ));
+        assert!(r.route("joe@localhost").is_ok(), "names need no table");
+        let e = r.route("joe@example.test").unwrap_err();
+        assert!(e.contains("mydestination lookup failed"), "{e}");
+        std::fs::write(&table, "example.test ok\n").unwrap();
+        assert_eq!(r.route("joe@example.test").unwrap().transport, "local");
+        assert_eq!(r.route("joe@remote.example").unwrap().transport, "smtp");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
