@@ -212,7 +212,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("mail_name", "Postern", Str, "The name of the mail system, shown in the SMTP banner and in bounces."),
     p!("mail_owner", "postern", Str, "Owner of the queue and default user of the unprivileged services."),
     p!("mail_spool_directory", "/var/mail", Str, "Directory of mbox files (USER files) used when home_mailbox is empty."),
-    p!("maillog_file", "", Str, "File services log to; empty = syslog."),
+    p!("maillog_file", "", Str, "File services log to; empty = syslog (/dev/log), and without a syslog daemon master's standard error (master -f) or else /var/log/postern.log ($data_directory/postern.log without privilege separation), see docs/master.md."),
     p!("max_idle", "100s", Time(S), "How long an idle service process waits for a new client before it exits."),
     p!("max_use", "100", Int, "How many clients a service process serves before it exits."),
     p!("maximal_backoff_time", "4000s", Time(S), "Longest time qmgr waits before retrying a deferred message."),

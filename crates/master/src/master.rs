@@ -9,6 +9,13 @@
 //!   SIGTERM/SIGINT → stop;
 //! - the poll timeout is the next wakeup trigger or throttle expiry.
 //!
+//! Start-up failures: a service whose processes exit within 1 s of their
+//! start is throttled and marked failing, with the reason the process sent
+//! on the status pipe before it exited (its `fatal:` text) or how it ended.
+//! It counts as healthy again once one of its processes reports idle/busy,
+//! exits 0, or lives past that first second. Every change is published in
+//! the status file (`health`) and, under systemd, as the unit's STATUS=.
+//!
 //! Privilege separation (docs/security.md): when master runs as root, each
 //! service carries the user and chroot its children must take (resolved
 //! from the master.cf unpriv and chroot columns when the service is
@@ -21,7 +28,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -34,10 +41,13 @@ use nix::unistd::{Gid, Group, User};
 use postern_config::{MainCf, MasterCf, ServiceEntry, ServiceType, Unpriv};
 use postern_service::privileges::{IPC_GROUP, POSTDROP_GROUP, program_privileges};
 use postern_service::service_type_name;
-use postern_service::status::drain_records;
+use postern_service::status::{StatusMessage, drain_messages};
 use tracing::{debug, error, info, warn};
 
 use crate::VERSION;
+use crate::health::{
+    MasterStatus, ServiceHealth, StartupFailure, epoch_secs, wall_clock, write_status,
+};
 use crate::listen::{Endpoint, bind_endpoint, trigger};
 use crate::spawn::{ChildLog, RunAs, SpawnSpec, spawn};
 
@@ -68,7 +78,19 @@ struct Service {
     throttled_until: Option<Instant>,
     failures: u32,
     last_failure: Option<Instant>,
+    /// Set while its processes fail at start-up.
+    failing: Option<Failing>,
     next_wakeup: Option<Instant>,
+}
+
+/// A service whose processes keep failing at start-up.
+#[derive(Debug)]
+struct Failing {
+    /// The last reason (`fatal: ...`, or how the process ended).
+    reason: String,
+    /// Failed start-ups in a row.
+    failures: u32,
+    since: SystemTime,
 }
 
 /// One running child.
@@ -82,6 +104,8 @@ struct Child {
     /// master sent it SIGHUP/SIGTERM/SIGKILL: dying of that is normal.
     signalled: bool,
     program: PathBuf,
+    /// What it sent on the status pipe before exiting (its fatal error).
+    fatal: Option<String>,
 }
 
 /// What a poll slot refers to.
@@ -106,6 +130,16 @@ pub(crate) struct Master {
     privsep: bool,
     /// The "postern install has not been run" warning was logged.
     warned_no_groups: Cell<bool>,
+    /// master runs in the foreground (decides where logs go without syslog).
+    foreground: bool,
+    /// Where the pid and status files are (the queue directory at start).
+    queue_dir: PathBuf,
+    /// The systemd STATUS= of a healthy master.
+    normal_status: String,
+    /// The failing summary last sent as STATUS=; None = a healthy one was.
+    notified_failing: Option<String>,
+    /// A failure to write the status file was logged.
+    warned_status_file: Cell<bool>,
 }
 
 /// The master.cf path for error messages.
@@ -255,12 +289,17 @@ impl Master {
         child_log: ChildLog,
         signals: SignalFd,
         verbose: bool,
+        foreground: bool,
     ) -> Master {
         // On when master is root, unless main.cf turns it off (the
         // quickstart does, so it never needs `postern install`).
-        let privsep =
-            nix::unistd::geteuid().is_root() && main.bool("privilege_separation").unwrap_or(true);
+        let privsep = crate::privilege_separation(&main);
+        let normal_status = format!(
+            "serving: version {VERSION}, configuration {}",
+            config_dir.display()
+        );
         Master {
+            queue_dir: main.path("queue_directory"),
             config_dir,
             main,
             services: Vec::new(),
@@ -271,7 +310,16 @@ impl Master {
             verbose,
             privsep,
             warned_no_groups: Cell::new(false),
+            foreground,
+            normal_status,
+            notified_failing: None,
+            warned_status_file: Cell::new(false),
         }
+    }
+
+    /// The systemd STATUS= of a healthy master (sent with READY=1).
+    pub(crate) fn normal_status(&self) -> &str {
+        &self.normal_status
     }
 
     /// The group of a unix/fifo service's socket (privilege separation on):
@@ -347,6 +395,7 @@ impl Master {
             throttled_until: None,
             failures: 0,
             last_failure: None,
+            failing: None,
             next_wakeup: (entry.wakeup > 0).then(Instant::now),
         }))
     }
@@ -446,6 +495,7 @@ impl Master {
 
     /// Runs until SIGTERM/SIGINT; returns after all children are gone.
     pub(crate) fn run(&mut self) -> Result<(), String> {
+        self.publish_health();
         loop {
             let now = Instant::now();
             self.timers(now);
@@ -508,6 +558,7 @@ impl Master {
             .iter()
             .flat_map(|s| [s.throttled_until, s.next_wakeup])
             .flatten()
+            .chain(self.recovery_checks())
             .min();
         match next {
             None => PollTimeout::NONE,
@@ -519,8 +570,101 @@ impl Master {
         }
     }
 
+    /// When current-generation processes of failing services pass the
+    /// start-up window (they then count as a successful start).
+    fn recovery_checks(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.children.values().filter_map(|c| {
+            let svc = self.services.iter().find(|s| s.key == c.key)?;
+            (svc.failing.is_some() && c.generation == svc.generation)
+                .then(|| c.started + STARTUP_FAILURE_WINDOW)
+        })
+    }
+
+    /// Marks failing services healthy whose current process has lived
+    /// past the start-up window.
+    fn check_recovery(&mut self, now: Instant) {
+        let survivors: Vec<usize> = self
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, svc)| svc.failing.is_some())
+            .filter(|(_, svc)| {
+                self.children.values().any(|c| {
+                    c.key == svc.key
+                        && c.generation == svc.generation
+                        && now.duration_since(c.started) >= STARTUP_FAILURE_WINDOW
+                })
+            })
+            .map(|(si, _)| si)
+            .collect();
+        for si in survivors {
+            self.recovered(si);
+        }
+    }
+
+    /// A process of a failing service started fine: it is healthy again.
+    fn recovered(&mut self, si: usize) {
+        let svc = &mut self.services[si];
+        if let Some(f) = svc.failing.take() {
+            let n = f.failures;
+            info!(
+                "service {}: started normally after {n} failed start-up{}",
+                svc.key,
+                if n == 1 { "" } else { "s" }
+            );
+            self.publish_health();
+        }
+    }
+
+    /// Writes the status file and, when the set of failing services or
+    /// their reasons changed, tells systemd (STATUS=).
+    fn publish_health(&mut self) {
+        let status = MasterStatus {
+            master_pid: std::process::id(),
+            written: epoch_secs(SystemTime::now()),
+            services: self
+                .services
+                .iter()
+                .map(|s| ServiceHealth {
+                    service: s.key.clone(),
+                    line: u32::try_from(s.entry.line).unwrap_or(u32::MAX),
+                    program: s.program.display().to_string(),
+                    failure: s.failing.as_ref().map(|f| StartupFailure {
+                        reason: f.reason.clone(),
+                        failures: f.failures,
+                        since: epoch_secs(f.since),
+                        throttled_until: wall_clock(s.throttled_until),
+                    }),
+                })
+                .collect(),
+        };
+        if let Err(e) = write_status(&self.queue_dir, &status)
+            && !self.warned_status_file.replace(true)
+        {
+            warn!("{e}: `postern status` cannot show failing services");
+        }
+        let failing: Vec<String> = self
+            .services
+            .iter()
+            .filter_map(|s| Some(format!("{}: {}", s.key, s.failing.as_ref()?.reason)))
+            .collect();
+        let summary = (!failing.is_empty()).then(|| {
+            format!(
+                "{} service{} failing: {}",
+                failing.len(),
+                if failing.len() == 1 { "" } else { "s" },
+                failing.join("; ")
+            )
+        });
+        if summary != self.notified_failing {
+            crate::notify::status(summary.as_deref().unwrap_or(&self.normal_status));
+            self.notified_failing = summary;
+        }
+    }
+
     /// Expires throttles and sends due wakeup triggers.
     fn timers(&mut self, now: Instant) {
+        self.check_recovery(now);
         let mut in_use = HashMap::new();
         for c in self.children.values() {
             *in_use.entry(c.key.clone()).or_insert(0u32) += 1;
@@ -559,16 +703,29 @@ impl Master {
                 Err(_) => break,
             }
         }
-        let records = drain_records(&mut self.services[si].status_buf);
+        let messages = drain_messages(&mut self.services[si].status_buf);
         let key = self.services[si].key.clone();
-        for rec in records {
-            match rec {
-                Ok(rec) => match self.children.get_mut(&rec.pid) {
-                    Some(c) if c.key == key => c.available = rec.available,
+        let generation = self.services[si].generation;
+        let mut started_fine = false;
+        for msg in messages {
+            match msg {
+                Ok(StatusMessage::Availability(rec)) => match self.children.get_mut(&rec.pid) {
+                    Some(c) if c.key == key => {
+                        c.available = rec.available;
+                        // It got as far as serving: its start-up worked.
+                        started_fine |= c.generation == generation;
+                    }
                     _ => debug!("status from unknown pid {} for {key}", rec.pid),
+                },
+                Ok(StatusMessage::Fatal(report)) => match self.children.get_mut(&report.pid) {
+                    Some(c) if c.key == key => c.fatal = Some(report.message),
+                    _ => debug!("fatal report from unknown pid {} for {key}", report.pid),
                 },
                 Err(e) => warn!("service {key}: status pipe: {e}"),
             }
+        }
+        if started_fine {
+            self.recovered(si);
         }
     }
 
@@ -584,6 +741,9 @@ impl Master {
                             crate::notify::reloading();
                             self.reload();
                             crate::notify::reloaded();
+                            // reloaded() said "serving": say again what fails.
+                            self.notified_failing = None;
+                            self.publish_health();
                             if !matches!(action, SignalAction::Stop(_)) {
                                 action = SignalAction::Reloaded;
                             }
@@ -629,19 +789,21 @@ impl Master {
                     available: true,
                     signalled: false,
                     program: svc.program.clone(),
+                    fatal: None,
                 };
                 self.children.insert(pid, child);
             }
             Err(e) => {
-                error!("cannot start {}: {e}", svc.program.display());
-                self.throttle(si);
+                let reason = format!("cannot start {}: {e}", svc.program.display());
+                error!("{reason}");
+                self.throttle(si, reason);
             }
         }
     }
 
     /// Backs a failing service off: 1 s, doubling per consecutive failure,
-    /// up to service_throttle_time.
-    fn throttle(&mut self, si: usize) {
+    /// up to service_throttle_time; marks it failing with `reason`.
+    fn throttle(&mut self, si: usize, reason: String) {
         let max = self
             .main
             .time("service_throttle_time")
@@ -663,6 +825,20 @@ impl Master {
             "{}: bad command startup -- throttling",
             svc.program.display()
         );
+        match &mut svc.failing {
+            Some(f) => {
+                f.failures = f.failures.saturating_add(1);
+                f.reason = reason;
+            }
+            None => {
+                svc.failing = Some(Failing {
+                    reason,
+                    failures: 1,
+                    since: SystemTime::now(),
+                })
+            }
+        }
+        self.publish_health();
     }
 
     /// Reaps every exited child (SIGCHLD).
@@ -685,6 +861,15 @@ impl Master {
         let Ok(upid) = u32::try_from(pid.as_raw()) else {
             return;
         };
+        // Read what it wrote before it exited (its fatal error) while it is
+        // still known.
+        if let Some(si) = self
+            .children
+            .get(&upid)
+            .and_then(|c| self.service_index(&c.key))
+        {
+            self.read_status(si);
+        }
         let Some(child) = self.children.remove(&upid) else {
             return;
         };
@@ -695,16 +880,28 @@ impl Master {
             _ => return,
         };
         let si = self.service_index(&child.key);
+        let current = si.is_some_and(|si| self.services[si].generation == child.generation);
         if !normal {
-            if let Some(how) = describe_exit(status) {
+            let how = describe_exit(status);
+            if let Some(how) = &how {
                 warn!("process {} pid {upid} {how}", child.program.display());
             }
             if let Some(si) = si
-                && self.services[si].generation == child.generation
+                && current
                 && child.started.elapsed() < STARTUP_FAILURE_WINDOW
             {
-                self.throttle(si);
+                let reason = match (&child.fatal, how) {
+                    (Some(fatal), _) => format!("fatal: {fatal}"),
+                    (None, Some(how)) => how,
+                    (None, None) => "exited".to_string(),
+                };
+                self.throttle(si, reason);
             }
+        } else if let Some(si) = si
+            && current
+            && matches!(status, WaitStatus::Exited(_, 0))
+        {
+            self.recovered(si);
         }
         // A wakeup service with no child left is woken again at once (after
         // any throttle delay), so it comes back without waiting a full period.
@@ -753,10 +950,18 @@ impl Master {
             warn!("{w}");
         }
         if main.str("maillog_file") != self.main.str("maillog_file") {
-            match crate::open_log(&main) {
-                Ok((sink, child_log)) => {
-                    postern_service::log::init_logging_with("master", &main, self.verbose, sink);
-                    self.child_log = child_log;
+            match crate::open_log(&main, self.foreground) {
+                Ok(log) => {
+                    postern_service::log::init_logging_with(
+                        "master",
+                        &main,
+                        self.verbose,
+                        log.sink,
+                    );
+                    if let Some(notice) = log.notice {
+                        warn!("{notice}");
+                    }
+                    self.child_log = log.child;
                 }
                 Err(e) => error!("{e}; keeping the old log"),
             }

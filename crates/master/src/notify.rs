@@ -8,14 +8,19 @@
 //!   again once the new configuration is applied (or refused and the old one
 //!   kept) ([`reloading`], [`reloaded`]);
 //! - `STOPPING=1` when SIGTERM/SIGINT arrives, before it stops its services
-//!   ([`stopping`]).
+//!   ([`stopping`]);
+//! - `STATUS=1 service failing: smtp/inet: fatal: ...` when a service starts
+//!   failing at start-up (or its reason changes), and the serving status
+//!   again once none fails ([`status`]).
 //!
 //! Nothing is sent without `NOTIFY_SOCKET` (sd-notify does nothing then),
 //! nor by a background master (`postern start`): only [`ready`] enables the
 //! later messages, and only the foreground path calls it.
 //!
 //! SECURITY: the messages are fixed words plus master's own pid and
-//! configuration path; nothing from clients or children. `NOTIFY_SOCKET`
+//! configuration path, and the fatal text of failing services, which comes
+//! from a child: [`status`] makes it one line, so it can never add a
+//! `READY=`/`MAINPID=` assignment of its own; nothing from clients. `NOTIFY_SOCKET`
 //! stays in master's environment (later messages need it) but never reaches
 //! a service: spawn clears every child's environment, and the unit sets
 //! `NotifyAccess=main` so systemd would ignore a child's message anyway.
@@ -102,4 +107,18 @@ pub(crate) fn stopping(signo: i32) {
         "stopping",
         &[NotifyState::Stopping, NotifyState::Status(&status)],
     );
+}
+
+/// Says how master is doing (`STATUS=`), e.g. which services fail at
+/// start-up. Control characters become spaces: one datagram line per
+/// assignment, so a child's text cannot add assignments of its own.
+pub(crate) fn status(text: &str) {
+    if !ENABLED.load(Ordering::SeqCst) {
+        return;
+    }
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    send("status", &[NotifyState::Status(&line)]);
 }

@@ -567,3 +567,96 @@ fn children_finish_and_exit_when_master_is_killed() {
     drop(c);
     wait_for("echo child to exit", || (!alive(pid)).then_some(()));
 }
+
+/// The failing services master publishes in its status file, as `postern
+/// status` reads them: (service, reason, failures).
+fn failing(s: &Setup) -> Vec<(String, String, u32)> {
+    postern_master::read_status(s.path())
+        .unwrap()
+        .map(|st| {
+            st.failing()
+                .map(|h| {
+                    let f = h.failure.as_ref().unwrap();
+                    (h.service.clone(), f.reason.clone(), f.failures)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn start_up_failure_is_published_with_its_fatal_line_until_it_is_fixed() {
+    let (p1, p2) = (free_port(), free_port());
+    let s = Setup::new("");
+    let needed = s.path().join("needed-file");
+    s.write_master_cf(&format!(
+        "# c\n127.0.0.1:{p1} inet n - n - - echo-service crash-unless={n}\n\
+         127.0.0.1:{p2} inet n - n - - echo-service -o max_use=lots\n",
+        n = needed.display()
+    ));
+    let _m = s.start();
+    // Healthy until a process is needed: the file lists both, none failing.
+    let st = wait_for("the status file", || {
+        postern_master::read_status(s.path()).unwrap()
+    });
+    assert_eq!(st.services.len(), 2, "{st:?}");
+    assert_eq!(st.services[0].line, 2);
+    assert!(failing(&s).is_empty());
+    // Clients make master start processes, which exit at start-up: one in
+    // its init (after the skeleton took the status pipe), one on a bad -o
+    // value (before: the report goes out on fd 4 itself).
+    let mut c1 = Client::connect(p1);
+    let _c2 = Client::connect(p2);
+    let want1 = format!(
+        "fatal: {}: cannot stat: No such file or directory (os error 2)",
+        needed.display()
+    );
+    let got = wait_for("both services to be reported failing", || {
+        let f = failing(&s);
+        (f.len() == 2).then_some(f)
+    });
+    assert_eq!(got[0].0, format!("127.0.0.1:{p1}/inet"));
+    assert_eq!(got[0].1, want1);
+    assert_eq!(got[1].0, format!("127.0.0.1:{p2}/inet"));
+    assert!(
+        got[1].1.starts_with("fatal: ") && got[1].1.contains("max_use = lots"),
+        "{got:?}"
+    );
+    let st = postern_master::read_status(s.path()).unwrap().unwrap();
+    let line = st.services[0].describe(0).unwrap();
+    assert!(
+        line.starts_with(&format!(
+            "service 127.0.0.1:{p1}/inet (master.cf line 2) is failing at start-up"
+        )) && line.contains(&want1),
+        "{line}"
+    );
+    // Fixed: the waiting client is served once the throttle lets master try
+    // again, and the service is healthy again.
+    std::fs::write(&needed, "").unwrap();
+    assert_eq!(c1.echo("back").1, "back");
+    wait_for("the first service to be healthy again", || {
+        let f = failing(&s);
+        (f.len() == 1 && f[0].0 == format!("127.0.0.1:{p2}/inet")).then_some(())
+    });
+    assert!(
+        s.log().contains(&format!(
+            "service 127.0.0.1:{p1}/inet: started normally after "
+        )),
+        "{}",
+        s.log()
+    );
+}
+
+#[test]
+fn status_file_goes_away_with_master() {
+    let port = free_port();
+    let s = Setup::new(&format!("127.0.0.1:{port} inet n - n - - echo-service\n"));
+    let mut m = s.start();
+    wait_for("the status file", || {
+        postern_master::read_status(s.path()).unwrap()
+    });
+    m.signal(15);
+    assert_eq!(m.wait_exit(), Some(0));
+    assert!(!postern_master::status_file_path(&s.path().join("queue")).exists());
+    assert_eq!(postern_master::read_status(s.path()).unwrap(), None);
+}

@@ -275,3 +275,43 @@ fn background_master_does_not_notify() {
         "background master sent a notification at stop"
     );
 }
+
+#[test]
+fn failing_service_shows_in_the_unit_status_until_it_recovers() {
+    let s = Setup::new();
+    let needed = s.path().join("needed-file");
+    std::fs::write(
+        s.path().join("master.cf"),
+        format!(
+            "127.0.0.1:{} inet n n n - - echo-service crash-unless={}\n",
+            s.port,
+            needed.display()
+        ),
+    )
+    .expect("write master.cf");
+    let _m = Reaper(s.master(&["-f"]));
+    let ready = s.next();
+    assert_eq!(ready.get("READY").map(String::as_str), Some("1"));
+    // A client makes master start a process, which exits at start-up.
+    let client = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    let failing = s.next();
+    assert_eq!(
+        failing.get("STATUS").cloned(),
+        Some(format!(
+            "1 service failing: 127.0.0.1:{}/inet: fatal: {}: cannot stat: \
+             No such file or directory (os error 2)",
+            s.port,
+            needed.display()
+        )),
+        "{failing:?}"
+    );
+    assert!(!failing.contains_key("READY"), "{failing:?}");
+    // The same failure again (throttled retries) is not sent again; once
+    // the file is there the next start works and the status is normal.
+    std::fs::write(&needed, "").expect("create the needed file");
+    let back = s.next();
+    let status = back.get("STATUS").expect("STATUS");
+    assert!(status.starts_with("serving: version "), "{back:?}");
+    drop(client);
+    echo(s.port);
+}

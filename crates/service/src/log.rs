@@ -8,11 +8,14 @@
 //!   never mix.
 //! - `maillog_file` empty: RFC 3164 datagrams `<22>Nov 22 03:05:00 TAG[PID]: message`
 //!   to /dev/log (facility mail), falling back to the fd 2 format when
-//!   /dev/log is not there.
+//!   /dev/log is not there. master points every child's fd 2 at a file
+//!   then (docs/master.md, "Logging"), so those lines are never lost.
 //!
 //! Levels: ERROR → "error: ", WARN → "warning: ", INFO → no prefix,
 //! DEBUG/TRACE only with `-v`. Fields other than the message are appended
-//! as ` key=value`. [`fatal`] writes "fatal: ..." and exits 1.
+//! as ` key=value`. [`fatal`] writes "fatal: ...", tells master the reason
+//! on the status pipe (`status::report_fatal`, so `postern status` can show
+//! why a service fails at start-up) and exits 1.
 //!
 //! The configuration lives in a global that [`init_logging`] may replace
 //! (master does so on reload); the subscriber itself is installed once.
@@ -129,16 +132,29 @@ pub fn init_logging_with(program: &str, main: &MainCf, verbose: bool, sink: LogS
     });
 }
 
-/// Connects a datagram socket to /dev/log; None when there is no syslog daemon.
+/// The syslog daemon's socket.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Connects a datagram socket to [`SYSLOG_SOCKET`]; None when there is no
+/// syslog daemon.
 pub fn connect_syslog() -> Option<UnixDatagram> {
-    let sock = UnixDatagram::unbound().ok()?;
-    sock.connect("/dev/log").ok()?;
-    Some(sock)
+    open_syslog(std::path::Path::new(SYSLOG_SOCKET)).ok()
+}
+
+/// Connects a datagram socket to the syslog socket at `path`; the error
+/// says why not (NotFound: there is no socket; ConnectionRefused: nothing
+/// listens on it).
+pub fn open_syslog(path: &std::path::Path) -> std::io::Result<UnixDatagram> {
+    let sock = UnixDatagram::unbound()?;
+    sock.connect(path)?;
+    Ok(sock)
 }
 
 /// Logs "fatal: MSG" and exits with status 1. Also echoes the line to a
 /// terminal on stderr when the log goes elsewhere, so an administrator
-/// starting a program by hand sees why it stopped.
+/// starting a program by hand sees why it stopped, and, in a process master
+/// started, sends MSG to master on the status pipe
+/// ([`crate::status::report_fatal`]).
 pub fn fatal(msg: impl Display) -> ! {
     let text = msg.to_string();
     let to_stderr = emit(Severity::Fatal, &text);
@@ -146,6 +162,7 @@ pub fn fatal(msg: impl Display) -> ! {
         let tag = current_tag();
         let _ = std::io::stderr().write_all(format!("{tag}: fatal: {text}\n").as_bytes());
     }
+    crate::status::report_fatal(&text);
     std::process::exit(1)
 }
 
