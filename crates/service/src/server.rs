@@ -59,6 +59,30 @@ pub fn build_context(
     })
 }
 
+/// Makes a panic leave the same trace as [`fatal`]: a "fatal: panic: ..."
+/// log line (a panic's text on stderr would be lost when fd 2 is the log
+/// file or /dev/null) and the reason on the status pipe, so `postern
+/// status` shows why a service died rather than "exit status 101".
+fn install_panic_report() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let text = format!("panic: {what}{place}");
+        crate::log::emit(crate::log::Severity::Fatal, &text);
+        crate::status::report_fatal(&text);
+        default(info);
+    }));
+}
+
 /// What start-up hands to the drivers.
 struct Started {
     ctx: Arc<ServiceContext>,
@@ -75,6 +99,7 @@ fn start_up(program: &'static str) -> Started {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
     let mut ctx = build_context(program, &argv, config_dir).unwrap_or_else(|e| fatal(e));
     init_logging(program, &ctx.config, ctx.verbose);
+    install_panic_report();
     // A chrooted service sees the queue directory as "/": its init must
     // build paths from that (privileges.rs).
     let request = privileges::request_from_env().unwrap_or_else(|e| fatal(e));
