@@ -19,7 +19,13 @@
 //!    `smtpd_tls_key_file` exists, a self-signed pair for `myhostname`
 //!    ([`crate::tls::generate`]): key root:root 0600, certificate 0644,
 //!    missing directories 0755. If only one of the two exists, install stops
-//!    with an error naming the missing one.
+//!    with an error naming the missing one;
+//! 7. the alias file: when the first `hash:` or `texthash:` table of
+//!    `alias_maps` (the shipped main.cf: `/etc/aliases`; a relative name is
+//!    under CONFIG_DIR, as newaliases reads it) does not exist, it is created
+//!    root:root 0644 with [`ALIASES_TEXT`] (a comment and `postmaster:
+//!    root`), as Debian's postfix package does. An existing file (or
+//!    symbolic link) is never touched.
 //!
 //! Every change prints one line (`postern: created user postern-smtpd`); a
 //! second run prints nothing. `--check` changes nothing, prints one line per
@@ -40,7 +46,8 @@
 //! written to a temporary file (O_EXCL|O_NOFOLLOW, created with its final
 //! mode, so the key is never readable by others, not even briefly) and put in
 //! place with link(2), which refuses to replace anything: an existing
-//! certificate, key or symbolic link there is never overwritten.
+//! certificate, key or symbolic link there is never overwritten. The alias
+//! file is written the same way.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -129,6 +136,18 @@ pub static USERS: &[UserSpec] = &[
         program: "imapd",
     },
 ];
+
+/// What install writes into a missing alias file: mail to postmaster (which
+/// RFC 5321 requires to work) goes to root, whose mail the administrator
+/// forwards to a person.
+pub const ALIASES_TEXT: &str = "\
+# Aliases for local delivery (aliases(5): \"name: target, target...\"; a
+# target is a user, an address, |command, /file or :include:/path).
+# Created by `postern install`; check it with `newaliases` after editing.
+# Mail to postmaster must reach a person: add a line \"root: you\" (or an
+# address) so that root's mail is read.
+postmaster: root
+";
 
 /// Home directory of every Postern system user (it must not exist).
 pub const HOME: &str = "/nonexistent";
@@ -248,6 +267,9 @@ pub enum Drift {
     /// Neither file of smtpd's certificate exists: install makes a
     /// self-signed pair.
     MissingCertificate(CertPlan),
+    /// The alias file of alias_maps does not exist: install creates it with
+    /// [`ALIASES_TEXT`].
+    MissingAliases(PathBuf),
     /// One file of smtpd's certificate pair exists and the other does not:
     /// install refuses (it never replaces a certificate or a key).
     HalfCertificate {
@@ -315,6 +337,9 @@ impl fmt::Display for Drift {
                     target.what, target.mode
                 )
             }
+            Drift::MissingAliases(p) => {
+                write!(f, "missing alias file {} (alias_maps)", p.display())
+            }
             Drift::MissingCertificate(plan) if plan.cert == plan.key => write!(
                 f,
                 "missing TLS certificate and key {} (smtpd_tls_cert_file)",
@@ -375,6 +400,7 @@ impl Drift {
                 "{}: mode set to {:04o} (was {have:04o})",
                 target.what, target.mode
             ),
+            Drift::MissingAliases(p) => format!("created {} (postmaster: root)", p.display()),
             Drift::MissingCertificate(plan) => format!(
                 "created self-signed certificate {} for {}; replace it with a real one",
                 plan.cert.display(),
@@ -485,6 +511,7 @@ pub fn check(config_dir: &Path) -> Result<Vec<Drift>, InstallError> {
     for t in targets(&main)? {
         drifts.extend(survey_target(&t)?);
     }
+    drifts.extend(survey_aliases(&main)?);
     drifts.extend(survey_certificate(&main)?);
     Ok(drifts)
 }
@@ -522,6 +549,12 @@ pub fn install(config_dir: &Path, report: &mut dyn FnMut(&str)) -> Result<(), In
             for d in &drifts {
                 report(&d.fixed_message());
             }
+        }
+    }
+    for d in survey_aliases(&main)? {
+        if let Drift::MissingAliases(p) = &d {
+            create_aliases(p, (0, 0))?;
+            report(&d.fixed_message());
         }
     }
     // Last, so that a half certificate pair (an error) leaves everything
@@ -905,6 +938,59 @@ fn create_config(config_dir: &Path, path: &Path) -> Result<(), InstallError> {
         .map_err(io_err)?;
     f.write_all(text.as_bytes()).map_err(io_err)?;
     f.sync_all().map_err(io_err)
+}
+
+// ---------------------------------------------------------------------------
+// The alias file
+
+/// Table types whose source install can create as an aliases(5) text file.
+const ALIAS_FILE_TYPES: &[&str] = &["hash", "texthash"];
+
+/// The alias file install creates when missing: the first `hash:` or
+/// `texthash:` table of alias_maps (after an optional `proxy:`), relative
+/// names under the config directory as newaliases reads them. None when
+/// alias_maps has no such table (only `unix:`, `regexp:`, ... or nothing).
+pub fn alias_file(main: &MainCf) -> Option<PathBuf> {
+    postern_config::split_list(&main.str("alias_maps"))
+        .iter()
+        .find_map(|spec| {
+            let s = spec.trim();
+            let s = s.strip_prefix("proxy:").unwrap_or(s);
+            let (kind, name) = s.split_once(':')?;
+            if !ALIAS_FILE_TYPES.contains(&kind) || name.is_empty() {
+                return None;
+            }
+            let p = Path::new(name);
+            Some(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                main.config_dir().join(p)
+            })
+        })
+}
+
+/// The alias file drift: [`Drift::MissingAliases`] when [`alias_file`]
+/// names a file that is not there (a dangling symbolic link counts as
+/// there: it is never replaced).
+pub fn survey_aliases(main: &MainCf) -> Result<Vec<Drift>, InstallError> {
+    match alias_file(main) {
+        Some(p) if !present(&p) => Ok(vec![Drift::MissingAliases(p)]),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Creates the alias file with [`ALIASES_TEXT`], mode 0644, owned by
+/// `owner`; missing parent directories 0755. Refuses when anything is
+/// already there.
+pub fn create_aliases(path: &Path, owner: (u32, u32)) -> Result<(), InstallError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Err(InstallError::new(format!(
+            "{}: not a file path",
+            path.display()
+        )));
+    };
+    create_dirs(dir)?;
+    write_new_file(path, ALIASES_TEXT.as_bytes(), 0o644, owner)
 }
 
 // ---------------------------------------------------------------------------
@@ -1564,6 +1650,96 @@ mod tests {
         let err = create_certificate(&plan, me()).unwrap_err();
         assert!(err.message.starts_with("bad host name"), "{err}");
         assert!(!tmp.path().join("tls").exists());
+    }
+
+    /// The Debian postinst notes which accounts install created (so that
+    /// purge removes only those): its lists must be this module's.
+    #[test]
+    fn debian_postinst_knows_every_account() {
+        let script = include_str!("../../../debian/postinst");
+        let list = |var: &str| -> Vec<String> {
+            let line = script
+                .lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix(&format!("{var}=\"")))
+                .unwrap_or_else(|| panic!("{var}=\"...\" in debian/postinst"));
+            let mut v: Vec<String> = line
+                .trim_end_matches('"')
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            v.sort();
+            v
+        };
+        let mut users: Vec<String> = USERS.iter().map(|u| u.name.to_owned()).collect();
+        users.sort();
+        let mut groups: Vec<String> = all_groups().iter().map(|g| g.to_string()).collect();
+        groups.sort();
+        assert_eq!(list("users"), users);
+        assert_eq!(list("groups"), groups);
+    }
+
+    #[test]
+    fn the_alias_file_is_the_first_text_table_of_alias_maps() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let etc = tmp.path();
+        let shipped = MainCf::parse(SHIPPED_MAIN_CF, &etc.join("main.cf")).expect("parses");
+        assert_eq!(alias_file(&shipped), Some(PathBuf::from("/etc/aliases")));
+        for (maps, want) in [
+            (
+                "unix:passwd.byname, texthash:/x/a, hash:/x/b",
+                Some(PathBuf::from("/x/a")),
+            ),
+            ("proxy:hash:/x/c", Some(PathBuf::from("/x/c"))),
+            ("hash:aliases", Some(etc.join("aliases"))),
+            ("regexp:/x/r, unix:passwd.byname", None),
+            ("", None),
+        ] {
+            let main = main_with(etc, &format!("alias_maps = {maps}\n"));
+            assert_eq!(alias_file(&main), want, "{maps}");
+        }
+    }
+
+    #[test]
+    fn the_alias_file_is_created_once_and_never_overwritten() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let aliases = tmp.path().join("etc/aliases");
+        let main = main_with(
+            tmp.path(),
+            &format!("alias_maps = hash:{}\n", aliases.display()),
+        );
+        let drifts = survey_aliases(&main).expect("survey");
+        assert_eq!(drifts, vec![Drift::MissingAliases(aliases.clone())]);
+        assert_eq!(
+            drifts[0].to_string(),
+            format!("missing alias file {} (alias_maps)", aliases.display())
+        );
+        assert_eq!(
+            drifts[0].fixed_message(),
+            format!("created {} (postmaster: root)", aliases.display())
+        );
+        create_aliases(&aliases, me()).expect("create");
+        assert_eq!(mode_of(&aliases), 0o644);
+        let text = fs::read_to_string(&aliases).expect("read");
+        assert_eq!(text, ALIASES_TEXT);
+        // What local and newaliases read: exactly postmaster -> root.
+        let loaded = postern_maps::Aliases::load(&aliases).expect("aliases(5) syntax");
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(survey_aliases(&main).expect("survey"), vec![]);
+        // Never overwritten, not even asked twice.
+        fs::write(&aliases, "postmaster: alice\n").expect("write");
+        let err = create_aliases(&aliases, me()).unwrap_err();
+        assert!(err.message.contains("not overwritten"), "{err}");
+        assert_eq!(
+            fs::read_to_string(&aliases).expect("read"),
+            "postmaster: alice\n"
+        );
+        // A dangling symbolic link is something there: no drift, untouched.
+        fs::remove_file(&aliases).expect("rm");
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), &aliases).expect("symlink");
+        assert_eq!(survey_aliases(&main).expect("survey"), vec![]);
+        assert!(create_aliases(&aliases, me()).is_err());
+        assert!(!tmp.path().join("nowhere").exists());
     }
 
     #[test]

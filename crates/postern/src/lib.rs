@@ -10,6 +10,7 @@
 
 pub mod demo;
 pub mod install;
+pub mod man;
 pub mod passwd;
 pub mod sendmail;
 pub mod tls;

@@ -3,10 +3,10 @@ fn main() {
     // Called as sendmail, mailq or newaliases (or `postern sendmail ...`):
     // the local submission commands (src/sendmail.rs).
     let argv0 = std::env::args().next().unwrap_or_default();
-    if let Some(status) = postern_postern::sendmail::dispatch(&argv0, &args) {
+    if let Some(status) = postern::sendmail::dispatch(&argv0, &args) {
         std::process::exit(status);
     }
-    if let Err(f) = postern_postern::run(&args) {
+    if let Err(f) = postern::run(&args) {
         if !f.message.is_empty() {
             eprintln!("{}", f.message);
         }
