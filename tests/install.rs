@@ -81,9 +81,11 @@ impl Setup {
         fs::write(
             etc.join("main.cf"),
             format!(
-                "# test\nqueue_directory = {}\ndaemon_directory = {}\n",
+                "# test\nqueue_directory = {}\ndaemon_directory = {}\n\
+                 alias_maps = hash:{etc}/aliases\nalias_database = $alias_maps\n",
                 queue.display(),
-                libexec.display()
+                libexec.display(),
+                etc = etc.display()
             ),
         )
         .expect("main.cf");

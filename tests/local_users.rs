@@ -501,3 +501,25 @@ fn a_user_without_a_home_is_deferred_with_a_clear_reason() {
     }
     assert!(!u.home.exists(), "local never creates a home directory");
 }
+
+#[test]
+fn mail_for_root_goes_to_the_spool_when_home_mailbox_is_set() {
+    if !root_or_skip("mail_for_root_goes_to_the_spool_when_home_mailbox_is_set") {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::new();
+    let (nb_uid, _) = nobody();
+    // The shipped main.cf's home_mailbox = Maildir/: root's home is not
+    // writable by default_privs, so the mail would wait forever there.
+    let mut ld = site.local(&[(
+        "forward_path",
+        &format!("{}/fwd/$user", site.path("").display()),
+    )]);
+    let o = site.deliver(&mut ld, "root@example.test");
+    assert!(sent(&o), "{o:?}");
+    let spool = site.path("spool/root");
+    let text = std::fs::read_to_string(&spool).expect("root's spool mbox");
+    assert!(text.contains("From the body"), "{text}");
+    assert_eq!(owner_mode(&spool).0, nb_uid);
+}

@@ -792,7 +792,14 @@ impl LocalDelivery {
         if !run.done.insert(key) {
             return;
         }
-        let result = if self.config.home_mailbox.is_empty() {
+        // root's mail is written as default_privs, which cannot write
+        // under root's home: it goes to the spool mbox (mail_spool_directory
+        // /root, as Postfix's default), where root can read it, rather than
+        // waiting forever on "Permission denied". An alias root: you is the
+        // real fix, and the warning above says so.
+        let root_in_spool =
+            pw.uid.is_root() && matches!(self.mode, DeliveryMode::SwitchUser { .. });
+        let result = if self.config.home_mailbox.is_empty() || root_in_spool {
             let path = self.config.mail_spool_directory.join(&pw.name);
             self.write_mbox(run, &r, &run_as, &path, true)
                 .map(|_| "delivered to mailbox".to_string())
