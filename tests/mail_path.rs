@@ -461,6 +461,77 @@ fn oversized_messages_are_refused_after_data() {
 }
 
 #[test]
+fn bdat_chunks_are_delivered_byte_exact_and_limited_like_data() {
+    let inst = started(Options {
+        main_extra: "message_size_limit = 20000".into(),
+        ..Options::default()
+    });
+    let mut c = inst.smtp();
+    let ehlo = c.cmd("EHLO client.example");
+    assert!(ehlo.lines.iter().any(|l| l == "CHUNKING"), "{ehlo:?}");
+    // Without a transaction the chunk is skipped, the session stays in step.
+    c.raw(b"BDAT 13\r\nRCPT TO:<x>\r\n");
+    assert_eq!(c.read_reply().code, 503);
+    assert_eq!(c.cmd("NOOP").code, 250, "the chunk was not read as commands");
+    // A message in three chunks, all pipelined; a CRLF split between
+    // chunks, a "." line that is content (no stuffing in BDAT).
+    let parts: [&[u8]; 3] = [
+        b"Subject: chunks\r\nFrom: s@remote.example\r",
+        b"\n\r\nline one\r\n.\r\n..two dots\r\n",
+        b"last line\r\n",
+    ];
+    let mut wire = b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n".to_vec();
+    for (i, p) in parts.iter().enumerate() {
+        let last = if i == parts.len() - 1 { " LAST" } else { "" };
+        wire.extend_from_slice(format!("BDAT {}{last}\r\n", p.len()).as_bytes());
+        wire.extend_from_slice(p);
+    }
+    c.raw(&wire);
+    assert_eq!(c.read_reply().code, 250, "MAIL");
+    assert_eq!(c.read_reply().code, 250, "RCPT");
+    let r = c.read_reply();
+    assert_eq!((r.code, r.text()), (250, format!("2.0.0 Ok: {} bytes", parts[0].len())));
+    assert_eq!(c.read_reply().code, 250);
+    let r = c.read_reply();
+    queued_id(&r);
+    let msgs = inst.wait_mail("alice", 1, T);
+    assert!(
+        msgs[0].ends_with(b"From: s@remote.example\n\nline one\n.\n..two dots\nlast line\n"),
+        "{}",
+        String::from_utf8_lossy(&msgs[0])
+    );
+    // DATA cannot follow BDAT in one transaction.
+    assert_eq!(c.cmd("MAIL FROM:<s@remote.example>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 250);
+    c.raw(b"BDAT 4\r\nab\r\n");
+    assert_eq!(c.read_reply().code, 250);
+    assert_eq!(c.cmd("DATA").code, 503);
+    assert_eq!(c.cmd("RSET").code, 250);
+    // Over message_size_limit in the second chunk: 552 5.3.4 for it, the
+    // chunk is still consumed, nothing is queued; the next BDAT has no
+    // transaction any more.
+    assert_eq!(c.cmd("MAIL FROM:<s@remote.example>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 250);
+    let chunk = "y\r\n".repeat(4000);
+    c.raw(format!("BDAT {}\r\n{chunk}", chunk.len()).as_bytes());
+    assert_eq!(c.read_reply().code, 250);
+    c.raw(format!("BDAT {}\r\n{chunk}", chunk.len()).as_bytes());
+    let r = c.read_reply();
+    assert_eq!(r.code, 552, "{r:?}");
+    assert!(r.text().contains("5.3.4"), "{r:?}");
+    c.raw(format!("BDAT {} LAST\r\n{chunk}", chunk.len()).as_bytes());
+    assert_eq!(c.read_reply().code, 503);
+    assert_eq!(c.cmd("NOOP").code, 250);
+    assert!(wait_until(T, || inst.queue_empty()));
+    assert!(inst.mailbox("bob").is_empty(), "nothing of the refused messages");
+    // A BDAT whose size cannot be read: the chunk cannot be found, so the
+    // server hangs up rather than read its bytes as commands.
+    c.raw(b"BDAT 1x\r\nQUIT\r\n");
+    assert_eq!(c.read_reply().code, 501);
+    assert!(c.try_read_reply().is_none(), "connection closed");
+}
+
+#[test]
 fn python_smtplib_can_send() {
     // A real client that is not ours.
     let inst = started(Options::default());

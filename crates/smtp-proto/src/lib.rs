@@ -9,7 +9,7 @@
 //! RFC 2034 (ENHANCEDSTATUSCODES), RFC 2920 (PIPELINING: [`LineReader`]
 //! keeps pipelined input), RFC 6531 (SMTPUTF8), RFC 3461 (DSN parameters,
 //! parsed only), RFC 4954 (AUTH command syntax), RFC 3207 (STARTTLS),
-//! RFC 3030 (BDAT syntax only).
+//! RFC 3030 (CHUNKING: [`ChunkDecoder`]).
 //!
 //! Modules:
 //! - [`address`]: mailboxes and envelope paths;
@@ -17,12 +17,14 @@
 //! - [`params`]: ESMTP parameters, generic and typed;
 //! - [`reply`]: replies and their wire form;
 //! - [`line`](mod@line): command line framing with a length limit;
-//! - [`data`]: DATA phase decoding and dot-stuffing.
+//! - [`data`]: DATA phase decoding and dot-stuffing;
+//! - [`chunk`]: BDAT chunk decoding.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod chunk;
 pub mod command;
 pub mod data;
 pub mod line;
@@ -37,6 +39,7 @@ pub use command::{
     BAD_RECIPIENT, BAD_SENDER, Command, CommandError, ParseOptions, address_error_detail,
     parse_command,
 };
+pub use chunk::ChunkDecoder;
 pub use data::{DataDecoder, DataProgress, dot_stuff};
 pub use line::{Line, LineReader};
 pub use params::{

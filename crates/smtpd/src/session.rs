@@ -16,8 +16,8 @@ use postern_ipc::messages::{AuthReply, AuthRequest};
 use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest};
 use postern_sasl::{Exchange, Mechanism, SaslError, Step};
 use postern_smtp_proto::{
-    Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader, ParseOptions,
-    Reply, ReversePath, parse_command,
+    ChunkDecoder, Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader,
+    ParseOptions, Reply, ReversePath, parse_command,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +46,16 @@ struct Transaction {
     recipients: Vec<String>,
     cleanup: Option<Channel>,
     queue_id: Option<String>,
+    /// Set by the first BDAT: the message is coming in chunks (and DATA
+    /// may no longer be used in this transaction, RFC 3030).
+    chunks: Option<Chunks>,
+}
+
+/// A message arriving in BDAT chunks.
+struct Chunks {
+    decoder: ChunkDecoder,
+    /// False once a write to cleanup failed (the rest is read and dropped).
+    cleanup_ok: bool,
 }
 
 struct Session<'a> {
@@ -194,7 +204,7 @@ impl Session<'_> {
     /// certificate, no AUTH where AUTH is not offered), like EHLO.
     fn help_commands(&self) -> Vec<&'static str> {
         let mut cmds = vec![
-            "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "HELP",
+            "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "HELP",
         ];
         if !self.settings().vrfy_disabled {
             cmds.push("VRFY");
@@ -397,6 +407,16 @@ impl Session<'_> {
                 Ok(c) => c,
                 Err(e) => {
                     let r = e.reply();
+                    if is_bdat(&line) {
+                        // A chunk of unknown length follows: reading it as
+                        // commands would run whatever text it holds.
+                        self.count("bdat");
+                        info!("bad BDAT command from {}: closing", self.client);
+                        self.tx = None;
+                        self.send(&r);
+                        let _ = self.flush().await;
+                        return Err(End::HungUp);
+                    }
                     if matches!(
                         e,
                         postern_smtp_proto::CommandError::Unknown { .. }
@@ -432,6 +452,7 @@ impl Session<'_> {
                     }
                     lines.push("ENHANCEDSTATUSCODES".into());
                     lines.push("8BITMIME".into());
+                    lines.push("CHUNKING".into());
                     if self.settings().smtputf8 {
                         lines.push("SMTPUTF8".into());
                     }
@@ -545,23 +566,9 @@ impl Session<'_> {
                     self.error(reply(502, (5, 5, 1), "Error: command not implemented"))
                         .await?;
                 }
-                Command::Bdat { size, .. } => {
-                    self.count("unknown");
-                    // CHUNKING is not advertised, but a client that sends BDAT
-                    // anyway sends `size` bytes next: skip them to stay in step.
-                    if size > self.settings().message_size_limit.max(1 << 20) {
-                        self.send(&reply(
-                            421,
-                            (4, 7, 0),
-                            "Error: BDAT chunk too large, closing connection",
-                        ));
-                        let _ = self.flush().await;
-                        return Err(End::HungUp);
-                    }
-                    self.skip_bytes(size).await?;
-                    self.tx = None;
-                    self.error(reply(502, (5, 5, 1), "Error: BDAT command not implemented"))
-                        .await?;
+                Command::Bdat { size, last } => {
+                    self.count("bdat");
+                    self.bdat(size, last).await?;
                 }
             }
         }
@@ -826,6 +833,7 @@ impl Session<'_> {
             recipients: Vec::new(),
             cleanup: None,
             queue_id: None,
+            chunks: None,
         });
         self.send(&reply(250, (2, 1, 0), "Ok"));
         Ok(())
@@ -1003,6 +1011,15 @@ impl Session<'_> {
                     .error(reply(503, (5, 5, 1), "Error: need RCPT command"))
                     .await;
             }
+            Some(t) if t.chunks.is_some() => {
+                return self
+                    .error(reply(
+                        503,
+                        (5, 5, 1),
+                        "Error: DATA cannot follow BDAT in one transaction",
+                    ))
+                    .await;
+            }
             _ => {}
         }
         if self.reader.buffered_len() > 0 {
@@ -1051,22 +1068,117 @@ impl Session<'_> {
                 break;
             }
         }
+        self.end_of_message(
+            dec.size(),
+            dec.too_big(),
+            dec.saw_bare_lf() || dec.saw_bare_cr(),
+            cleanup_ok,
+        )
+        .await
+    }
+
+    /// BDAT (RFC 3030): reads exactly `size` octets of the message, hands
+    /// them to cleanup, and after the LAST chunk ends the message as DATA
+    /// does (250 only once the queue file is on disk). Whatever happens, the
+    /// `size` octets are consumed, so the session stays in step.
+    async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
+        let ready = matches!(&self.tx, Some(t) if !t.recipients.is_empty());
+        if !ready {
+            self.skip_bytes(size).await?;
+            return self
+                .error(reply(503, (5, 5, 1), "Error: need RCPT command"))
+                .await;
+        }
+        let limit = self.settings().message_size_limit;
+        let mut chunks = self
+            .tx
+            .as_mut()
+            .and_then(|t| t.chunks.take())
+            .unwrap_or_else(|| Chunks {
+                decoder: ChunkDecoder::new(limit),
+                cleanup_ok: true,
+            });
+        let mut out: Vec<u8> = Vec::with_capacity(CHUNK_SIZE * 2);
+        let mut left = size;
+        // First what the line reader already holds (pipelined with BDAT).
+        let buffered = self.reader.take_buffered();
+        let take = (buffered.len() as u64).min(left) as usize;
+        if take < buffered.len() {
+            self.reader.push(&buffered[take..]);
+        }
+        chunks.decoder.feed(&buffered[..take], &mut out);
+        left -= take as u64;
+        if left > 0 {
+            self.flush().await?;
+        }
+        let mut buf = vec![0u8; left.clamp(1, 64 * 1024) as usize];
+        let t = self.settings().timeout;
+        while left > 0 {
+            let want = (buf.len() as u64).min(left) as usize;
+            let n = match tokio::time::timeout(t, self.stream.read(&mut buf[..want])).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Lost),
+                Ok(Ok(n)) => n,
+                Err(_) => return Err(End::Timeout),
+            };
+            chunks.decoder.feed(&buf[..n], &mut out);
+            left -= n as u64;
+            if out.len() >= CHUNK_SIZE {
+                if chunks.cleanup_ok && !chunks.decoder.too_big() {
+                    chunks.cleanup_ok = self.send_content(std::mem::take(&mut out)).await;
+                }
+                out.clear();
+            }
+        }
+        if last {
+            chunks.decoder.finish(&mut out);
+        }
+        if chunks.cleanup_ok && !chunks.decoder.too_big() && !out.is_empty() {
+            chunks.cleanup_ok = self.send_content(out).await;
+        }
+        let d = &chunks.decoder;
+        if last || d.too_big() {
+            // Too big: refused now and the transaction is over (later
+            // chunks get 503 and are skipped).
+            return self
+                .end_of_message(
+                    d.size(),
+                    d.too_big(),
+                    d.saw_bare_lf() || d.saw_bare_cr(),
+                    chunks.cleanup_ok,
+                )
+                .await;
+        }
+        if let Some(t) = self.tx.as_mut() {
+            t.chunks = Some(chunks);
+        }
+        self.send(&reply(250, (2, 0, 0), format!("Ok: {size} bytes")));
+        Ok(())
+    }
+
+    /// The end of a message (DATA's terminator, BDAT LAST): refuses it when
+    /// it was too big or had bare line ends under smtpd_forbid_bare_newline
+    /// = reject, else asks cleanup to commit it and relays the answer. The
+    /// transaction is over either way.
+    async fn end_of_message(
+        &mut self,
+        size: u64,
+        too_big: bool,
+        bare_newline: bool,
+        cleanup_ok: bool,
+    ) -> Result<(), End> {
         let Some(mut tx) = self.tx.take() else {
             return Ok(());
         };
         let id = tx.queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());
-        if dec.too_big() {
+        if too_big {
             info!(
-                "{id}: reject: message size {} exceeds limit from {}",
-                dec.size(),
+                "{id}: reject: message size {size} exceeds limit from {}",
                 self.client
             );
             self.send(&reply(552, (5, 3, 4), "Error: message file too big"));
             return Ok(());
         }
-        if (dec.saw_bare_lf() || dec.saw_bare_cr())
-            && self.settings().bare_newline == BareNewline::Reject
-        {
+        if bare_newline && self.settings().bare_newline == BareNewline::Reject {
             info!(
                 "{id}: reject: bare <LF> in message content from {}",
                 self.client
@@ -1121,6 +1233,13 @@ impl Session<'_> {
         };
         ch.send(&CleanupRequest::Content { data }).await.is_ok()
     }
+}
+
+/// True for a command line whose verb is BDAT (whatever its arguments).
+fn is_bdat(line: &[u8]) -> bool {
+    line.len() >= 4
+        && line[..4].eq_ignore_ascii_case(b"BDAT")
+        && line.get(4).is_none_or(|&b| b == b' ' || b == b'\t')
 }
 
 fn parse_dsn(s: &str) -> Option<(u8, u16, u16)> {
