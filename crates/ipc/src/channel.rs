@@ -149,12 +149,12 @@ impl Channel {
 
     /// Sends one message.
     pub async fn send<M: Message>(&mut self, m: &M) -> io::Result<()> {
-        self.stream.write_all(&m.encode()).await
+        self.stream.write_all(&frame_of(m)?).await
     }
 
     /// Sends one message with an open descriptor attached to it.
     pub async fn send_with_fd<M: Message>(&mut self, m: &M, fd: BorrowedFd<'_>) -> io::Result<()> {
-        let frame = m.encode();
+        let frame = frame_of(m)?;
         let raw = self.stream.as_raw_fd();
         let pass = fd.as_raw_fd();
         let n = self
@@ -223,12 +223,12 @@ impl BlockingChannel {
 
     /// Sends one message.
     pub fn send<M: Message>(&mut self, m: &M) -> io::Result<()> {
-        self.stream.write_all(&m.encode())
+        self.stream.write_all(&frame_of(m)?)
     }
 
     /// Sends one message with an open descriptor attached to it.
     pub fn send_with_fd<M: Message>(&mut self, m: &M, fd: BorrowedFd<'_>) -> io::Result<()> {
-        let frame = m.encode();
+        let frame = frame_of(m)?;
         let n = send_first(self.stream.as_raw_fd(), &frame, Some(fd.as_raw_fd()))?;
         self.stream.write_all(&frame[n..])
     }
@@ -259,6 +259,13 @@ impl BlockingChannel {
     pub fn stream(&mut self) -> &mut impl Read {
         &mut self.stream
     }
+}
+
+/// The frame to send for `m`, refused (as InvalidInput) when it is over
+/// MAX_FRAME: the receiver would refuse it and the conversation be lost.
+fn frame_of<M: Message>(m: &M) -> io::Result<Vec<u8>> {
+    m.to_frame()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// Writes a one-byte trigger to a service socket and closes, as master's

@@ -1,20 +1,29 @@
-//! Typed, length-framed, versioned messages between Postern processes, with
-//! descriptor passing.
-//!
-//! Nothing crosses a process boundary as text for the receiver to interpret:
-//! each conversation has its own message enum ([`messages`]), every frame
-//! carries a version byte, and a decoder that does not use up the whole frame
-//! fails ([`codec`]). Queue files travel to delivery agents as open
-//! descriptors ([`Channel::send_with_fd`]), so agents need no access to the
-//! queue directories.
+//! The messages between Postern processes on Unix sockets, with descriptor
+//! passing: the I/O half of the IPC. The messages themselves and their wire
+//! form are pure code in postern-ipc-proto (re-exported here, so callers
+//! name one crate); this crate adds the channels that carry them
+//! ([`Channel`] for tokio code, [`BlockingChannel`] for blocking code), the
+//! queue file as an open descriptor ([`Channel::send_with_fd`]), so agents
+//! need no access to the queue directories, and the one-byte trigger
+//! sockets.
 
 pub mod channel;
-pub mod codec;
-pub mod messages;
 
 pub use channel::{BlockingChannel, Channel, IpcError, read_triggers, send_trigger};
-pub use codec::{CHUNK_SIZE, DecodeError, MAX_FRAME, Message, VERSION};
-pub use messages::{
-    CleanupReply, CleanupRequest, DeliveryOutcome, DeliveryRecipient, DeliveryReply,
-    DeliveryRequest, Trigger, cleanup_flags,
+pub use postern_ipc_proto::codec;
+pub use postern_ipc_proto::{
+    AuthReply, AuthRequest, CHUNK_SIZE, CleanupReply, CleanupRequest, DecodeError, DeliveryOutcome,
+    DeliveryRecipient, DeliveryReply, DeliveryRequest, FrameTooLarge, MAX_FRAME, Message,
+    SubmitContent, SubmitRequest, Trigger, VERSION, cleanup_flags,
 };
+
+/// Every message type under the path older code uses
+/// (`postern_ipc::messages::AuthRequest`); new code names them from the
+/// crate root or from postern-ipc-proto's conversation modules.
+pub mod messages {
+    pub use postern_ipc_proto::auth::*;
+    pub use postern_ipc_proto::cleanup::*;
+    pub use postern_ipc_proto::delivery::*;
+    pub use postern_ipc_proto::submit::*;
+    pub use postern_ipc_proto::trigger::*;
+}

@@ -1,7 +1,7 @@
 //! postdrop — writes one local submission into `maildrop/`.
 //!
 //! `sendmail` (the `postern` binary under that name) runs `postdrop` with
-//! the message on its standard input as postern-ipc frames: one
+//! the message on its standard input as postern-ipc-proto frames: one
 //! [`SubmitRequest`] (sender, recipients, a few attributes), then
 //! [`SubmitContent`] chunks and `End`. postdrop validates the envelope,
 //! writes a normal queue file into `maildrop/` with the same durable
@@ -50,9 +50,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use postern_config::MainCf;
-use postern_ipc::codec::{Decoder, MAX_FRAME, split_frame};
-use postern_ipc::messages::{SubmitContent, SubmitRequest};
-use postern_ipc::{Message, Trigger};
+use postern_ipc_proto::codec::{Decoder, MAX_FRAME, split_frame};
+use postern_ipc_proto::{Message, SubmitContent, SubmitRequest, Trigger};
 use postern_queue::{Envelope, Queue, QueueDirs, QueueFileWriter, QueueId, Recipient};
 use postern_smtp_proto::Mailbox;
 
@@ -378,8 +377,17 @@ fn run() -> Result<QueueId, Failure> {
     let dirs = QueueDirs::new(main.path("queue_directory"));
     let id = submit(&mut io::stdin().lock(), &dirs, &caller, limit)?;
     // A lost trigger only delays the mail until pickup's next wakeup.
-    let _ = postern_ipc::send_trigger(&pickup_socket(dirs.root()), Trigger::Wakeup);
+    let _ = wake_pickup(&pickup_socket(dirs.root()));
     Ok(id)
+}
+
+/// Writes the one-byte wakeup trigger to pickup's socket (plain std: the
+/// setgid program links no async runtime).
+fn wake_pickup(socket: &std::path::Path) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_write_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.write_all(&[Trigger::Wakeup.byte()])
 }
 
 /// The program: submit, print the maildrop queue ID, exit with a sysexits

@@ -18,7 +18,9 @@
 //! - [`reply`]: replies and their wire form;
 //! - [`line`](mod@line): command line framing with a length limit;
 //! - [`data`]: DATA phase decoding and dot-stuffing;
-//! - [`chunk`]: BDAT chunk decoding.
+//! - [`chunk`]: BDAT chunk decoding;
+//! - [`server`]: the server session (states, command table, limits,
+//!   policy hooks) that smtpd and `sendmail -bs` drive.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,16 +32,17 @@ pub mod data;
 pub mod line;
 pub mod params;
 pub mod reply;
+pub mod server;
 
 pub use address::{
     AddressError, ForwardPath, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH, Mailbox, ReversePath,
     valid_address_literal, valid_domain,
 };
+pub use chunk::ChunkDecoder;
 pub use command::{
     BAD_RECIPIENT, BAD_SENDER, Command, CommandError, ParseOptions, address_error_detail,
     parse_command,
 };
-pub use chunk::ChunkDecoder;
 pub use data::{DataDecoder, DataProgress, dot_stuff};
 pub use line::{Line, LineReader};
 pub use params::{

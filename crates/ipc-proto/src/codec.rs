@@ -82,8 +82,10 @@ impl Encoder {
     }
     /// Appends a length-prefixed byte string.
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        // Frames are bounded by MAX_FRAME, far below u32::MAX.
-        self.u32(v.len() as u32);
+        // A field over u32::MAX is written with a saturated length, which
+        // makes the frame undecodable; Message::to_frame refuses such a
+        // frame long before (it is far over MAX_FRAME).
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
         self.buf.extend_from_slice(v);
         self
     }
@@ -93,7 +95,7 @@ impl Encoder {
     }
     /// Appends a count followed by each string.
     pub fn strs<S: AsRef<str>>(&mut self, v: &[S]) -> &mut Self {
-        self.u32(v.len() as u32);
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
         for s in v {
             self.str(s.as_ref());
         }
@@ -101,7 +103,7 @@ impl Encoder {
     }
     /// Appends a count followed by name/value pairs.
     pub fn pairs(&mut self, v: &[(String, String)]) -> &mut Self {
-        self.u32(v.len() as u32);
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
         for (k, val) in v {
             self.str(k).str(val);
         }
@@ -109,7 +111,7 @@ impl Encoder {
     }
     /// Patches the length and returns the complete frame.
     pub fn finish(mut self) -> Vec<u8> {
-        let len = (self.buf.len() - 4) as u32;
+        let len = u32::try_from(self.buf.len() - 4).unwrap_or(u32::MAX);
         self.buf[..4].copy_from_slice(&len.to_be_bytes());
         self.buf
     }
@@ -186,12 +188,45 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// A frame [`Message::to_frame`] refused to produce: bigger than
+/// [`MAX_FRAME`], so the receiver would refuse it and the conversation
+/// would be lost. Senders split content into [`CHUNK_SIZE`] pieces; this
+/// catches what cannot be split (a huge list of recipients or keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTooLarge {
+    /// The length field the frame would have had.
+    pub length: usize,
+}
+
+impl fmt::Display for FrameTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IPC frame of {} bytes is over the limit of {MAX_FRAME}",
+            self.length
+        )
+    }
+}
+
+impl std::error::Error for FrameTooLarge {}
+
 /// A family of messages that travel on one kind of channel.
 pub trait Message: Sized {
-    /// Encodes the message as one complete frame.
+    /// Encodes the message as one complete frame (unchecked: use
+    /// [`Message::to_frame`] to send).
     fn encode(&self) -> Vec<u8>;
     /// Decodes a message from its kind byte and payload.
     fn decode(kind: u8, payload: &mut Decoder<'_>) -> Result<Self, DecodeError>;
+    /// Encodes the message, refusing a frame the receiver would refuse:
+    /// the same [`MAX_FRAME`] bound on both sides.
+    fn to_frame(&self) -> Result<Vec<u8>, FrameTooLarge> {
+        let frame = self.encode();
+        let length = frame.len().saturating_sub(4);
+        if length > MAX_FRAME {
+            return Err(FrameTooLarge { length });
+        }
+        Ok(frame)
+    }
 }
 
 /// Splits one frame off the front of `buf` if a whole one is there.

@@ -1,0 +1,168 @@
+//! Talking to cleanup, the one door into the queue: smtpd, pickup, local
+//! (forwarding) and qmgr (bounces) send [`CleanupRequest`]s, one message per
+//! connection, and cleanup answers with [`CleanupReply`]s.
+
+use crate::codec::{DecodeError, Decoder, Encoder, Message};
+use crate::kinds::*;
+
+/// What a client of cleanup sends, in this order: `Open`, `Sender`,
+/// `Recipient`+, `Content`*, `End`. Closing the connection before `End`
+/// abandons the message (cleanup removes its temporary file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanupRequest {
+    /// Starts a message. Attributes describe where it came from (client_name,
+    /// client_address, client_port, helo_name, protocol, origin, ...); they go
+    /// into the queue file and the Received header.
+    Open {
+        /// Name/value pairs about the message's origin.
+        attributes: Vec<(String, String)>,
+        /// [`cleanup_flags`] bits.
+        flags: u32,
+    },
+    /// The envelope sender ("" = null sender).
+    Sender {
+        /// The address, "" for the null sender.
+        address: String,
+    },
+    /// One envelope recipient, and the address as originally received.
+    Recipient {
+        /// Where to deliver.
+        address: String,
+        /// As the client gave it (for orig_to= and DSN).
+        original: String,
+    },
+    /// A chunk of message content with LF line endings (header, blank line, body).
+    Content {
+        /// At most [`crate::CHUNK_SIZE`] bytes are expected.
+        data: Vec<u8>,
+    },
+    /// All content sent: write the queue file durably and answer.
+    End,
+}
+
+/// Flags for [`CleanupRequest::Open`].
+pub mod cleanup_flags {
+    /// Add Message-ID/Date/From headers when missing (mail from local programs;
+    /// Postfix also does it for SMTP mail unless configured otherwise).
+    pub const ADD_MISSING_HEADERS: u32 = 1;
+    /// Do not add a Received header (re-injected or locally generated mail).
+    pub const NO_RECEIVED: u32 = 2;
+}
+
+/// cleanup's answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanupReply {
+    /// Sent right after `Open`: the queue ID the message will have.
+    Opened {
+        /// The new message's queue ID.
+        queue_id: String,
+    },
+    /// Sent after `End`: the queue file is written, fsync'd and in incoming/.
+    Queued {
+        /// The queue ID, as logged everywhere.
+        queue_id: String,
+    },
+    /// The message was not queued. `temporary` decides 4xx versus 5xx.
+    Rejected {
+        /// True for a temporary failure (try again later).
+        temporary: bool,
+        /// Enhanced status code, e.g. "5.3.4".
+        dsn: String,
+        /// Text for the client and the log.
+        reason: String,
+    },
+}
+
+impl Message for CleanupRequest {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            CleanupRequest::Open { attributes, flags } => {
+                let mut e = Encoder::new(K_OPEN);
+                e.u32(*flags).pairs(attributes);
+                e.finish()
+            }
+            CleanupRequest::Sender { address } => {
+                let mut e = Encoder::new(K_SENDER);
+                e.str(address);
+                e.finish()
+            }
+            CleanupRequest::Recipient { address, original } => {
+                let mut e = Encoder::new(K_RCPT);
+                e.str(address).str(original);
+                e.finish()
+            }
+            CleanupRequest::Content { data } => {
+                let mut e = Encoder::new(K_CONTENT);
+                e.bytes(data);
+                e.finish()
+            }
+            CleanupRequest::End => Encoder::new(K_END).finish(),
+        }
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind {
+            K_OPEN => {
+                let flags = d.u32()?;
+                CleanupRequest::Open {
+                    flags,
+                    attributes: d.pairs()?,
+                }
+            }
+            K_SENDER => CleanupRequest::Sender { address: d.str()? },
+            K_RCPT => CleanupRequest::Recipient {
+                address: d.str()?,
+                original: d.str()?,
+            },
+            K_CONTENT => CleanupRequest::Content {
+                data: d.bytes()?.to_vec(),
+            },
+            K_END => CleanupRequest::End,
+            k => return Err(DecodeError::UnknownKind(k)),
+        })
+    }
+}
+
+impl Message for CleanupReply {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            CleanupReply::Opened { queue_id } => {
+                let mut e = Encoder::new(K_OPENED);
+                e.str(queue_id);
+                e.finish()
+            }
+            CleanupReply::Queued { queue_id } => {
+                let mut e = Encoder::new(K_QUEUED);
+                e.str(queue_id);
+                e.finish()
+            }
+            CleanupReply::Rejected {
+                temporary,
+                dsn,
+                reason,
+            } => {
+                let mut e = Encoder::new(K_REJECTED);
+                e.u8(u8::from(*temporary)).str(dsn).str(reason);
+                e.finish()
+            }
+        }
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind {
+            K_OPENED => CleanupReply::Opened { queue_id: d.str()? },
+            K_QUEUED => CleanupReply::Queued { queue_id: d.str()? },
+            K_REJECTED => {
+                let temporary = match d.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadValue("boolean")),
+                };
+                CleanupReply::Rejected {
+                    temporary,
+                    dsn: d.str()?,
+                    reason: d.str()?,
+                }
+            }
+            k => return Err(DecodeError::UnknownKind(k)),
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! qmgr and the delivery agents (local, later smtp): one [`DeliveryRequest`]
+//! carrying the open queue file as a descriptor, answered by one
+//! [`DeliveryReply::Status`] per recipient, the agent's
+//! [`DeliveryReply::Delivered`] destinations, and [`DeliveryReply::Finished`].
+
+use crate::codec::{DecodeError, Decoder, Encoder, Message};
+use crate::kinds::*;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One recipient in a delivery request. `index` is its position in the queue
+/// file, so the agent's status can be matched back to the record to mark done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecipient {
+    /// Position of the recipient in the queue file's envelope.
+    pub index: u32,
+    /// Address to deliver to.
+    pub address: String,
+    /// Address as originally received (for orig_to= and X-Original-To).
+    pub original: String,
+}
+
+/// qmgr's request to a delivery agent. The queue file itself travels with the
+/// frame as a descriptor (SCM_RIGHTS); the agent reads the content range from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRequest {
+    /// Queue ID, for logging.
+    pub queue_id: String,
+    /// Envelope sender ("" = null sender).
+    pub sender: String,
+    /// When the message entered the queue (for delay= in logs).
+    pub arrival: SystemTime,
+    /// Where the content starts in the passed file.
+    pub content_offset: u64,
+    /// Content length in bytes.
+    pub content_len: u64,
+    /// The next-hop destination the transport was chosen for (a domain, or empty).
+    pub nexthop: String,
+    /// Recipients to deliver in this request.
+    pub recipients: Vec<DeliveryRecipient>,
+    /// Message attributes from the queue file (client info, ...).
+    pub attributes: Vec<(String, String)>,
+    /// Mailboxes (and files, commands, forwards) that earlier requests for
+    /// this message already delivered to, as the agent reported them in
+    /// [`DeliveryReply::Delivered`]: the agent skips them, so two recipients
+    /// that resolve to one mailbox get one copy (Postfix's duplicate filter).
+    pub delivered: Vec<String>,
+}
+
+/// The result class of one recipient's delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Delivered: mark the recipient done.
+    Sent,
+    /// Temporary failure: try again later.
+    Deferred,
+    /// Permanent failure: return to sender, mark done.
+    Bounced,
+}
+
+/// A delivery agent's answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryReply {
+    /// The outcome for one recipient of the request.
+    Status {
+        /// The recipient's [`DeliveryRecipient::index`].
+        index: u32,
+        /// Sent, deferred or bounced.
+        outcome: DeliveryOutcome,
+        /// Enhanced status code, e.g. "2.0.0".
+        dsn: String,
+        /// What happened, for the log and the bounce.
+        text: String,
+    },
+    /// The destinations this message has now been delivered to (the
+    /// request's `delivered` plus this request's successes), sent before
+    /// [`DeliveryReply::Finished`] by agents that suppress duplicates, for
+    /// qmgr to pass on to the next request for the same message.
+    Delivered {
+        /// Opaque destination keys ("mailbox:joe", "file:/path", ...).
+        keys: Vec<String>,
+    },
+    /// Every recipient of the request has a status.
+    Finished,
+}
+
+fn put_time(e: &mut Encoder, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    e.u64(d.as_secs()).u32(d.subsec_micros());
+}
+
+fn get_time(d: &mut Decoder<'_>) -> Result<SystemTime, DecodeError> {
+    let secs = d.u64()?;
+    let micros = d.u32()?;
+    if micros >= 1_000_000 {
+        return Err(DecodeError::BadValue("microseconds"));
+    }
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs) + Duration::from_micros(u64::from(micros)))
+        .ok_or(DecodeError::BadValue("time"))
+}
+
+impl Message for DeliveryRequest {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new(K_DELIVER);
+        e.str(&self.queue_id).str(&self.sender);
+        put_time(&mut e, self.arrival);
+        e.u64(self.content_offset)
+            .u64(self.content_len)
+            .str(&self.nexthop);
+        e.u32(u32::try_from(self.recipients.len()).unwrap_or(u32::MAX));
+        for r in &self.recipients {
+            e.u32(r.index).str(&r.address).str(&r.original);
+        }
+        e.pairs(&self.attributes);
+        e.strs(&self.delivered);
+        e.finish()
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        if kind != K_DELIVER {
+            return Err(DecodeError::UnknownKind(kind));
+        }
+        let queue_id = d.str()?;
+        let sender = d.str()?;
+        let arrival = get_time(d)?;
+        let content_offset = d.u64()?;
+        let content_len = d.u64()?;
+        let nexthop = d.str()?;
+        let n = d.u32()? as usize;
+        let mut recipients = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            recipients.push(DeliveryRecipient {
+                index: d.u32()?,
+                address: d.str()?,
+                original: d.str()?,
+            });
+        }
+        let attributes = d.pairs()?;
+        let delivered = d.strs()?;
+        Ok(DeliveryRequest {
+            queue_id,
+            sender,
+            arrival,
+            content_offset,
+            content_len,
+            nexthop,
+            recipients,
+            attributes,
+            delivered,
+        })
+    }
+}
+
+impl Message for DeliveryReply {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            DeliveryReply::Status {
+                index,
+                outcome,
+                dsn,
+                text,
+            } => {
+                let mut e = Encoder::new(K_STATUS);
+                let o = match outcome {
+                    DeliveryOutcome::Sent => 0,
+                    DeliveryOutcome::Deferred => 1,
+                    DeliveryOutcome::Bounced => 2,
+                };
+                e.u32(*index).u8(o).str(dsn).str(text);
+                e.finish()
+            }
+            DeliveryReply::Delivered { keys } => {
+                let mut e = Encoder::new(K_DELIVERED);
+                e.strs(keys);
+                e.finish()
+            }
+            DeliveryReply::Finished => Encoder::new(K_FINISHED).finish(),
+        }
+    }
+    fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind {
+            K_STATUS => {
+                let index = d.u32()?;
+                let outcome = match d.u8()? {
+                    0 => DeliveryOutcome::Sent,
+                    1 => DeliveryOutcome::Deferred,
+                    2 => DeliveryOutcome::Bounced,
+                    _ => return Err(DecodeError::BadValue("delivery outcome")),
+                };
+                DeliveryReply::Status {
+                    index,
+                    outcome,
+                    dsn: d.str()?,
+                    text: d.str()?,
+                }
+            }
+            K_DELIVERED => DeliveryReply::Delivered { keys: d.strs()? },
+            K_FINISHED => DeliveryReply::Finished,
+            k => return Err(DecodeError::UnknownKind(k)),
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! Cross-conversation tests: every message round-trips, frames are strict.
+
+use crate::codec::{DecodeError, VERSION, decode_frame};
+use crate::*;
+use proptest::prelude::*;
+use std::time::{Duration, UNIX_EPOCH};
+
+fn round<M: Message + PartialEq + std::fmt::Debug>(m: M) {
+    let f = m.encode();
+    assert_eq!(decode_frame::<M>(&f).unwrap(), m);
+}
+
+#[test]
+fn every_message_round_trips() {
+    round(CleanupRequest::Open {
+        flags: 3,
+        attributes: vec![("client_name".into(), "x".into())],
+    });
+    round(CleanupRequest::Sender {
+        address: String::new(),
+    });
+    round(CleanupRequest::Recipient {
+        address: "a@b".into(),
+        original: "A@b".into(),
+    });
+    round(CleanupRequest::Content {
+        data: vec![0, 255, b'\n'],
+    });
+    round(CleanupRequest::End);
+    round(CleanupReply::Opened {
+        queue_id: "ABC".into(),
+    });
+    round(CleanupReply::Queued {
+        queue_id: "ABC".into(),
+    });
+    round(CleanupReply::Rejected {
+        temporary: true,
+        dsn: "4.3.0".into(),
+        reason: "disk full".into(),
+    });
+    round(DeliveryRequest {
+        queue_id: "Q".into(),
+        sender: "s@x".into(),
+        arrival: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+        content_offset: 99,
+        content_len: 1234,
+        nexthop: "example.test".into(),
+        recipients: vec![DeliveryRecipient {
+            index: 2,
+            address: "a@b".into(),
+            original: "a@b".into(),
+        }],
+        attributes: vec![],
+        delivered: vec!["mailbox:joe".into(), "file:/tmp/x".into()],
+    });
+    round(DeliveryReply::Delivered {
+        keys: vec!["mailbox:joe".into()],
+    });
+    round(DeliveryReply::Delivered { keys: vec![] });
+    round(DeliveryReply::Status {
+        index: 7,
+        outcome: DeliveryOutcome::Bounced,
+        dsn: "5.1.1".into(),
+        text: "no".into(),
+    });
+    round(DeliveryReply::Finished);
+}
+
+#[test]
+fn trailing_bytes_are_an_error() {
+    let mut f = CleanupRequest::Sender {
+        address: "a".into(),
+    }
+    .encode();
+    f.push(0);
+    let len = (f.len() - 4) as u32;
+    f[..4].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(
+        decode_frame::<CleanupRequest>(&f),
+        Err(DecodeError::TrailingBytes(1))
+    );
+}
+
+#[test]
+fn wrong_version_and_kind_are_errors() {
+    let mut f = CleanupRequest::End.encode();
+    f[4] = VERSION + 1;
+    assert_eq!(
+        decode_frame::<CleanupRequest>(&f),
+        Err(DecodeError::Version(VERSION + 1))
+    );
+    let f = CleanupReply::Opened {
+        queue_id: "x".into(),
+    }
+    .encode();
+    assert!(matches!(
+        decode_frame::<CleanupRequest>(&f),
+        Err(DecodeError::UnknownKind(65))
+    ));
+}
+
+#[test]
+fn truncated_fields_are_errors() {
+    let f = CleanupRequest::Recipient {
+        address: "a@b".into(),
+        original: "c".into(),
+    }
+    .encode();
+    // Cut the last byte off but keep the length field consistent.
+    let mut g = f[..f.len() - 1].to_vec();
+    let len = (g.len() - 4) as u32;
+    g[..4].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(
+        decode_frame::<CleanupRequest>(&g),
+        Err(DecodeError::Truncated)
+    );
+}
+
+proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decode_frame::<CleanupRequest>(&data);
+        let _ = decode_frame::<CleanupReply>(&data);
+        let _ = decode_frame::<DeliveryRequest>(&data);
+        let _ = decode_frame::<DeliveryReply>(&data);
+    }
+    #[test]
+    fn content_round_trips(data in proptest::collection::vec(any::<u8>(), 0..5000)) {
+        round(CleanupRequest::Content { data });
+    }
+}
+
+#[test]
+fn frames_over_the_limit_are_refused_when_sent() {
+    let big = CleanupRequest::Content {
+        data: vec![b'x'; MAX_FRAME],
+    };
+    let e = big.to_frame().unwrap_err();
+    assert!(e.length > MAX_FRAME, "{e}");
+    let fits = CleanupRequest::Content {
+        data: vec![b'x'; CHUNK_SIZE],
+    };
+    let f = fits.to_frame().unwrap();
+    assert_eq!(decode_frame::<CleanupRequest>(&f).unwrap(), fits);
+}
