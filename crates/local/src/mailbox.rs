@@ -1,21 +1,24 @@
-//! Writing one message into a Maildir, an mbox file or any appended file.
+//! local's side of writing one message into a Maildir, an mbox file or any
+//! appended file: the message as local delivers it (the headers it prepends,
+//! then the queue file's content range) and the delivery status of a result.
 //!
-//! Maildir (maildir(5)): write tmp/UNIQUE with O_EXCL, fsync, rename to
-//! new/UNIQUE,S=SIZE, fsync new/. mbox: dotlock (USER.lock, stale after 5
-//! minutes) + flock, a "From " line, mboxrd quoting of body lines matching
-//! `>*From `, a blank line at the end, fsync; on any write error the file is
-//! truncated back to its old size so no half message stays behind.
-//!
-//! SECURITY: files are opened with O_NOFOLLOW and must be regular files with
-//! one link, so a symlink or hard link planted in a mailbox directory cannot
-//! redirect the write.
+//! The mailbox formats themselves live in the shared mailbox store,
+//! `postern_mailbox` (Maildir: tmp/ → fsync → rename to new/NAME,S=SIZE →
+//! fsync of new/; mbox: dotlock + flock, From line, mboxrd quoting, truncation
+//! back on error). Its errors are plain I/O errors with the path; this module
+//! maps them to DSN codes ([`DeliveryError::mailbox`]): a full mailbox or too
+//! big a file (EDQUOT, EFBIG) bounces 5.2.2, a symlinked or hard-linked
+//! mailbox bounces 5.2.0, anything else (a busy lock included) defers 4.2.0.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use postern_mailbox::{Maildir, Op, mbox};
+
+pub use postern_mailbox::mbox::DotLock;
 
 /// A failed delivery attempt: temporary (defer) or permanent (bounce).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +56,29 @@ impl DeliveryError {
             }
             _ => DeliveryError::temp("4.2.0", format!("{context}: {e}")),
         }
+    }
+
+    /// Maps a mailbox store error: an I/O error as [`DeliveryError::io`]
+    /// with "OPERATION PATH" as the context (5.2.2 for quota / file too
+    /// big, else 4.2.0), a mailbox refused as unsafe (symlink, not a regular
+    /// file with one link) 5.2.0, a lock held through every retry 4.2.0.
+    pub fn mailbox(e: &postern_mailbox::Error) -> DeliveryError {
+        use postern_mailbox::Error as E;
+        match e {
+            E::Io { op, path, source } => {
+                DeliveryError::io(&format!("{op} {}", path.display()), source)
+            }
+            E::Symlink { .. } | E::NotRegularFile { .. } => {
+                DeliveryError::perm("5.2.0", e.to_string())
+            }
+            _ => DeliveryError::temp("4.2.0", e.to_string()),
+        }
+    }
+}
+
+impl From<postern_mailbox::Error> for DeliveryError {
+    fn from(e: postern_mailbox::Error) -> DeliveryError {
+        DeliveryError::mailbox(&e)
     }
 }
 
@@ -151,235 +177,29 @@ pub fn prepended_headers(sender: &str, original: Option<&str>, delivered_to: &st
 
 /// Removes CR/LF and other controls so an address can never start a new header line.
 fn clean(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).collect()
-}
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A Maildir unique name: "SECS.M{micros}P{pid}Q{counter}.HOST", with '/'
-/// and ':' in HOST written as \057 and \072 (maildir(5)).
-pub fn maildir_unique(hostname: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let host = hostname.replace('/', "\\057").replace(':', "\\072");
-    format!(
-        "{}.M{}P{}Q{}.{}",
-        now.as_secs(),
-        now.subsec_micros(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
-        host
-    )
+    postern_mailbox::strip_controls(s)
 }
 
 /// Delivers into the Maildir `dir` (created with cur/ new/ tmp/ at 0700 if
-/// missing). Returns the final path in new/.
+/// missing): `prefix` then the content. Returns the final path in new/.
 pub fn deliver_maildir(
     dir: &Path,
     hostname: &str,
     prefix: &[u8],
     content: ContentReader<'_>,
 ) -> Result<PathBuf, DeliveryError> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true).mode(0o700);
-    for sub in ["tmp", "new", "cur"] {
-        let p = dir.join(sub);
-        b.create(&p)
-            .map_err(|e| DeliveryError::io(&format!("create maildir {}", p.display()), &e))?;
-    }
-    let unique = maildir_unique(hostname);
-    let tmp = dir.join("tmp").join(&unique);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|e| DeliveryError::io(&format!("create maildir file {}", tmp.display()), &e))?;
-    let result = (|| -> io::Result<PathBuf> {
-        let mut w = BufWriter::new(&file);
-        w.write_all(prefix)?;
-        let mut content = content;
-        io::copy(&mut content, &mut w)?;
-        w.flush()?;
-        drop(w);
-        file.sync_all()?;
-        let size = file.metadata()?.len();
-        let new = dir.join("new").join(format!("{unique},S={size}"));
-        std::fs::rename(&tmp, &new)?;
-        File::open(dir.join("new"))?.sync_all()?;
-        Ok(new)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DeliveryError::io(&format!("write maildir {}", dir.display()), &e)
-    })
+    Ok(Maildir::new(dir).deliver(hostname, prefix.chain(content))?)
 }
 
 /// "Www Mmm dd hh:mm:ss yyyy" (asctime layout, UTC) for the mbox From line.
 pub use postern_mailtime::asctime_utc as asctime;
 
-/// A writer that applies mboxrd "From " quoting: every line matching
-/// `^>*From ` gets one more '>' in front. Tracks whether output ended in LF.
-struct FromQuoter<W: Write> {
-    inner: W,
-    /// Bytes at the start of the current line that may still become ">*From ".
-    pending: Vec<u8>,
-    at_line_start: bool,
-    ends_with_newline: bool,
-}
-
-impl<W: Write> FromQuoter<W> {
-    fn new(inner: W) -> FromQuoter<W> {
-        FromQuoter {
-            inner,
-            pending: Vec::new(),
-            at_line_start: true,
-            ends_with_newline: true,
-        }
-    }
-
-    fn finish(mut self) -> io::Result<(W, bool)> {
-        if !self.pending.is_empty() {
-            self.inner.write_all(&self.pending)?;
-            self.ends_with_newline = false;
-        }
-        Ok((self.inner, self.ends_with_newline))
-    }
-}
-
-impl<W: Write> Write for FromQuoter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        const FROM: &[u8] = b"From ";
-        let mut i = 0;
-        while i < buf.len() {
-            if !self.at_line_start {
-                // Copy up to and including the next LF in one go.
-                match buf[i..].iter().position(|&b| b == b'\n') {
-                    Some(p) => {
-                        self.inner.write_all(&buf[i..=i + p])?;
-                        i += p + 1;
-                        self.at_line_start = true;
-                        self.ends_with_newline = true;
-                    }
-                    None => {
-                        self.inner.write_all(&buf[i..])?;
-                        self.ends_with_newline = false;
-                        i = buf.len();
-                    }
-                }
-                continue;
-            }
-            let b = buf[i];
-            i += 1;
-            let gts = self.pending.iter().take_while(|&&c| c == b'>').count();
-            let k = self.pending.len() - gts;
-            if b == b'>' && k == 0 {
-                self.pending.push(b);
-            } else if FROM.get(k) == Some(&b) {
-                self.pending.push(b);
-                if k + 1 == FROM.len() {
-                    self.inner.write_all(b">")?;
-                    self.inner.write_all(&self.pending)?;
-                    self.pending.clear();
-                    self.at_line_start = false;
-                    self.ends_with_newline = false;
-                }
-            } else {
-                self.inner.write_all(&self.pending)?;
-                self.pending.clear();
-                self.inner.write_all(&[b])?;
-                self.at_line_start = b == b'\n';
-                self.ends_with_newline = b == b'\n';
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Held while a USER.lock dotlock exists; removes it on drop. When local
-/// delivers as the recipient, the parent (root) takes the dotlock in the
-/// spool directory and the child appends with the file lock only.
-pub struct DotLock {
-    path: Option<PathBuf>,
-}
-
-impl Drop for DotLock {
-    fn drop(&mut self) {
-        if let Some(p) = self.path.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// A dotlock older than this is taken to be left over by a crashed program.
-const STALE_DOTLOCK: Duration = Duration::from_secs(300);
-/// How often and how long to retry a busy lock.
-const LOCK_ATTEMPTS: u32 = 20;
-const LOCK_DELAY: Duration = Duration::from_millis(500);
-
-/// Takes the `MBOX.lock` dotlock (created O_EXCL; a stale one older than
-/// five minutes is removed; no write access to the directory = rely on the
-/// kernel lock alone, as Postfix does).
-pub fn dotlock(mbox: &Path) -> Result<DotLock, DeliveryError> {
-    let mut name = mbox.as_os_str().to_owned();
-    name.push(".lock");
-    let lock = PathBuf::from(name);
-    for _ in 0..LOCK_ATTEMPTS {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&lock)
-        {
-            Ok(_) => return Ok(DotLock { path: Some(lock) }),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let stale = std::fs::symlink_metadata(&lock)
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|m| m.elapsed().ok())
-                    .is_some_and(|age| age > STALE_DOTLOCK);
-                if stale {
-                    tracing::warn!("removing stale lock file {}", lock.display());
-                    let _ = std::fs::remove_file(&lock);
-                    continue;
-                }
-                std::thread::sleep(LOCK_DELAY);
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
-                ) =>
-            {
-                // No write access to the spool directory: rely on the kernel lock alone.
-                tracing::debug!(
-                    "cannot create {}: {e}; using the file lock only",
-                    lock.display()
-                );
-                return Ok(DotLock { path: None });
-            }
-            Err(e) => {
-                return Err(DeliveryError::io(
-                    &format!("create lock file {}", lock.display()),
-                    &e,
-                ));
-            }
-        }
-    }
-    Err(DeliveryError::temp(
-        "4.2.0",
-        format!(
-            "mailbox {} is locked (lock file {})",
-            mbox.display(),
-            lock.display()
-        ),
-    ))
+/// Takes the `MBOX.lock` dotlock ([`postern_mailbox::mbox::dotlock`]).
+/// When local delivers as the recipient, the parent (root) takes the
+/// dotlock in the spool directory and the child appends with the file lock
+/// only.
+pub fn dotlock(path: &Path) -> Result<DotLock, DeliveryError> {
+    Ok(mbox::dotlock(path)?)
 }
 
 /// Appends one message in mbox format to `path` (created 0600 if missing):
@@ -393,93 +213,39 @@ pub fn append_mbox(
     prefix: &[u8],
     content: ContentReader<'_>,
 ) -> Result<(), DeliveryError> {
-    let _dot = if use_dotlock {
-        Some(dotlock(path)?)
-    } else {
-        None
-    };
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => DeliveryError::perm(
-                "5.2.0",
-                format!("{}: is a symbolic link: refused", path.display()),
-            ),
-            _ => DeliveryError::io(&format!("open {}", path.display()), &e),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| DeliveryError::io(&format!("stat {}", path.display()), &e))?;
-    if !meta.is_file() || meta.nlink() != 1 {
-        return Err(DeliveryError::perm(
-            "5.2.0",
-            format!(
-                "{}: not a regular file with one link: refused",
-                path.display()
-            ),
-        ));
-    }
-    let mut locked = false;
-    for _ in 0..LOCK_ATTEMPTS {
-        if fs2::FileExt::try_lock_exclusive(&file).is_ok() {
-            locked = true;
-            break;
-        }
-        std::thread::sleep(LOCK_DELAY);
-    }
-    if !locked {
-        return Err(DeliveryError::temp(
-            "4.2.0",
-            format!("mailbox {} is locked", path.display()),
-        ));
-    }
-    // Size after locking: another writer may have appended meanwhile.
-    let old_len = file
-        .metadata()
-        .map(|m| m.len())
-        .map_err(|e| DeliveryError::io(&format!("stat {}", path.display()), &e))?;
-    let sender_word = if sender.is_empty() {
-        "MAILER-DAEMON".to_string()
-    } else {
-        clean(sender).replace(' ', "_")
-    };
-    let result = (|| -> io::Result<()> {
-        let mut w = BufWriter::new(&file);
-        writeln!(w, "From {}  {}", sender_word, asctime(now))?;
-        let mut q = FromQuoter::new(w);
-        q.write_all(prefix)?;
-        let mut content = content;
-        io::copy(&mut content, &mut q)?;
-        let (mut w, ends_nl) = q.finish()?;
-        if !ends_nl {
-            w.write_all(b"\n")?;
-        }
-        w.write_all(b"\n")?;
-        w.flush()?;
-        drop(w);
-        file.sync_all()
-    })();
-    let outcome = result.map_err(|e| {
-        if let Err(t) = file.set_len(old_len).and_then(|_| file.sync_all()) {
-            tracing::warn!(
-                "cannot truncate {} back to {} bytes: {t}",
-                path.display(),
-                old_len
-            );
-        }
-        DeliveryError::io(&format!("write {}", path.display()), &e)
-    });
-    let _ = fs2::FileExt::unlock(&file);
-    outcome
+    Ok(mbox::append(
+        path,
+        use_dotlock,
+        sender,
+        now,
+        prefix.chain(content),
+    )?)
+}
+
+/// Creates the spool mailbox `path` for a user if it does not exist (as
+/// root: [`postern_mailbox::mbox::create_owned`], owner `uid`, group `gid`,
+/// 0600). A mailbox that cannot be given to the user is removed and the
+/// delivery defers (4.3.0).
+pub fn create_spool_mailbox(path: &Path, uid: u32, gid: u32) -> Result<(), DeliveryError> {
+    mbox::create_owned(path, uid, gid).map_err(|e| match &e {
+        postern_mailbox::Error::Io {
+            op: Op::Chown,
+            source,
+            ..
+        } => DeliveryError::temp(
+            "4.3.0",
+            format!("cannot give {} to uid {uid}: {source}", path.display()),
+        ),
+        _ => DeliveryError::mailbox(&e),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn content(text: &[u8]) -> (tempfile::NamedTempFile, u64) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -518,26 +284,6 @@ mod tests {
         assert_eq!(
             asctime(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
             "Thu Feb 29 12:34:56 2024"
-        );
-    }
-
-    #[test]
-    fn from_quoting_mboxrd() {
-        let mut out = Vec::new();
-        let mut q = FromQuoter::new(&mut out);
-        // Split writes at awkward places to exercise the pending state.
-        for chunk in [
-            &b"From a\n>Fr"[..],
-            b"om b\n>>From c\nFrom\nFromage\n From d\nx From e\nFro",
-            b"m ",
-        ] {
-            q.write_all(chunk).unwrap();
-        }
-        let (_, nl) = q.finish().unwrap();
-        assert!(!nl);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            ">From a\n>>From b\n>>>From c\nFrom\nFromage\n From d\nx From e\n>From "
         );
     }
 
@@ -681,5 +427,63 @@ From s@x  Fri Jan  1 00:00:00 1971\nSubject: a\n\n>From here\nno newline at end\
         )
         .unwrap();
         assert!(!lock.exists());
+    }
+
+    #[test]
+    fn mailbox_errors_map_to_the_dsn_codes_of_before() {
+        use postern_mailbox::Error as E;
+        let io = |op, errno| E::Io {
+            op,
+            path: "/var/mail/joe".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        // Quota and file too big bounce 5.2.2, with the path.
+        for errno in [libc::EDQUOT, libc::EFBIG] {
+            let d = DeliveryError::mailbox(&io(Op::Write, errno));
+            assert!(!d.temporary && d.dsn == "5.2.2", "{d:?}");
+            assert!(
+                d.reason.starts_with("write /var/mail/joe: mailbox full: "),
+                "{d:?}"
+            );
+        }
+        // Any other I/O error defers 4.2.0 with "OPERATION PATH: error".
+        let d = DeliveryError::mailbox(&io(Op::CreateMaildirFile, libc::EIO));
+        assert_eq!(
+            d,
+            DeliveryError::temp(
+                "4.2.0",
+                format!(
+                    "create maildir file /var/mail/joe: {}",
+                    io::Error::from_raw_os_error(libc::EIO)
+                )
+            )
+        );
+        // Unsafe mailboxes bounce 5.2.0; busy locks defer 4.2.0.
+        assert_eq!(
+            DeliveryError::mailbox(&E::Symlink {
+                path: "/m/l".into()
+            }),
+            DeliveryError::perm("5.2.0", "/m/l: is a symbolic link: refused")
+        );
+        assert_eq!(
+            DeliveryError::mailbox(&E::NotRegularFile {
+                path: "/m/h".into()
+            }),
+            DeliveryError::perm("5.2.0", "/m/h: not a regular file with one link: refused")
+        );
+        assert_eq!(
+            DeliveryError::mailbox(&E::Locked {
+                path: "/m/j".into(),
+                lock_file: Some("/m/j.lock".into())
+            }),
+            DeliveryError::temp("4.2.0", "mailbox /m/j is locked (lock file /m/j.lock)")
+        );
+        assert_eq!(
+            DeliveryError::mailbox(&E::Locked {
+                path: "/m/j".into(),
+                lock_file: None
+            }),
+            DeliveryError::temp("4.2.0", "mailbox /m/j is locked")
+        );
     }
 }

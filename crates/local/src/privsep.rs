@@ -3,43 +3,40 @@
 //! When `local` runs as root (and privilege_separation is on), every final
 //! delivery — writing a Maildir or mbox, running a `|command`, writing a
 //! `/file`, reading a `.forward` or `:include:` file — happens in a child
-//! process forked for it, which first becomes the recipient: a clean
-//! environment, setgroups (the login's groups), setresgid and setresuid to the same
-//! id three times, then checks that root cannot be regained. The child
-//! performs the work and reports a [`Report`] to the parent over a pipe
-//! (one frame: a tag byte, a length-prefixed DSN and a length-prefixed
-//! text), then ends with `_exit` so that none of the parent's state (the
-//! tokio runtime, open channels, buffered writers) is touched or dropped.
+//! process forked for it, which first becomes the recipient through the
+//! service skeleton's audited path, [`postern_service::run_as`] (clean
+//! environment, default signal handlers, descriptors above 2 close-on-exec,
+//! umask 077, setgroups, setresgid and setresuid to the same id three
+//! times, checks that the ids changed and root cannot be regained, chdir /;
+//! its module documentation is the full list). The child performs the work
+//! and sends a [`Report`] back as its result (one frame: a tag byte, a
+//! length-prefixed DSN and a length-prefixed text).
 //!
 //! SECURITY:
-//! - The child never runs as uid 0: an identity with uid 0 is refused here
+//! - The child never runs as uid 0: an identity with uid 0 is refused
 //!   (the caller maps root to default_privs before asking).
-//! - Every descriptor above 2 is marked close-on-exec in the child, so a
-//!   user's `|command` inherits only its standard input, output and error,
-//!   never the queue file or the connection to qmgr.
-//! - Signal handlers inherited from the parent (tokio's) are reset to the
-//!   default in the child, so a signal to the child cannot wake the
-//!   parent's event loop through a shared self-pipe.
 //! - The parent trusts nothing from the child but a well-formed frame: a
-//!   short, malformed or oversized report, or a child that died, becomes a
-//!   deferral (4.3.0), never a "sent".
-//! - fork() is only sound here because the caller (local's service handler,
-//!   on a current_thread runtime) has no other thread that could hold a lock
+//!   short, malformed or oversized report, a failed switch, or a child that
+//!   died, becomes a deferral (4.3.0), never a "sent".
+//! - fork() is only sound because the caller (local's service handler, on
+//!   a current_thread runtime) has no other thread that could hold a lock
 //!   the child needs; the child does not log (its warnings travel in the
 //!   report) and does not touch the runtime.
-#![allow(unsafe_code)]
 
-use std::ffi::CString;
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Uid};
+use postern_service::run_as;
 
 use crate::Outcome;
 use crate::mailbox::DeliveryError;
+
+pub use crate::mailbox::create_spool_mailbox;
+/// The user a delivery child becomes (the skeleton's [`run_as::Identity`]).
+/// Built by the caller from the recipient (passwd entry, users_file line,
+/// or default_privs).
+pub use postern_service::run_as::Identity;
 
 /// Largest text a report may carry (a .forward or :include: file, or a
 /// reason): a bigger frame is refused by the decoder and a bigger user file
@@ -51,20 +48,6 @@ const TAG_DONE: u8 = 0;
 const TAG_TEMP: u8 = 1;
 const TAG_PERM: u8 = 2;
 const TAG_SKIPPED: u8 = 3;
-
-/// The user a delivery child becomes. Built by the caller from the
-/// recipient (passwd entry, users_file line, or default_privs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// uid for the real, effective and saved ids. Never 0.
-    pub uid: u32,
-    /// gid for the real, effective and saved ids.
-    pub gid: u32,
-    /// Login name whose supplementary groups the child gets (getgrouplist);
-    /// None = no supplementary group but `gid` (users_file users, who may
-    /// not be system users).
-    pub login: Option<String>,
-}
 
 /// What a delivery child reports to its parent: the result of the work
 /// done as the recipient.
@@ -190,196 +173,33 @@ fn unframe(buf: &[u8]) -> Result<(u8, String, String), String> {
     Ok((tag, dsn, text))
 }
 
-/// Runs `work` in a child process that has become `id`, and returns what it
-/// reported. Blocks until the child exits. Any failure to fork, to switch
-/// users, or to get a well-formed report is a temporary failure (4.3.0).
+/// The frame overhead a report may add to [`MAX_REPORT_TEXT`]: what the
+/// parent accepts from a child.
+const MAX_REPORT_FRAME: usize = MAX_REPORT_TEXT + 1024;
+
+/// Runs `work` in a child process that has become `id`
+/// ([`run_as::run`] with [`run_as::Options::delivery`]), and returns what
+/// it reported. Blocks until the child exits. Any failure to fork, to
+/// switch users, or to get a well-formed report is a temporary failure
+/// (4.3.0).
 ///
 /// The caller must be the only thread that can be holding locks the child
 /// needs (see the module header): local calls this from its
 /// single-threaded delivery code.
 pub fn run_as_user(id: &Identity, work: impl FnOnce() -> Report) -> Report {
-    if id.uid == 0 {
-        return Report::Failed(DeliveryError::temp(
-            "4.3.0",
-            "internal error: refusing to deliver as root",
-        ));
-    }
-    // Everything that allocates or may fail is prepared before the fork,
-    // including the supplementary groups (getgrouplist reads the group
-    // database: done here, the child need not load NSS modules).
-    let gid = Gid::from_raw(id.gid);
-    let groups = match &id.login {
-        Some(l) => match CString::new(l.as_str()) {
-            Ok(c) => match nix::unistd::getgrouplist(&c, gid) {
-                Ok(g) => g,
-                Err(e) => {
-                    return Report::Failed(DeliveryError::temp(
-                        "4.3.0",
-                        format!("cannot find the groups of {l}: {e}"),
-                    ));
-                }
-            },
-            Err(_) => {
-                return Report::Failed(DeliveryError::temp(
-                    "4.3.0",
-                    format!("bad login name {l:?}"),
-                ));
-            }
-        },
-        None => vec![gid],
-    };
-    let (rd, wr) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-        Ok(p) => p,
-        Err(e) => {
-            return Report::Failed(DeliveryError::temp(
-                "4.3.0",
-                format!("cannot create a pipe for the delivery process: {e}"),
-            ));
-        }
-    };
-    // SAFETY: see the module header: no other thread of this process can
-    // hold a lock the child uses; the child only switches ids, runs `work`
-    // (blocking file and process code), writes to the pipe and _exits.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => Report::Failed(DeliveryError::temp(
-            "4.3.0",
-            format!("cannot fork a delivery process: {e}"),
-        )),
-        Ok(ForkResult::Child) => {
-            drop(rd);
-            child(id, &groups, wr, work)
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(wr);
-            let mut buf = Vec::new();
-            let read = std::fs::File::from(rd)
-                .take(MAX_REPORT_TEXT as u64 + 1024)
-                .read_to_end(&mut buf);
-            let status = loop {
-                match waitpid(child, None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    other => break other,
-                }
-            };
-            let failed = |why: String| {
-                Report::Failed(DeliveryError::temp(
-                    "4.3.0",
-                    format!("delivery process for uid {}: {why}", id.uid),
-                ))
-            };
-            match status {
-                Ok(WaitStatus::Exited(_, 0)) => {}
-                Ok(WaitStatus::Exited(_, code)) => return failed(format!("exit status {code}")),
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    return failed(format!("killed by signal {sig}"));
-                }
-                Ok(other) => return failed(format!("unexpected wait status {other:?}")),
-                Err(e) => return failed(format!("wait: {e}")),
-            }
-            if let Err(e) = read {
-                return failed(format!("reading its report: {e}"));
-            }
-            match decode_report(&buf) {
-                Ok(r) => r,
-                Err(e) => failed(format!("bad report: {e}")),
-            }
-        }
-    }
-}
-
-/// Exit codes of the child when it cannot even report.
-const EXIT_REPORT_FAILED: i32 = 70;
-const EXIT_PANIC: i32 = 71;
-
-/// The child side of [`run_as_user`]: never returns.
-fn child(id: &Identity, groups: &[Gid], wr: OwnedFd, work: impl FnOnce() -> Report) -> ! {
-    let report = match become_user(id, groups) {
-        Ok(()) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+    let temp = |why: String| Report::Failed(DeliveryError::temp("4.3.0", why));
+    let child_failed = |why: String| temp(format!("delivery process for uid {}: {why}", id.uid));
+    match run_as::run(id, run_as::Options::delivery(MAX_REPORT_FRAME), || {
+        encode_report(&work())
+    }) {
+        Ok(buf) => match decode_report(&buf) {
             Ok(r) => r,
-            Err(_) => exit_now(EXIT_PANIC),
+            Err(e) => child_failed(format!("bad report: {e}")),
         },
-        Err(why) => Report::Failed(DeliveryError::temp(
-            "4.3.0",
-            format!("cannot switch to uid {} gid {}: {why}", id.uid, id.gid),
-        )),
-    };
-    let mut pipe = std::fs::File::from(wr);
-    let code = match pipe.write_all(&encode_report(&report)) {
-        Ok(()) => 0,
-        Err(_) => EXIT_REPORT_FAILED,
-    };
-    exit_now(code)
-}
-
-/// Ends the child at once: no destructors, no atexit handlers, no stdio
-/// flushing of the parent's buffers.
-fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit is async-signal-safe and always sound to call.
-    unsafe { libc::_exit(code) }
-}
-
-/// In the child: reset signals, hide descriptors from exec'd programs,
-/// clear the environment, switch ids irrevocably and verify.
-fn become_user(id: &Identity, groups: &[Gid]) -> Result<(), String> {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE) {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL runs no Rust code in a handler.
-        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
-    }
-    cloexec_from(3);
-    // SAFETY: this process has one thread (the forked child), so nothing
-    // reads the environment concurrently.
-    unsafe { libc::clearenv() };
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let gid = Gid::from_raw(id.gid);
-    let uid = Uid::from_raw(id.uid);
-    nix::unistd::setgroups(groups).map_err(|e| format!("setgroups: {e}"))?;
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
-    let ids = nix::unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
-    let gids = nix::unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
-    if [ids.real, ids.effective, ids.saved] != [uid; 3]
-        || [gids.real, gids.effective, gids.saved] != [gid; 3]
-    {
-        return Err("ids did not change".into());
-    }
-    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
-        return Err("root could be regained".into());
-    }
-    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    Ok(())
-}
-
-/// Marks every descriptor >= `first` close-on-exec (close_range when the
-/// kernel has it, else one fcntl per possible descriptor).
-fn cloexec_from(first: i32) {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r == 0 {
-        return;
-    }
-    let max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft.min(65536) as i32)
-        .unwrap_or(1024);
-    for fd in first..max {
-        // SAFETY: F_GETFD/F_SETFD on a descriptor number only change its
-        // flags; a closed number returns EBADF.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
+        Err(run_as::Error::Root) => temp("internal error: refusing to deliver as root".into()),
+        Err(run_as::Error::Prepare(why)) | Err(run_as::Error::Switch(why)) => temp(why),
+        Err(run_as::Error::Fork(e)) => temp(format!("cannot fork a delivery process: {e}")),
+        Err(run_as::Error::Child(why)) => child_failed(why),
     }
 }
 
@@ -505,36 +325,6 @@ fn unsafe_reason(path: &Path, meta: &std::fs::Metadata, owner: Option<u32>) -> O
         Err(e) => return Some(format!("cannot examine directory {}: {e}", dir.display())),
     }
     None
-}
-
-/// Creates the spool mailbox `path` for a user if it does not exist: as
-/// root, never following a symlink and never opening an existing file
-/// (O_CREAT|O_EXCL|O_NOFOLLOW), mode 0600, then fchown to `uid` and group
-/// `gid` (Postfix's /var/mail/USER: the user, group mail). The delivery
-/// child then appends to it as the user.
-pub fn create_spool_mailbox(path: &Path, uid: u32, gid: u32) -> Result<(), DeliveryError> {
-    let f = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(DeliveryError::io(&format!("create {}", path.display()), &e)),
-    };
-    let owned = nix::unistd::fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .and_then(|_| nix::sys::stat::fchmod(&f, nix::sys::stat::Mode::from_bits_truncate(0o600)));
-    if let Err(e) = owned {
-        // Do not leave a root-owned mailbox the user cannot write.
-        let _ = std::fs::remove_file(path);
-        return Err(DeliveryError::temp(
-            "4.3.0",
-            format!("cannot give {} to uid {uid}: {e}", path.display()),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

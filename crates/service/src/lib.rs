@@ -11,10 +11,13 @@
 //! SECURITY: this crate trusts master (its argv, environment and
 //! descriptors) and the configuration directory; it reads nothing from the
 //! network itself. `unsafe` is confined to [`fds`] (adopting inherited
-//! descriptors) and one localtime_r call in [`log`]. When master runs as
+//! descriptors), one localtime_r call in [`log`], and [`run_as`] (fork,
+//! signal reset, clearenv, close-on-exec, `_exit`). When master runs as
 //! root, [`privileges`] irreversibly drops to the service's user (groups,
 //! chroot, capabilities, no_new_privs) after `init` and before the first
-//! client; any failure there is fatal.
+//! client; any failure there is fatal. [`run_as`] is the one path by which
+//! a root service (local; later the post-login side of pop3d and imapd)
+//! runs a piece of work as a mail user, in a forked child.
 
 #![deny(unsafe_code)]
 
@@ -23,6 +26,7 @@ mod conn;
 pub mod fds;
 pub mod log;
 pub mod privileges;
+pub mod run_as;
 mod server;
 pub mod status;
 
