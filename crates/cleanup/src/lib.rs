@@ -17,6 +17,7 @@
 //!
 //! PARAMETERS: queue_directory, myhostname, mail_name, myorigin,
 //! header_size_limit, message_size_limit, hopcount_limit.
+#![forbid(unsafe_code)]
 
 pub mod headers;
 

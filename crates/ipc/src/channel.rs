@@ -107,7 +107,9 @@ impl Inbox {
         for raw in fds {
             // SAFETY: the kernel just installed this descriptor in our table for
             // us (SCM_RIGHTS); nothing else owns it.
-            self.fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
+            #[allow(unsafe_code)]
+            let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+            self.fds.push_back(owned);
         }
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)

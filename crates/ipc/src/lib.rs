@@ -6,6 +6,7 @@
 //! queue file as an open descriptor ([`Channel::send_with_fd`]), so agents
 //! need no access to the queue directories, and the one-byte trigger
 //! sockets.
+#![deny(unsafe_code)] // one exception, with its SAFETY comment: channel.rs, descriptors received with SCM_RIGHTS
 
 pub mod channel;
 

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 fn main() {
     postern_local::server::main()
 }

@@ -14,9 +14,9 @@
 //! configuration directory and never reads client data: it does not accept
 //! connections. `unsafe` is confined to the `spawn` module's pre_exec hook.
 //!
-//! Parameters: queue_directory, daemon_directory, data_directory,
+//! PARAMETERS: queue_directory, daemon_directory, data_directory,
 //! maillog_file, syslog_name, myhostname, default_process_limit,
-//! service_throttle_time, privilege_separation.
+//! service_throttle_time, privilege_separation, mail_owner.
 //!
 //! What the `postern` command learns from a running master: its pid (the
 //! pid file) and its services' state (the status file, `health`), e.g. a

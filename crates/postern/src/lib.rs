@@ -7,6 +7,7 @@
 //! SECURITY: runs as its caller. It reads configuration and signals master
 //! through its pid file; it never needs privileges of its own, except
 //! `install`, which must run as root (see the `install` module).
+#![forbid(unsafe_code)]
 
 pub mod demo;
 pub mod install;

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Called as sendmail, mailq or newaliases (or `postern sendmail ...`):

@@ -22,7 +22,9 @@
 //! maximal_backoff_time, maximal_queue_lifetime, bounce_queue_lifetime,
 //! qmgr_message_active_limit, default_destination_concurrency_limit,
 //! local_destination_concurrency_limit, local_destination_recipient_limit,
-//! ipc_timeout, myhostname, mail_name.
+//! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
+//! duplicate_filter_limit.
+#![forbid(unsafe_code)]
 
 pub mod bounce;
 pub mod transport;

@@ -44,7 +44,10 @@
 //! smtpd_tls_auth_only, smtpd_sasl_authenticated_header,
 //! smtpd_client_restrictions, smtpd_helo_restrictions,
 //! smtpd_sender_restrictions, smtpd_relay_restrictions,
-//! smtpd_recipient_restrictions, smtpd_sender_login_maps.
+//! smtpd_recipient_restrictions, smtpd_sender_login_maps, ipc_timeout,
+//! myorigin, queue_directory, config_directory, recipient_delimiter,
+//! users_file.
+#![forbid(unsafe_code)]
 
 pub mod policy;
 pub mod restrictions;

@@ -23,6 +23,7 @@
 //! prints key material. The crypto provider is rustls' `ring` provider; no
 //! client certificates are requested. Protocol versions below TLS 1.2 are
 //! refused by construction.
+#![forbid(unsafe_code)]
 
 use postern_config::MainCf;
 use rustls::crypto::CryptoProvider;
