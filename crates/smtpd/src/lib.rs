@@ -6,8 +6,11 @@
 //! accepted message to cleanup. It never writes the queue itself: "250 Ok:
 //! queued as ID" is sent only after cleanup reports the queue file durable.
 //!
-//! SECURITY: smtpd is where untrusted network input enters. All parsing is in
-//! postern-smtp-proto (pure, fuzzed); this crate is the driver. Every limit
+//! SECURITY: smtpd is where untrusted network input enters. All parsing and
+//! the session itself (states, command table, limits, pipelining, DATA and
+//! BDAT framing: `postern_smtp_proto::server`) are in postern-smtp-proto
+//! (pure, fuzzed, unit-tested without sockets); this crate is the tokio
+//! driver and the policy behind the session's hooks. Every limit
 //! (line length, recipients, message size, errors, junk commands, time) is a
 //! main.cf parameter. End of data is only CRLF.CRLF, so a bare LF or bare CR
 //! can never smuggle a second message. VRFY is off by default and never tells
