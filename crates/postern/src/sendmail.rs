@@ -13,7 +13,8 @@
 //! line), `-f SENDER` / `-r SENDER`, `-F NAME` (adds
 //! `From: NAME <sender>` when the message has no From:), `-i` / `-oi`
 //! (a line with a lone `.` does not end the input), `-bm` (default),
-//! `-bs` (an SMTP conversation on stdin/stdout), `-bp` (= mailq), `-bi` /
+//! `-bs` (an SMTP conversation on stdin/stdout, played by smtpd's own
+//! session from postern-smtp-proto, read one line at a time), `-bp` (= mailq), `-bi` /
 //! `-I` (= newaliases), `-C DIR` (configuration directory); accepted and
 //! ignored as Postfix does: `-oX` (any other -o), `-v`, `-N DSN`, `-R RET`,
 //! `-V ENVID`, `-B TYPE`, `-h N`, `-L LABEL`, `-O OPT`, `-X FILE`, `-e X`,
@@ -41,10 +42,8 @@ use postern_config::MainCf;
 use postern_ipc::Message;
 use postern_ipc::messages::{SubmitContent, SubmitRequest};
 use postern_queue::{Queue, QueueDirs, QueueFile};
-use postern_smtp_proto::{
-    Command, DataDecoder, DataProgress, EnhancedCode, ForwardPath, Line, LineReader, ParseOptions,
-    Reply, ReversePath, ehlo_reply, parse_command,
-};
+use postern_smtp_proto::Reply;
+use postern_smtp_proto::server::{self, End, RcptTo, Session};
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
@@ -659,7 +658,8 @@ pub fn deliver(
 
 /// Converts bare LF to CRLF (`prev_cr` carries a CR across reads), so a
 /// `-bs` conversation typed or piped with plain newlines works; the SMTP
-/// code then sees the proper line ends it requires.
+/// code then sees the proper line ends it requires (a BDAT size counts
+/// the octets after this conversion).
 fn crlf(input: &[u8], prev_cr: &mut bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + 16);
     for &b in input {
@@ -672,227 +672,200 @@ fn crlf(input: &[u8], prev_cr: &mut bool) -> Vec<u8> {
     out
 }
 
-fn reply(out: &mut impl Write, r: &Reply) -> io::Result<()> {
-    out.write_all(&r.to_bytes())?;
-    out.flush()
-}
-
-fn ok(code: u16, e: (u8, u16, u16), text: &str) -> Reply {
-    Reply::new(code, Some(EnhancedCode(e.0, e.1, e.2)), text)
-}
-
 /// `sendmail -bs`: an SMTP conversation on `input`/`output` whose
-/// messages go to `submit` (postdrop in real use). Bare LF input is read
-/// as CRLF. Returns the exit status (0 after QUIT or end of input).
+/// messages go to `submit` (postdrop in real use), played by the same
+/// session as smtpd's ([`postern_smtp_proto::server`]). Bare LF input is
+/// read as CRLF. Returns the exit status (0 after QUIT or end of input,
+/// 75 when reading or writing failed).
 pub fn smtp_session(
     ctx: &Context,
     input: &mut impl Read,
     output: &mut impl Write,
     submit: &mut SubmitFn<'_>,
 ) -> i32 {
-    match smtp_loop(ctx, input, output, submit) {
-        Ok(()) => 0,
-        Err(e) => {
+    let mut d = BsDriver {
+        input,
+        output,
+        raw: Vec::new(),
+        ready: Vec::new(),
+        prev_cr: false,
+        eof: false,
+        failed: None,
+        submit,
+        content: Vec::new(),
+    };
+    let mut session = Session::new(session_config(ctx));
+    let _ = block_on(session.run(&mut d));
+    match d.failed {
+        None => 0,
+        Some(e) => {
             eprintln!("sendmail: {e}");
             EX_TEMPFAIL
         }
     }
 }
 
-fn smtp_loop(
-    ctx: &Context,
-    input: &mut impl Read,
-    out: &mut impl Write,
-    submit: &mut SubmitFn<'_>,
-) -> io::Result<()> {
-    let opts = ParseOptions::default();
-    let mut lines = LineReader::new(2048);
-    let mut prev_cr = false;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut helo: Option<(String, bool)> = None;
-    let mut sender: Option<String> = None;
-    let mut rcpts: Vec<String> = Vec::new();
-    let mut data: Option<(DataDecoder, Vec<u8>)> = None;
-    reply(
-        out,
-        &Reply::new(
-            220,
-            None,
-            format!("{} ESMTP {}", ctx.myhostname, ctx.mail_name),
-        ),
-    )?;
-    loop {
-        if let Some((dec, content)) = data.as_mut() {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            let chunk = crlf(&buf[..n], &mut prev_cr);
-            if let DataProgress::Done { consumed } = dec.feed(&chunk, content) {
-                lines.push(&chunk[consumed..]);
-                let (dec, content) = data
-                    .take()
-                    .unwrap_or_else(|| (DataDecoder::new(0), Vec::new()));
-                let r = end_of_data(
-                    ctx,
-                    &dec,
-                    &content,
-                    &helo,
-                    sender.take(),
-                    std::mem::take(&mut rcpts),
-                    submit,
-                );
-                reply(out, &r)?;
-            }
-            continue;
-        }
-        let line = match lines.next_line() {
-            Some(Line::Complete { line, .. }) => line,
-            Some(Line::TooLong) => {
-                reply(out, &ok(500, (5, 5, 0), "Error: line too long"))?;
-                continue;
-            }
-            None => {
-                let n = input.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                lines.push(&crlf(&buf[..n], &mut prev_cr));
-                continue;
-            }
-        };
-        let cmd = match parse_command(&line, &opts) {
-            Ok(c) => c,
-            Err(e) => {
-                reply(out, &e.reply())?;
-                continue;
-            }
-        };
-        let r = match cmd {
-            Command::Helo { domain } => {
-                helo = Some((domain, false));
-                Reply::new(250, None, ctx.myhostname.clone())
-            }
-            Command::Ehlo { domain } => {
-                helo = Some((domain, true));
-                let mut ext = vec!["PIPELINING".to_string()];
-                if ctx.size_limit > 0 {
-                    ext.push(format!("SIZE {}", ctx.size_limit));
-                }
-                ext.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"].map(String::from));
-                ehlo_reply(&ctx.myhostname, &ext)
-            }
-            Command::Mail { from, .. } => {
-                if sender.is_some() {
-                    ok(503, (5, 5, 1), "Error: nested MAIL command")
-                } else {
-                    sender = Some(match from {
-                        ReversePath::Null => "<>".into(),
-                        ReversePath::Mailbox(m) => m.to_string(),
-                    });
-                    ok(250, (2, 1, 0), "Ok")
-                }
-            }
-            Command::Rcpt { to, .. } => {
-                if sender.is_none() {
-                    ok(503, (5, 5, 1), "Error: need MAIL command")
-                } else {
-                    rcpts.push(match to {
-                        ForwardPath::Postmaster => "postmaster".into(),
-                        ForwardPath::Mailbox(m) => m.to_string(),
-                    });
-                    ok(250, (2, 1, 5), "Ok")
-                }
-            }
-            Command::Data => {
-                if rcpts.is_empty() {
-                    ok(503, (5, 5, 1), "Error: need RCPT command")
-                } else {
-                    reply(
-                        out,
-                        &Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"),
-                    )?;
-                    let mut dec = DataDecoder::new(ctx.size_limit);
-                    let mut content = Vec::new();
-                    let pending = lines.take_buffered();
-                    match dec.feed(&pending, &mut content) {
-                        DataProgress::Done { consumed } => {
-                            lines.push(&pending[consumed..]);
-                            end_of_data(
-                                ctx,
-                                &dec,
-                                &content,
-                                &helo,
-                                sender.take(),
-                                std::mem::take(&mut rcpts),
-                                submit,
-                            )
-                        }
-                        DataProgress::NeedMore => {
-                            data = Some((dec, content));
-                            continue;
-                        }
-                    }
-                }
-            }
-            Command::Rset => {
-                sender = None;
-                rcpts.clear();
-                ok(250, (2, 0, 0), "Ok")
-            }
-            Command::Noop { .. } => ok(250, (2, 0, 0), "Ok"),
-            Command::Quit => {
-                reply(out, &ok(221, (2, 0, 0), "Bye"))?;
-                return Ok(());
-            }
-            Command::Vrfy { .. } => ok(502, (5, 5, 1), "VRFY command is disabled"),
-            Command::Help { .. } => ok(
-                214,
-                (2, 0, 0),
-                "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT",
-            ),
-            _ => ok(502, (5, 5, 1), "Error: command not implemented"),
-        };
-        reply(out, &r)?;
+/// The session's settings for `-bs`: smtpd's protocol without TLS, AUTH
+/// or error limits (the local user is the one typing), and the size limit
+/// of main.cf.
+fn session_config(ctx: &Context) -> server::Config {
+    server::Config {
+        hostname: ctx.myhostname.clone(),
+        greeting: format!("{} ESMTP {}", ctx.myhostname, ctx.mail_name),
+        message_size_limit: ctx.size_limit,
+        recipient_limit: usize::MAX,
+        hard_error_limit: u32::MAX,
+        soft_error_limit: u32::MAX,
+        error_sleep: std::time::Duration::ZERO,
+        junk_limit: u32::MAX,
+        line_limit: 2048,
+        vrfy_disabled: true,
+        helo_required: false,
+        reject_bare_newline: false,
+        smtputf8: true,
+        strict_envelopes: false,
+        starttls: false,
+        require_tls: false,
+        sasl: false,
+        tls_auth_only: true,
+        sasl_mechanisms: String::new(),
+        postmaster_domain: String::new(),
+        content_chunk: CHUNK,
     }
 }
 
-fn end_of_data(
-    ctx: &Context,
-    dec: &DataDecoder,
-    content: &[u8],
-    helo: &Option<(String, bool)>,
-    sender: Option<String>,
-    rcpts: Vec<String>,
-    submit: &mut SubmitFn<'_>,
-) -> Reply {
-    if dec.too_big() {
-        return ok(552, (5, 3, 4), "Error: message file too big");
-    }
-    let _ = ctx;
-    let mut attributes = vec![(
-        "protocol".to_string(),
-        if helo.as_ref().is_some_and(|h| h.1) {
-            "ESMTP"
-        } else {
-            "SMTP"
+/// Runs a future whose I/O is blocking (so it never waits to be woken).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
         }
-        .to_string(),
-    )];
-    if let Some((name, _)) = helo {
-        attributes.push(("helo_name".into(), name.clone()));
     }
-    let req = SubmitRequest {
-        sender: sender.unwrap_or_default(),
-        recipients: rcpts,
-        attributes,
-    };
-    match submit(req, content) {
-        Ok(id) => ok(250, (2, 0, 0), &format!("Ok: queued as {id}")),
-        Err((EX_TEMPFAIL, _)) => ok(451, (4, 3, 0), "Error: queue file write error"),
-        Err((EX_NOPERM, _)) => ok(554, (5, 7, 1), "Error: submission not allowed"),
-        Err((EX_DATAERR, _)) => ok(554, (5, 6, 0), "Error: message or envelope refused"),
-        Err((_, _)) => ok(451, (4, 3, 0), "Error: submission failed"),
+}
+
+/// The `-bs` driver: stdin/stdout and postdrop.
+struct BsDriver<'a, 'b, R: Read, W: Write> {
+    input: &'a mut R,
+    output: &'a mut W,
+    /// Input read but not yet handed to the session.
+    raw: Vec<u8>,
+    /// Converted (CRLF) input of the current line, for the session.
+    ready: Vec<u8>,
+    prev_cr: bool,
+    eof: bool,
+    /// Why reading or writing failed.
+    failed: Option<io::Error>,
+    submit: &'a mut SubmitFn<'b>,
+    /// The message so far.
+    content: Vec<u8>,
+}
+
+impl<R: Read, W: Write> BsDriver<'_, '_, R, W> {
+    /// Makes the next input line ready. One line at a time: on a pipe,
+    /// what a client wrote ahead cannot be told from what it waited to
+    /// write, so the session sees the conversation in order (DATA is then
+    /// always the last command of its "group").
+    fn next_piece(&mut self) -> Result<(), End> {
+        loop {
+            if let Some(i) = self.raw.iter().position(|&b| b == b'\n') {
+                let rest = self.raw.split_off(i + 1);
+                let line = std::mem::replace(&mut self.raw, rest);
+                self.ready = crlf(&line, &mut self.prev_cr);
+                return Ok(());
+            }
+            if self.eof {
+                if self.raw.is_empty() {
+                    return Err(End::Lost);
+                }
+                let line = std::mem::take(&mut self.raw);
+                self.ready = crlf(&line, &mut self.prev_cr);
+                return Ok(());
+            }
+            let mut buf = [0u8; 16 * 1024];
+            match self.input.read(&mut buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Err(End::Lost);
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read, W: Write> server::Driver for BsDriver<'_, '_, R, W> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, End> {
+        if self.ready.is_empty() {
+            self.next_piece()?;
+        }
+        let n = self.ready.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.ready[..n]);
+        self.ready.drain(..n);
+        Ok(n)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), End> {
+        match self
+            .output
+            .write_all(bytes)
+            .and_then(|()| self.output.flush())
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.failed = Some(e);
+                Err(End::Lost)
+            }
+        }
+    }
+
+    async fn sleep(&mut self, d: std::time::Duration) {
+        std::thread::sleep(d);
+    }
+
+    /// Every recipient is postdrop's (and then cleanup's) to judge.
+    async fn rcpt(&mut self, _: &Session, _: &RcptTo) -> Result<(), Reply> {
+        Ok(())
+    }
+
+    async fn content(&mut self, _: &Session, data: Vec<u8>) -> bool {
+        self.content.extend_from_slice(&data);
+        true
+    }
+
+    /// Hands the message to postdrop; its exit status becomes the reply.
+    async fn data_end(&mut self, s: &Session) -> Reply {
+        let mut attributes = vec![("protocol".to_string(), s.proto().to_string())];
+        if let Some(name) = s.helo() {
+            attributes.push(("helo_name".into(), name.to_string()));
+        }
+        // In maildrop files "" means "the caller"; the null sender is "<>".
+        let sender = match s.sender() {
+            None | Some("") => "<>".to_string(),
+            Some(a) => a.to_string(),
+        };
+        let req = SubmitRequest {
+            sender,
+            recipients: s.recipients().to_vec(),
+            attributes,
+        };
+        let content = std::mem::take(&mut self.content);
+        match (self.submit)(req, &content) {
+            Ok(id) => server::reply(250, (2, 0, 0), format!("Ok: queued as {id}")),
+            Err((EX_TEMPFAIL, _)) => server::reply(451, (4, 3, 0), "Error: queue file write error"),
+            Err((EX_NOPERM, _)) => server::reply(554, (5, 7, 1), "Error: submission not allowed"),
+            Err((EX_DATAERR, _)) => {
+                server::reply(554, (5, 6, 0), "Error: message or envelope refused")
+            }
+            Err((_, _)) => server::reply(451, (4, 3, 0), "Error: submission failed"),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.content.clear();
     }
 }
 
@@ -1274,6 +1247,41 @@ mod tests {
         let (out, got) = session(&input, Ok("X".into()));
         assert!(
             out.contains("552 5.3.4 Error: message file too big"),
+            "{out}"
+        );
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn smtp_session_is_smtpds_session() {
+        // Written ahead in one go, as through a pipe: answered in order
+        // (one line at a time, so DATA is never "followed" by commands),
+        // with BDAT and smtpd's parameter checks.
+        let input = b"EHLO me\r\nMAIL FROM:<a@x> FOO=1\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\none\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<c@x>\r\nBDAT 5 LAST\r\ntwo\r\nQUIT\r\n";
+        let (out, got) = session(input, Ok("Q".into()));
+        assert!(out.contains("250-CHUNKING\r\n"), "{out}");
+        assert!(
+            out.contains("555 5.5.4 Unsupported option: FOO\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("554 5.5.0"), "{out}");
+        assert_eq!(out.matches("Ok: queued as Q").count(), 2, "{out}");
+        assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1, b"one\n");
+        assert_eq!(got[1].0.sender, "<>");
+        assert_eq!(got[1].0.recipients, ["c@x"]);
+        assert_eq!(got[1].1, b"two\n");
+    }
+
+    #[test]
+    fn smtp_session_ended_mid_data_submits_nothing() {
+        let (out, got) = session(
+            b"HELO me\nMAIL FROM:<a@x>\nRCPT TO:<b@x>\nDATA\npartial",
+            Ok("Q".into()),
+        );
+        assert!(
+            out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"),
             "{out}"
         );
         assert!(got.is_empty());
