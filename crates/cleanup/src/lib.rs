@@ -59,9 +59,9 @@ impl Cleanup {
             myhostname: main.str("myhostname"),
             myorigin: main.str("myorigin"),
             mail_name: main.str("mail_name"),
-            header_size_limit: main.size("header_size_limit").map_err(e)? as usize,
+            header_size_limit: main.bounded("header_size_limit").map_err(e)?,
             message_size_limit: main.size("message_size_limit").map_err(e)?,
-            hopcount_limit: main.int("hopcount_limit").map_err(e)?.max(1) as usize,
+            hopcount_limit: main.bounded("hopcount_limit").map_err(e)?,
             qmgr_socket: queue.join("private").join("qmgr"),
         })
     }

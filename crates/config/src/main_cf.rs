@@ -580,6 +580,32 @@ impl MainCf {
         self.typed(name, "time", |v| parse_time_in(v, unit))
     }
 
+    /// A numeric parameter within the bounds the table gives it, converted
+    /// to the integer type the caller uses (`usize`, `u32`, ...): an error
+    /// naming the parameter when it is out of bounds or does not fit, never
+    /// a silent clamp. For Int and Size parameters.
+    pub fn bounded<T: TryFrom<i64>>(&self, name: &str) -> Result<T, ConfigError> {
+        let def = param_def(name);
+        let n: i64 = match def.map(|d| d.kind) {
+            Some(ParamKind::Size) => {
+                let v = self.size(name)?;
+                i64::try_from(v).unwrap_or(i64::MAX)
+            }
+            _ => self.int(name)?,
+        };
+        let fail = |why: String| ConfigError::new(&self.file, self.line_of(name), why);
+        if let Some((lo, hi)) = def.and_then(|d| d.bounds()) {
+            if n < lo {
+                return Err(fail(format!("invalid {name} parameter value {n} < {lo}")));
+            }
+            if n > hi {
+                return Err(fail(format!("invalid {name} parameter value {n} > {hi}")));
+            }
+        }
+        T::try_from(n)
+            .map_err(|_| fail(format!("invalid {name} parameter value {n}: out of range")))
+    }
+
     /// A size parameter in bytes: a plain non-negative integer.
     pub fn size(&self, name: &str) -> Result<u64, ConfigError> {
         self.typed(name, "numerical", parse_size)

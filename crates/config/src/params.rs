@@ -110,6 +110,29 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("smtpd_tls_security_level", &["", "none", "may", "encrypt"]),
 ];
 
+/// Inclusive bounds of numeric parameters, as Postfix's tables give them
+/// (`invalid NAME parameter value N < MIN`): a value outside is a start-up
+/// error, so a daemon never clamps a setting silently. Read them with
+/// [`crate::MainCf::bounded`], which also checks the value fits the
+/// daemon's integer type.
+const BOUNDS: &[(&str, i64, i64)] = &[
+    ("auth_failure_limit", 0, i64::MAX),
+    ("default_destination_concurrency_limit", 1, i64::MAX),
+    ("default_destination_recipient_limit", 1, i64::MAX),
+    ("default_process_limit", 1, i64::MAX),
+    ("duplicate_filter_limit", 0, i64::MAX),
+    ("hopcount_limit", 1, i64::MAX),
+    ("line_length_limit", 512, i64::MAX),
+    ("local_destination_concurrency_limit", 1, i64::MAX),
+    ("local_destination_recipient_limit", 1, i64::MAX),
+    ("max_use", 1, i64::MAX),
+    ("qmgr_message_active_limit", 1, i64::MAX),
+    ("smtpd_hard_error_limit", 1, u32::MAX as i64),
+    ("smtpd_junk_command_limit", 1, u32::MAX as i64),
+    ("smtpd_recipient_limit", 1, i64::MAX),
+    ("smtpd_soft_error_limit", 0, u32::MAX as i64),
+];
+
 /// Parameters that main.cf does NOT `$`-expand, because the program that
 /// uses them expands them itself with per-message values (`$home`, `$user`,
 /// ...), as Postfix does for forward_path.
@@ -138,6 +161,15 @@ impl ParamDef {
             .iter()
             .find(|(n, _)| *n == self.name)
             .map(|(_, c)| *c)
+    }
+
+    /// The smallest and largest value allowed, for numeric parameters that
+    /// have bounds.
+    pub fn bounds(&self) -> Option<(i64, i64)> {
+        BOUNDS
+            .iter()
+            .find(|(n, _, _)| *n == self.name)
+            .map(|&(_, lo, hi)| (lo, hi))
     }
 
     /// True when main.cf leaves `$name` in this value alone (the program
@@ -191,6 +223,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("daemon_timeout", "18000s", Time(S), "How long a service may take to handle one request before it is killed."),
     p!("data_directory", "/var/lib/postern", Str, "Directory for data files written at run time (caches, random seed)."),
     p!("default_destination_concurrency_limit", "20", Int, "Default number of parallel deliveries qmgr makes to one destination."),
+    p!("default_destination_recipient_limit", "50", Int, "Default most recipients qmgr hands a delivery agent in one request (local_destination_recipient_limit for local)."),
     p!("default_privs", "nobody", Str, "User that local runs commands and writes files as for mail to an alias with no owner."),
     p!("default_process_limit", "100", Int, "Default number of processes of a service (master.cf maxproc `-`)."),
     p!("default_transport", "smtp", Str, "Transport for mail to domains that are not local."),
@@ -376,6 +409,21 @@ pub(crate) fn check_value(def: &ParamDef, value: &str) -> Result<(), String> {
             def.name
         ));
     }
+    if let Some((lo, hi)) = def.bounds() {
+        let n = match def.kind {
+            ParamKind::Int => parse_int(value),
+            ParamKind::Size => parse_size(value).map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            _ => None,
+        };
+        if let Some(n) = n {
+            if n < lo {
+                return Err(format!("invalid {} parameter value {n} < {lo}", def.name));
+            }
+            if n > hi {
+                return Err(format!("invalid {} parameter value {n} > {hi}", def.name));
+            }
+        }
+    }
     if let Some(choices) = def.choices() {
         let bad = if def.kind == ParamKind::List {
             split_list(value)
@@ -448,6 +496,11 @@ pub fn parameter_table_markdown() -> String {
         let mut kind = def.kind.as_str().to_string();
         if let ParamKind::Time(unit) = def.kind {
             kind = format!("{kind} (unit {})", unit.letter());
+        }
+        match def.bounds() {
+            Some((lo, i64::MAX)) => kind = format!("{kind}, ≥ {lo}"),
+            Some((lo, hi)) => kind = format!("{kind}, {lo}..{hi}"),
+            None => {}
         }
         if let Some(choices) = def.choices() {
             kind = format!("{kind}: {}", choices.join(" \\| "));
@@ -632,6 +685,40 @@ mod tests {
         assert_eq!(parse_int("-1"), Some(-1));
         for bad in ["", "4 2", "x", "1.0", "99999999999999999999999"] {
             assert_eq!(parse_int(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_start_up_errors_in_postfix_words() {
+        let d = param_def("smtpd_recipient_limit").expect("in table");
+        assert_eq!(d.bounds(), Some((1, i64::MAX)));
+        assert_eq!(
+            check_value(d, "0"),
+            Err("invalid smtpd_recipient_limit parameter value 0 < 1".into())
+        );
+        assert_eq!(check_value(d, "1"), Ok(()));
+        let d = param_def("line_length_limit").expect("in table");
+        assert_eq!(
+            check_value(d, "100"),
+            Err("invalid line_length_limit parameter value 100 < 512".into())
+        );
+        let d = param_def("smtpd_hard_error_limit").expect("in table");
+        assert_eq!(
+            check_value(d, "4294967296"),
+            Err("invalid smtpd_hard_error_limit parameter value 4294967296 > 4294967295".into())
+        );
+        for (name, lo, _) in BOUNDS {
+            let d = param_def(name).unwrap_or_else(|| panic!("bounds for unknown {name}"));
+            assert!(matches!(d.kind, ParamKind::Int | ParamKind::Size), "{name}");
+            assert_eq!(
+                check_value(d, d.default),
+                Ok(()),
+                "{name} default in bounds"
+            );
+            assert!(
+                check_value(d, &(lo - 1).to_string()).is_err() || *lo == 0,
+                "{name}"
+            );
         }
     }
 

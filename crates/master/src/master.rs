@@ -256,12 +256,9 @@ fn own_user_name() -> String {
 fn maxproc_of(entry: &ServiceEntry, main: &MainCf) -> Result<u32, String> {
     match entry.maxproc {
         Some(n) => Ok(n),
-        None => {
-            let n = main
-                .int("default_process_limit")
-                .map_err(|e| e.to_string())?;
-            u32::try_from(n).map_err(|_| format!("bad default_process_limit: {n}"))
-        }
+        None => main
+            .bounded::<u32>("default_process_limit")
+            .map_err(|e| e.to_string()),
     }
 }
 

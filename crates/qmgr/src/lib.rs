@@ -23,7 +23,7 @@
 //! qmgr_message_active_limit, default_destination_concurrency_limit,
 //! local_destination_concurrency_limit, local_destination_recipient_limit,
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
-//! duplicate_filter_limit.
+//! duplicate_filter_limit, default_destination_recipient_limit.
 #![forbid(unsafe_code)]
 
 pub mod bounce;
@@ -68,7 +68,6 @@ impl Settings {
     /// Reads the parameters qmgr uses.
     pub fn from_config(main: &MainCf) -> Result<Settings, String> {
         let e = |e: postern_config::ConfigError| e.to_string();
-        let pos = |v: i64| v.max(1) as usize;
         Ok(Settings {
             queue_dir: main.path("queue_directory"),
             queue_run_delay: main
@@ -79,19 +78,25 @@ impl Settings {
             max_backoff: main.time("maximal_backoff_time").map_err(e)?,
             max_lifetime: main.time("maximal_queue_lifetime").map_err(e)?,
             bounce_lifetime: main.time("bounce_queue_lifetime").map_err(e)?,
-            active_limit: pos(main.int("qmgr_message_active_limit").map_err(e)?),
-            transport_limit: pos(main.int("default_process_limit").map_err(e)?),
-            destination_limit: pos(main
-                .int("default_destination_concurrency_limit")
-                .map_err(e)?),
-            local_destination_limit: pos(main
-                .int("local_destination_concurrency_limit")
-                .map_err(e)?),
-            local_recipient_limit: pos(main.int("local_destination_recipient_limit").map_err(e)?),
-            default_recipient_limit: 50,
+            // Bounds come from the parameter table (start-up errors, never
+            // a silent clamp).
+            active_limit: main.bounded("qmgr_message_active_limit").map_err(e)?,
+            transport_limit: main.bounded("default_process_limit").map_err(e)?,
+            destination_limit: main
+                .bounded("default_destination_concurrency_limit")
+                .map_err(e)?,
+            local_destination_limit: main
+                .bounded("local_destination_concurrency_limit")
+                .map_err(e)?,
+            local_recipient_limit: main
+                .bounded("local_destination_recipient_limit")
+                .map_err(e)?,
+            default_recipient_limit: main
+                .bounded("default_destination_recipient_limit")
+                .map_err(e)?,
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
             delivery_timeout: main.time("daemon_timeout").map_err(e)?,
-            duplicate_filter_limit: main.int("duplicate_filter_limit").map_err(e)?.max(0) as usize,
+            duplicate_filter_limit: main.bounded("duplicate_filter_limit").map_err(e)?,
         })
     }
 }

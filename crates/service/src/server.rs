@@ -185,9 +185,9 @@ fn lifecycle(status_pipe: Option<Arc<File>>) -> watch::Receiver<Lifecycle> {
 }
 
 fn limits(ctx: &ServiceContext) -> (u64, Duration) {
-    let max_use = ctx.config.int("max_use").unwrap_or_else(|e| fatal(e));
+    let max_use = ctx.config.bounded::<u64>("max_use").unwrap_or_else(|e| fatal(e));
     let max_idle = ctx.config.time("max_idle").unwrap_or_else(|e| fatal(e));
-    (u64::try_from(max_use).unwrap_or(0), max_idle)
+    (max_use, max_idle)
 }
 
 /// Entry point of a one-client-at-a-time service (smtpd, cleanup, local), like

@@ -557,3 +557,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bounded_reads_refuse_out_of_range_values_instead_of_clamping() {
+    let cf = parse("smtpd_recipient_limit = 0\nhopcount_limit = 7\nsmtpd_hard_error_limit = -1\n");
+    assert_eq!(
+        cf.bounded::<usize>("smtpd_recipient_limit")
+            .map_err(|e| e.to_string()),
+        Err("/etc/postern/main.cf:1: invalid smtpd_recipient_limit parameter value 0 < 1".into())
+    );
+    assert_eq!(cf.bounded::<usize>("hopcount_limit"), Ok(7));
+    assert!(cf.bounded::<u32>("smtpd_hard_error_limit").is_err());
+    // validate() (every daemon's start-up and `postern check`) says the same.
+    assert_eq!(
+        cf.validate().map_err(|e| e.to_string()),
+        Err("/etc/postern/main.cf:1: invalid smtpd_recipient_limit parameter value 0 < 1".into())
+    );
+    // A value within the table's bounds that does not fit the caller's type.
+    let cf = parse("hopcount_limit = 300\n");
+    assert!(cf.bounded::<u8>("hopcount_limit").is_err());
+    assert_eq!(
+        MainCf::defaults().bounded::<usize>("default_destination_recipient_limit"),
+        Ok(50)
+    );
+}
