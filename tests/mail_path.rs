@@ -240,6 +240,36 @@ fn a_missing_alias_file_defers_its_recipients_and_nothing_else() {
 }
 
 #[test]
+fn an_undeliverable_recipient_is_returned_to_the_sender() {
+    let mut inst = Instance::new(Options::default());
+    let aliases = inst.dir.join("aliases");
+    let mut text = std::fs::read_to_string(&aliases).unwrap();
+    text.push_str("ghost: nosuch-user-postern-test\n");
+    std::fs::write(&aliases, text).unwrap();
+    inst.start();
+    let r = Smtp::send_one(
+        inst_addr(&inst),
+        "alice@example.test",
+        &["ghost@example.test", "bob@example.test"],
+        b"Subject: to a ghost\r\nMessage-ID: <ghost@remote.example>\r\n\r\nboo\r\n",
+    );
+    let id = queued_id(&r);
+    inst.wait_mail("bob", 1, T);
+    // qmgr hands the notice to cleanup without waiting for it (its own
+    // task); it arrives from the null sender in alice's mailbox.
+    let notices = inst.wait_mail("alice", 1, T);
+    let n = String::from_utf8_lossy(&notices[0]).into_owned();
+    assert!(n.contains("Subject: Undelivered Mail Returned to Sender"), "{n}");
+    assert!(n.contains("Return-Path: <>"), "{n}");
+    assert!(n.contains("Content-Type: message/delivery-status"), "{n}");
+    assert!(n.contains("Final-Recipient: rfc822; ghost@example.test") || n.contains("nosuch-user-postern-test"), "{n}");
+    assert!(n.contains("Message-ID: <ghost@remote.example>"), "the original header is attached: {n}");
+    assert!(wait_until(T, || inst.queue_empty()), "the original is removed once the notice is queued");
+    let log = inst.log();
+    assert!(log.contains(&format!("{id}: sender non-delivery notification: ")), "{log}");
+}
+
+#[test]
 fn unknown_users_and_relaying_are_refused_at_rcpt() {
     let inst = started(Options::default());
     let mut c = inst.smtp();

@@ -9,8 +9,10 @@
 #![deny(unsafe_code)] // one exception, with its SAFETY comment: channel.rs, descriptors received with SCM_RIGHTS
 
 pub mod channel;
+pub mod cleanup_client;
 
 pub use channel::{BlockingChannel, Channel, IpcError, read_triggers, send_trigger};
+pub use cleanup_client::{BlockingCleanupClient, CleanupClient, CleanupError};
 pub use postern_ipc_proto::codec;
 pub use postern_ipc_proto::{
     AuthReply, AuthRequest, CHUNK_SIZE, CleanupReply, CleanupRequest, DecodeError, DeliveryOutcome,

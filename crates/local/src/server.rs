@@ -8,8 +8,8 @@
 
 use crate::{LocalConfig, LocalDelivery, Message, Outcome};
 use postern_ipc::{
-    BlockingChannel, CHUNK_SIZE, Channel, CleanupReply, CleanupRequest, DeliveryOutcome,
-    DeliveryReply, DeliveryRequest,
+    BlockingCleanupClient, CHUNK_SIZE, Channel, CleanupError, DeliveryOutcome, DeliveryReply,
+    DeliveryRequest,
 };
 use std::cell::RefCell;
 use std::io::Read;
@@ -38,42 +38,25 @@ impl CleanupForwarder {
         msg: &Message,
         recipients: &[String],
         delivered_to: Option<&str>,
-    ) -> Result<String, String> {
-        let mut ch = BlockingChannel::connect(&self.socket, self.timeout)
-            .map_err(|e| format!("connect to {}: {e}", self.socket.display()))?;
-        let io = |e: std::io::Error| e.to_string();
-        ch.send(&CleanupRequest::Open {
-            attributes: vec![
+    ) -> Result<String, CleanupError> {
+        let mut c = BlockingCleanupClient::open(
+            &self.socket,
+            vec![
                 ("origin".into(), "local".into()),
                 ("protocol".into(), "local".into()),
                 ("forwarded_from".into(), msg.queue_id.to_string()),
             ],
-            flags: postern_ipc::cleanup_flags::NO_RECEIVED,
-        })
-        .map_err(io)?;
-        match ch.recv::<CleanupReply>() {
-            Ok(Some(CleanupReply::Opened { .. })) => {}
-            Ok(Some(CleanupReply::Rejected { reason, .. })) => return Err(reason),
-            other => return Err(format!("unexpected answer from cleanup: {other:?}")),
-        }
-        ch.send(&CleanupRequest::Sender {
-            address: msg.sender.to_string(),
-        })
-        .map_err(io)?;
+            postern_ipc::cleanup_flags::NO_RECEIVED,
+            self.timeout,
+        )?;
+        c.sender(msg.sender)?;
         for r in recipients {
-            ch.send(&CleanupRequest::Recipient {
-                address: r.clone(),
-                original: r.clone(),
-            })
-            .map_err(io)?;
+            c.recipient(r, r)?;
         }
         if let Some(d) = delivered_to {
             // Lets the next hop (or we, when it comes back) see the loop.
             let line = format!("Delivered-To: {}\n", d.replace(['\r', '\n'], ""));
-            ch.send(&CleanupRequest::Content {
-                data: line.into_bytes(),
-            })
-            .map_err(io)?;
+            c.content(line.as_bytes())?;
         }
         let mut reader =
             postern_queue::content_reader_for(msg.content, msg.content_offset, msg.content_len);
@@ -81,21 +64,13 @@ impl CleanupForwarder {
         loop {
             let n = reader
                 .read(&mut buf)
-                .map_err(|e| format!("read queue file: {e}"))?;
+                .map_err(|e| CleanupError::Unavailable(format!("read queue file: {e}")))?;
             if n == 0 {
                 break;
             }
-            ch.send(&CleanupRequest::Content {
-                data: buf[..n].to_vec(),
-            })
-            .map_err(io)?;
+            c.content(&buf[..n])?;
         }
-        ch.send(&CleanupRequest::End).map_err(io)?;
-        match ch.recv::<CleanupReply>() {
-            Ok(Some(CleanupReply::Queued { queue_id })) => Ok(queue_id),
-            Ok(Some(CleanupReply::Rejected { reason, .. })) => Err(reason),
-            other => Err(format!("no answer from cleanup: {other:?}")),
-        }
+        c.commit()
     }
 }
 

@@ -41,7 +41,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use postern_config::MainCf;
-use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest, cleanup_flags};
+use postern_ipc::{CHUNK_SIZE, CleanupClient, CleanupError, cleanup_flags};
 use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId, TEMP_PREFIX, sync_dir};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -188,18 +188,6 @@ fn remove(dirs: &QueueDirs, id: &QueueId) {
     }
 }
 
-async fn step<T, E: std::fmt::Display>(
-    t: Duration,
-    what: &str,
-    f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(t, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: timed out")),
-    }
-}
-
 /// The conversation with cleanup for one message. Ok(Ok(id)) = queued,
 /// Ok(Err(reason)) = permanently rejected, Err(reason) = try again later.
 async fn to_cleanup(
@@ -207,89 +195,55 @@ async fn to_cleanup(
     qf: &QueueFile,
     who: &Submitter,
 ) -> Result<Result<String, String>, String> {
-    let t = settings.ipc_timeout;
+    match cleanup_conversation(settings, qf, who).await {
+        Ok(id) => Ok(Ok(id)),
+        Err(e) if e.is_temporary() => Err(e.to_string()),
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+async fn cleanup_conversation(
+    settings: &Settings,
+    qf: &QueueFile,
+    who: &Submitter,
+) -> Result<String, CleanupError> {
     let env = qf.envelope();
-    let socket = settings.cleanup_socket();
-    let mut ch = step(
-        t,
-        &format!("connect to {}", socket.display()),
-        Channel::connect(&socket),
-    )
-    .await?;
     let attributes = vec![
         ("origin".to_string(), "pickup".to_string()),
         ("local_user".to_string(), who.login.clone()),
         ("uid".to_string(), who.uid.to_string()),
     ];
-    step(
-        t,
-        "send to cleanup",
-        ch.send(&CleanupRequest::Open {
-            attributes,
-            flags: cleanup_flags::ADD_MISSING_HEADERS,
-        }),
+    let mut c = CleanupClient::open(
+        &settings.cleanup_socket(),
+        attributes,
+        cleanup_flags::ADD_MISSING_HEADERS,
+        settings.ipc_timeout,
     )
     .await?;
-    let new_id = match step(t, "cleanup reply", ch.recv::<CleanupReply>()).await? {
-        Some(CleanupReply::Opened { queue_id }) => queue_id,
-        Some(CleanupReply::Rejected {
-            temporary: false,
-            dsn,
-            reason,
-        }) => return Ok(Err(format!("{dsn} {reason}"))),
-        Some(other) => return Err(format!("unexpected cleanup reply {other:?}")),
-        None => return Err("cleanup closed the connection".into()),
-    };
     let sender = resolve_sender(&env.sender, &who.login, &settings.myorigin);
     let shown = match env.sender.as_str() {
         "" => who.login.clone(),
         "<>" => String::new(),
         s => s.to_string(),
     };
-    info!("{new_id}: uid={} from=<{shown}>", who.uid);
-    step(
-        t,
-        "send to cleanup",
-        ch.send(&CleanupRequest::Sender { address: sender }),
-    )
-    .await?;
+    info!("{}: uid={} from=<{shown}>", c.queue_id(), who.uid);
+    c.sender(&sender).await?;
     for r in env.recipients.iter().filter(|r| !r.done) {
-        let req = CleanupRequest::Recipient {
-            address: qualify(&r.address, &settings.myorigin),
-            original: r.original.clone(),
-        };
-        step(t, "send to cleanup", ch.send(&req)).await?;
+        c.recipient(&qualify(&r.address, &settings.myorigin), &r.original)
+            .await?;
     }
     let mut reader = qf.content_reader();
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         let n = reader
             .read(&mut buf)
-            .map_err(|e| format!("read maildrop file: {e}"))?;
+            .map_err(|e| CleanupError::Unavailable(format!("read maildrop file: {e}")))?;
         if n == 0 {
             break;
         }
-        let req = CleanupRequest::Content {
-            data: buf[..n].to_vec(),
-        };
-        step(t, "send to cleanup", ch.send(&req)).await?;
+        c.content(&buf[..n]).await?;
     }
-    step(t, "send to cleanup", ch.send(&CleanupRequest::End)).await?;
-    match step(t, "cleanup reply", ch.recv::<CleanupReply>()).await? {
-        Some(CleanupReply::Queued { queue_id }) => Ok(Ok(queue_id)),
-        Some(CleanupReply::Rejected {
-            temporary: false,
-            dsn,
-            reason,
-        }) => Ok(Err(format!("{dsn} {reason}"))),
-        Some(CleanupReply::Rejected {
-            temporary: true,
-            dsn,
-            reason,
-        }) => Err(format!("cleanup: {dsn} {reason}")),
-        Some(other) => Err(format!("unexpected cleanup reply {other:?}")),
-        None => Err("cleanup closed the connection".into()),
-    }
+    c.commit().await
 }
 
 /// Takes one maildrop file through cleanup (see the module docs).

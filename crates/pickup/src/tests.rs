@@ -2,7 +2,7 @@
 //! cleanup on a real Unix socket.
 
 use super::*;
-use postern_ipc::Channel;
+use postern_ipc::{Channel, CleanupReply, CleanupRequest};
 use postern_queue::{Envelope, QueueFileWriter, Recipient};
 
 #[test]

@@ -6,7 +6,7 @@
 //! back and loop) and enters the queue through cleanup like any mail.
 
 use postern_config::MainCf;
-use postern_ipc::{BlockingChannel, CHUNK_SIZE, CleanupReply, CleanupRequest};
+use postern_ipc::CleanupClient;
 use postern_queue::{QueueFile, QueueId};
 use std::io::Read;
 use std::path::Path;
@@ -116,54 +116,29 @@ fn find_header_end(content: &[u8]) -> usize {
     }
 }
 
-/// Builds the notification and queues it through cleanup; returns its queue ID.
-pub fn send_bounce(
-    main: &MainCf,
-    queue_dir: &Path,
-    id: &QueueId,
-    original: &QueueFile,
-    failed: &[(String, String, String)],
+/// Hands a notification built by [`build`] to cleanup, from the null
+/// sender to `to`, without blocking the scheduler: the queue ID, or why not.
+pub async fn send(
+    socket: &Path,
+    text: Vec<u8>,
+    to: &str,
+    timeout: Duration,
 ) -> Result<String, String> {
-    let text = build(main, id, original, failed, SystemTime::now())
-        .map_err(|e| format!("read queue file: {e}"))?;
-    let socket = queue_dir.join("private").join("cleanup");
-    let mut ch = BlockingChannel::connect(&socket, Duration::from_secs(60))
-        .map_err(|e| format!("connect to {}: {e}", socket.display()))?;
-    let err = |e: std::io::Error| e.to_string();
-    ch.send(&CleanupRequest::Open {
-        attributes: vec![
+    let mut c = CleanupClient::open(
+        socket,
+        vec![
             ("origin".into(), "bounce".into()),
             ("protocol".into(), "local".into()),
         ],
-        flags: 0,
-    })
-    .map_err(err)?;
-    match ch.recv::<CleanupReply>() {
-        Ok(Some(CleanupReply::Opened { .. })) => {}
-        other => return Err(format!("cleanup did not open a queue file: {other:?}")),
-    }
-    ch.send(&CleanupRequest::Sender {
-        address: String::new(),
-    })
-    .map_err(err)?;
-    let to = original.envelope().sender.clone();
-    ch.send(&CleanupRequest::Recipient {
-        address: to.clone(),
-        original: to,
-    })
-    .map_err(err)?;
-    for chunk in text.chunks(CHUNK_SIZE) {
-        ch.send(&CleanupRequest::Content {
-            data: chunk.to_vec(),
-        })
-        .map_err(err)?;
-    }
-    ch.send(&CleanupRequest::End).map_err(err)?;
-    match ch.recv::<CleanupReply>() {
-        Ok(Some(CleanupReply::Queued { queue_id })) => Ok(queue_id),
-        Ok(Some(CleanupReply::Rejected { reason, .. })) => Err(reason),
-        other => Err(format!("no answer from cleanup: {other:?}")),
-    }
+        0,
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    c.sender("").await.map_err(|e| e.to_string())?;
+    c.recipient(to, to).await.map_err(|e| e.to_string())?;
+    c.content(&text).await.map_err(|e| e.to_string())?;
+    c.commit().await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

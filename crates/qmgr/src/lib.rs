@@ -145,6 +145,11 @@ enum Event {
         marks: postern_queue::DoneMarks,
         result: std::io::Result<()>,
     },
+    /// A non-delivery notification went to cleanup (its queue ID), or not.
+    Bounced {
+        id: QueueId,
+        result: Result<String, String>,
+    },
 }
 
 /// The queue manager's state.
@@ -164,6 +169,9 @@ pub struct Qmgr {
     incoming_left: bool,
     /// Done-mark writes in progress on blocking threads.
     marks_in_flight: usize,
+    /// Messages whose non-delivery notification is being handed to cleanup
+    /// (a task of its own, so the scheduler never waits for cleanup).
+    bouncing: HashMap<QueueId, Active>,
 }
 
 impl Qmgr {
@@ -194,6 +202,7 @@ impl Qmgr {
             done_tx,
             incoming_left: false,
             marks_in_flight: 0,
+            bouncing: HashMap::new(),
         })
     }
 
@@ -250,7 +259,7 @@ impl Qmgr {
         };
         self.incoming_left = false;
         for id in ids {
-            if self.active.len() >= self.settings.active_limit {
+            if self.active.len() + self.bouncing.len() >= self.settings.active_limit {
                 self.incoming_left = true;
                 break;
             }
@@ -281,7 +290,7 @@ impl Qmgr {
         };
         let now = SystemTime::now();
         for id in ids {
-            if self.active.len() >= self.settings.active_limit {
+            if self.active.len() + self.bouncing.len() >= self.settings.active_limit {
                 break;
             }
             let path = self.dirs.file(Queue::Deferred, &id);
@@ -665,26 +674,58 @@ impl Qmgr {
             return;
         };
         if !active.bounced.is_empty() {
-            let env = active.file.envelope();
-            if env.sender.is_empty() {
+            if active.file.envelope().sender.is_empty() {
                 info!("{id}: undeliverable bounce discarded (null sender)");
             } else {
-                match bounce::send_bounce(
+                match bounce::build(
                     &self.main,
-                    &self.settings.queue_dir,
                     id,
                     &active.file,
                     &active.bounced,
+                    SystemTime::now(),
                 ) {
-                    Ok(bid) => info!("{id}: sender non-delivery notification: {bid}"),
+                    Ok(text) => {
+                        // cleanup's answer comes back as Event::Bounced, and
+                        // settle() finishes the message then.
+                        let socket = self.settings.queue_dir.join("private").join("cleanup");
+                        let to = active.file.envelope().sender.clone();
+                        let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
+                        let tx = self.done_tx.clone();
+                        let bid = id.clone();
+                        tokio::task::spawn_local(async move {
+                            let result = bounce::send(&socket, text, &to, timeout).await;
+                            let _ = tx.send(Event::Bounced { id: bid, result });
+                        });
+                        self.bouncing.insert(id.clone(), active);
+                        return;
+                    }
                     Err(e) => {
-                        // The bounced recipients are already marked done; keep
-                        // the message so the notice is tried again later.
-                        warn!("{id}: cannot send non-delivery notification: {e}");
+                        warn!("{id}: cannot send non-delivery notification: read queue file: {e}")
                     }
                 }
             }
         }
+        self.settle(id, active);
+    }
+
+    /// cleanup answered for a message's non-delivery notification.
+    fn bounced(&mut self, id: QueueId, result: Result<String, String>) {
+        let Some(active) = self.bouncing.remove(&id) else {
+            return;
+        };
+        match result {
+            Ok(bid) => info!("{id}: sender non-delivery notification: {bid}"),
+            // The bounced recipients are already marked done and their
+            // reasons live only in memory: the notice is lost. Persisting
+            // them (a bounce log, as Postfix's bounce(8)) is issue 9's.
+            Err(e) => warn!("{id}: cannot send non-delivery notification: {e}"),
+        }
+        self.settle(&id, active);
+    }
+
+    /// The end of a message's round: back to deferred/ with a retry time
+    /// while recipients are left, else removed.
+    fn settle(&mut self, id: &QueueId, active: Active) {
         if active.deferred || !active.file.all_done() {
             let age = SystemTime::now()
                 .duration_since(active.file.envelope().arrival)
@@ -716,12 +757,14 @@ impl Qmgr {
     }
 
     fn idle(&self) -> bool {
-        self.active.is_empty()
+        self.active.is_empty() && self.bouncing.is_empty()
     }
 
     /// No delivery and no done-mark write in progress: safe to exit.
     fn quiet(&self) -> bool {
-        self.marks_in_flight == 0 && self.busy_transport.values().all(|&n| n == 0)
+        self.marks_in_flight == 0
+            && self.bouncing.is_empty()
+            && self.busy_transport.values().all(|&n| n == 0)
     }
 }
 
@@ -884,6 +927,7 @@ pub async fn run(
                 match event {
                     Event::Delivered(done) => q.completed(done),
                     Event::Marked { id, marks, result } => q.marked(id, marks, result),
+                    Event::Bounced { id, result } => q.bounced(id, result),
                 }
                 if draining {
                     if q.quiet() {
