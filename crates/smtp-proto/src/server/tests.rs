@@ -664,3 +664,62 @@ fn lost_connection_mid_data() {
     assert!(m.committed.is_empty());
     assert_eq!(s.last_command(), "DATA");
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"EHLO c.test\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@c.test>\r\n".to_vec()),
+            Just(b"RCPT TO:<b@example.test>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"BDAT 3\r\n".to_vec()),
+            Just(b"BDAT 2 LAST\r\n".to_vec()),
+            Just(b"BDAT x\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            Just(b"AUTH LOGIN\r\n".to_vec()),
+            Just(b"RSET\r\n".to_vec()),
+            Just(b"\r\n.\r\n".to_vec()),
+            Just(b"\n.\n".to_vec()),
+            Just(b"QUIT\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..8),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the client sends, cut into reads however: no panic,
+        /// the session ends, and every line written is a reply line.
+        #[test]
+        fn any_input_ends_with_well_formed_replies(
+            pieces in proptest::collection::vec(piece(), 0..24),
+            cuts in proptest::collection::vec(1usize..40, 1..8),
+        ) {
+            let input = pieces.concat();
+            let mut reads = Vec::new();
+            let mut rest = &input[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                reads.push(rest[..n].to_vec());
+                rest = &rest[n..];
+                i += 1;
+            }
+            let cfg = Config { starttls: true, sasl: true, tls_auth_only: false, ..config() };
+            let mut mem = Mem::new(&[]);
+            mem.input = reads.into();
+            let (s, m, _) = play_with(cfg, mem);
+            let out = m.out();
+            prop_assert!(out.ends_with("\r\n"));
+            for line in out.split_terminator("\r\n") {
+                prop_assert!(line.len() >= 3 && line[..3].bytes().all(|b| b.is_ascii_digit()), "{line:?}");
+            }
+            // Every committed message had a recipient.
+            for (_, rcpts, _) in &m.committed {
+                prop_assert!(!rcpts.is_empty());
+            }
+            prop_assert!(s.stats().contains("commands="));
+        }
+    }
+}
