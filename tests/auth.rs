@@ -69,7 +69,7 @@ fn auth_service_end_to_end() {
         main_extra: "auth_failure_delay = 0\nauth_failure_limit = 3\n".into(),
         ..Options::default()
     });
-    let argon = postern_auth::hash_password("argon-pw").unwrap();
+    let argon = postern_passdb::hash_password("argon-pw").unwrap();
     std::fs::write(
         inst.dir.join("users"),
         format!(

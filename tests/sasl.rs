@@ -42,7 +42,7 @@ fn sasl_instance() -> (Instance, rustls::pki_types::CertificateDer<'static>, u16
         master_extra: master,
         ..Options::default()
     });
-    let argon = postern_auth::hash_password("argon-pw").expect("argon2id");
+    let argon = postern_passdb::hash_password("argon-pw").expect("argon2id");
     std::fs::write(
         inst.dir.join("users"),
         format!(

@@ -3,12 +3,15 @@
 //!
 //! Requests and replies are [`postern_ipc::messages::AuthRequest`] and
 //! [`postern_ipc::messages::AuthReply`] (docs/auth.md). Users come from
-//! `users_file` (a Dovecot passwd-file, parsed by postern-maps), re-read
-//! when it changes; hashes are checked by [`hash`]; failed logins are
-//! throttled per client address by [`throttle`].
+//! `users_file` (a Dovecot passwd-file, read with its hashes by
+//! postern-passdb), re-read when it changes; hashes are checked by
+//! [`postern_passdb::verify_password`]; failed logins are throttled per
+//! client address by [`throttle`].
 //!
 //! SECURITY: auth runs as `postern-auth`, the only user that can read
-//! users_file once `postern install` has run (postern-auth:root 0600).
+//! users_file once `postern install` has run (postern-auth:root 0600), and
+//! it is the only service that keeps the hashes in memory: smtpd asks it,
+//! local reads only uid/gid/home (postern-maps' `MailUsers`).
 //! Passwords are never logged and are wiped from the request after use.
 //! An unknown user costs the same work as a wrong password (a check
 //! against a dummy argon2id hash) and gets the same `Failed` answer, so
@@ -21,7 +24,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod hash;
 pub mod throttle;
 
 use std::cell::RefCell;
@@ -33,9 +35,8 @@ use std::time::{Duration, Instant};
 use postern_config::MainCf;
 use postern_ipc::Channel;
 use postern_ipc::messages::{AuthReply, AuthRequest};
-use postern_maps::UsersFile;
+use postern_passdb::{Check, PassDb, split_scheme, verify_password};
 
-pub use hash::{Check, hash_password, verify_password};
 pub use throttle::Throttle;
 
 /// The reply text when a client address has failed too often.
@@ -43,7 +44,7 @@ pub const THROTTLED: &str = "too many failed logins, try later";
 
 /// The hash an unknown user's password is checked against, so that an
 /// unknown user costs the same work as a wrong password. Made once by
-/// [`hash_password`] (same parameters: a test keeps them equal); what it
+/// [`postern_passdb::hash_password`] (same parameters: a test keeps them equal); what it
 /// hashes does not matter, only the cost of checking it. A constant rather
 /// than a fresh hash per process: auth processes are restarted after
 /// max_use clients, and hashing at each start cost more CPU than the
@@ -67,7 +68,7 @@ enum Users {
     Loaded {
         path: PathBuf,
         stamp: Stamp,
-        users: UsersFile,
+        users: PassDb,
     },
     /// Could not be read or parsed (the reason); every request TempFails
     /// until it can be.
@@ -96,7 +97,7 @@ fn load(path: &Path) -> Users {
     let result = stamp(path)
         .map_err(|e| format!("{}: cannot stat: {e}", path.display()))
         .and_then(|st| {
-            UsersFile::load(path)
+            PassDb::load(path)
                 .map(|u| (st, u))
                 .map_err(|e| e.to_string())
         });
@@ -106,11 +107,11 @@ fn load(path: &Path) -> Users {
                 tracing::warn!("{w}");
             }
             for u in users.iter() {
-                if hash::split_scheme(&u.password).0 == "PLAIN" {
+                if split_scheme(&u.password).0 == "PLAIN" {
                     tracing::warn!(
                         "{}: user {} has a {{PLAIN}} password: clear-text passwords are for tests only",
                         path.display(),
-                        u.name
+                        u.user.name
                     );
                 }
             }
@@ -217,7 +218,7 @@ impl Auth {
             Users::Broken { reason, .. } => AuthReply::TempFail {
                 reason: reason.clone(),
             },
-            Users::Loaded { users, .. } => match users.get(user) {
+            Users::Loaded { users, .. } => match users.get(user).map(|u| &u.user) {
                 Some(u) => AuthReply::User {
                     name: u.name.clone(),
                     uid: u.uid,
@@ -260,7 +261,7 @@ impl Auth {
             Users::None => None,
             Users::Loaded { users, .. } => users
                 .get(user)
-                .map(|u| (u.name.clone(), u.password.clone())),
+                .map(|u| (u.user.name.clone(), u.password.clone())),
         };
         let (verdict, name) = match &stored {
             Some((name, hash)) => (verify_password(hash, password), Some(name.as_str())),
@@ -356,6 +357,7 @@ pub fn main() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_passdb::hash_password;
 
     fn verify(user: &str, password: &str, client: &str) -> AuthRequest {
         AuthRequest::Verify {

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use postern_maps::{
-    AliasMaps, AliasTarget, LocalDomains, MailUser, UsersFile, split_map_list, strip_extension,
+    AliasMaps, AliasTarget, LocalDomains, MailUser, MailUsers, split_map_list, strip_extension,
 };
 
 use crate::command::{CommandSpec, run_command};
@@ -334,8 +334,9 @@ pub struct LocalDelivery {
     config: LocalConfig,
     aliases: AliasMaps,
     /// users_file: path, stamp when read, contents (None = could not be
-    /// read: every delivery defers until it can be).
-    users: Option<(PathBuf, Option<FileStamp>, Option<UsersFile>)>,
+    /// read: every delivery defers until it can be). Names, uids, gids and
+    /// homes only: the password hashes stay with the auth service.
+    users: Option<(PathBuf, Option<FileStamp>, Option<MailUsers>)>,
     domains: LocalDomains,
     mode: DeliveryMode,
 }
@@ -395,7 +396,7 @@ impl LocalDelivery {
         // would restart local in a loop): deliveries defer until it can.
         let users = match &config.users_file {
             Some(p) => {
-                let loaded = UsersFile::load(p)
+                let loaded = MailUsers::load(p)
                     .inspect_err(|e| {
                         tracing::warn!("users_file {} is unavailable: {e}", p.display())
                     })
@@ -640,7 +641,7 @@ impl LocalDelivery {
             if now != *stamp || users.is_none() {
                 *users = None;
                 *users = Some(
-                    UsersFile::load(path).map_err(|e| format!("users file unavailable: {e}"))?,
+                    MailUsers::load(path).map_err(|e| format!("users file unavailable: {e}"))?,
                 );
                 *stamp = now;
             }

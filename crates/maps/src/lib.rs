@@ -3,7 +3,9 @@
 //! What lives here:
 //! - [`Aliases`]: aliases(5) files (`name: target, target`), and
 //!   [`parse_targets`] for `.forward` / `:include:` files.
-//! - [`UsersFile`]: the Dovecot-style passwd-file of virtual mail users.
+//! - [`MailUsers`]: the Dovecot-style passwd-file of virtual mail users,
+//!   without its password hashes (those are postern-passdb's, for auth);
+//!   [`user_lines`] is the file's one grammar.
 //! - [`Table`]: Postfix-style `type:name` lookup tables (texthash, hash, inline,
 //!   static, cidr, regexp, unix:passwd.byname).
 //! - [`NetworkList`]: mynetworks-style address/prefix lists.
@@ -17,8 +19,9 @@
 //! mail data. Malformed files give a [`MapError`] with file and line, never a
 //! panic.
 //!
-//! Parameters read: alias_maps, local_recipient_maps, users_file,
-//! recipient_delimiter, mydestination, config_directory.
+//! Parameters read: alias_maps, local_recipient_maps, recipient_delimiter,
+//! mydestination, config_directory. (users_file is read by its callers:
+//! local through [`MailUsers`], auth through postern-passdb.)
 #![forbid(unsafe_code)]
 
 mod aliases;
@@ -33,4 +36,4 @@ pub use error::MapError;
 pub use network::NetworkList;
 pub use recipients::{AliasMaps, LocalDomains, LocalRecipients, split_map_list, strip_extension};
 pub use table::Table;
-pub use users::{MailUser, UsersFile};
+pub use users::{MailUser, MailUsers, UserLine, duplicate_user_warning, user_lines};

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use crate::aliases::{AliasTarget, Aliases, parse_targets};
 use crate::error::MapError;
 use crate::table::{Table, hash_source};
-use crate::users::UsersFile;
 
 /// Splits a map list parameter ("a:x, inline:{ k=v, k2=v2 } b:y") on commas
 /// and white space outside braces (postern-config's list splitting).
@@ -66,19 +65,9 @@ fn stamp(path: &Path) -> Result<Stamp, MapError> {
 enum Kind {
     Aliases(Aliases),
     Table(Table),
-    Users(UsersFile),
     /// The file could not be read or parsed: every lookup tries again and,
     /// while it fails, answers with this error (a temporary failure).
     Unavailable(MapError),
-}
-
-/// How a source was opened, so it can be opened again the same way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    /// A `type:name` map; `alias_syntax` reads hash-like files as aliases(5).
-    Map { alias_syntax: bool },
-    /// users_file.
-    Users,
 }
 
 /// One map with the file it came from, reloadable.
@@ -86,7 +75,8 @@ enum Origin {
 struct Source {
     spec: String,
     base_dir: PathBuf,
-    origin: Origin,
+    /// Hash-like files are read as aliases(5).
+    alias_syntax: bool,
     kind: Kind,
     file: Option<(PathBuf, Stamp)>,
 }
@@ -100,23 +90,17 @@ impl Source {
     fn open_or_unavailable(
         spec: &str,
         base_dir: &Path,
-        origin: Origin,
+        alias_syntax: bool,
     ) -> Result<Source, MapError> {
-        let opened = match origin {
-            Origin::Map { alias_syntax } => {
-                Table::check_spec(spec)?;
-                Source::open(spec, base_dir, alias_syntax)
-            }
-            Origin::Users => Source::users(Path::new(spec)),
-        };
-        match opened {
+        Table::check_spec(spec)?;
+        match Source::open(spec, base_dir, alias_syntax) {
             Ok(s) => Ok(s),
             Err(e) => {
                 tracing::warn!("{} is unavailable: {e}", spec.trim());
                 Ok(Source {
                     spec: spec.to_string(),
                     base_dir: base_dir.to_path_buf(),
-                    origin,
+                    alias_syntax,
                     kind: Kind::Unavailable(e),
                     file: None,
                 })
@@ -135,7 +119,7 @@ impl Source {
             return Ok(Source {
                 spec: spec.to_string(),
                 base_dir: base_dir.to_path_buf(),
-                origin: Origin::Map { alias_syntax },
+                alias_syntax,
                 kind: Kind::Aliases(a),
                 file: Some((path, st)),
             });
@@ -148,33 +132,15 @@ impl Source {
         Ok(Source {
             spec: spec.to_string(),
             base_dir: base_dir.to_path_buf(),
-            origin: Origin::Map { alias_syntax },
+            alias_syntax,
             kind: Kind::Table(t),
             file,
         })
     }
 
-    fn users(path: &Path) -> Result<Source, MapError> {
-        let st = stamp(path)?;
-        let u = UsersFile::load(path)?;
-        for w in u.warnings() {
-            tracing::warn!("{w}");
-        }
-        Ok(Source {
-            spec: path.display().to_string(),
-            base_dir: PathBuf::new(),
-            origin: Origin::Users,
-            kind: Kind::Users(u),
-            file: Some((path.to_path_buf(), st)),
-        })
-    }
-
     /// Opens this source again from its spec, the way it was first opened.
     fn reopen(&self) -> Result<Source, MapError> {
-        match self.origin {
-            Origin::Users => Source::users(Path::new(&self.spec)),
-            Origin::Map { alias_syntax } => Source::open(&self.spec, &self.base_dir, alias_syntax),
-        }
+        Source::open(&self.spec, &self.base_dir, self.alias_syntax)
     }
 
     /// Re-reads the file if it changed since it was read, or if it could not
@@ -216,7 +182,6 @@ impl Source {
                 }),
                 None => Ok(None),
             },
-            Kind::Users(_) => Ok(None),
             Kind::Unavailable(e) => Err(e.clone()),
         }
     }
@@ -225,7 +190,6 @@ impl Source {
         match &self.kind {
             Kind::Aliases(a) => Ok(a.lookup(key).is_some()),
             Kind::Table(t) => Ok(t.lookup(key)?.is_some()),
-            Kind::Users(u) => Ok(u.get(key).is_some()),
             Kind::Unavailable(e) => Err(e.clone()),
         }
     }
@@ -248,7 +212,7 @@ impl AliasMaps {
     pub fn open(specs: &[String], base_dir: &Path) -> Result<AliasMaps, MapError> {
         let sources = specs
             .iter()
-            .map(|s| Source::open_or_unavailable(s, base_dir, Origin::Map { alias_syntax: true }))
+            .map(|s| Source::open_or_unavailable(s, base_dir, true))
             .collect::<Result<_, _>>()?;
         Ok(AliasMaps { sources })
     }
@@ -272,11 +236,13 @@ impl AliasMaps {
     }
 }
 
-/// Answers "does this local part exist?" for smtpd (reject unknown users at RCPT) and local.
-/// Built from local_recipient_maps (+ users_file always); reloads a file when its mtime changed.
+/// Answers "does this local part exist?" for smtpd (reject unknown users at RCPT).
+/// Built from local_recipient_maps; reloads a file when it changed.
 /// An empty local_recipient_maps means "accept every local part" (Postfix semantics).
 /// Strips recipient_delimiter extensions (user+ext → user) and lower-cases.
-/// "postmaster" (and "mailer-daemon"?) — smtpd always accepts postmaster itself; here just lookup.
+///
+/// users_file is not one of its sources: it holds password hashes, and
+/// smtpd asks the auth service about its users instead (docs/auth.md).
 #[derive(Debug)]
 pub struct LocalRecipients {
     accept_all: bool,
@@ -286,26 +252,11 @@ pub struct LocalRecipients {
 
 impl LocalRecipients {
     /// Opens local_recipient_maps (hash-like maps that also appear in
-    /// alias_maps are read as aliases) and users_file. A spec that is wrong
-    /// in itself is an error; a file that is missing or cannot be read is
-    /// logged and makes [`LocalRecipients::exists`] fail (451 4.3.0) until it
-    /// can be read, as Postfix does with an unavailable table.
+    /// alias_maps are read as aliases); never users_file. A spec that is
+    /// wrong in itself is an error; a file that is missing or cannot be read
+    /// is logged and makes [`LocalRecipients::exists`] fail (451 4.3.0) until
+    /// it can be read, as Postfix does with an unavailable table.
     pub fn from_config(main: &postern_config::MainCf) -> Result<LocalRecipients, MapError> {
-        LocalRecipients::build(main, true)
-    }
-
-    /// Like [`LocalRecipients::from_config`], but leaves users_file out: for
-    /// a process that cannot read it (smtpd once `postern install` has made
-    /// it postern-auth's, docs/auth.md) and asks the auth service about
-    /// users_file users instead.
-    pub fn without_users_file(main: &postern_config::MainCf) -> Result<LocalRecipients, MapError> {
-        LocalRecipients::build(main, false)
-    }
-
-    fn build(
-        main: &postern_config::MainCf,
-        with_users_file: bool,
-    ) -> Result<LocalRecipients, MapError> {
         let base = config_dir(main);
         let specs = split_map_list(&main.str("local_recipient_maps"));
         let alias_files: HashSet<PathBuf> = split_map_list(&main.str("alias_maps"))
@@ -315,21 +266,7 @@ impl LocalRecipients {
         let mut sources = Vec::new();
         for spec in &specs {
             let as_alias = hash_source(spec, &base).is_some_and(|p| alias_files.contains(&p));
-            sources.push(Source::open_or_unavailable(
-                spec,
-                &base,
-                Origin::Map {
-                    alias_syntax: as_alias,
-                },
-            )?);
-        }
-        let users_file = main.str("users_file");
-        if with_users_file && !users_file.is_empty() {
-            sources.push(Source::open_or_unavailable(
-                &users_file,
-                &base,
-                Origin::Users,
-            )?);
+            sources.push(Source::open_or_unavailable(spec, &base, as_alias)?);
         }
         Ok(LocalRecipients {
             accept_all: specs.is_empty(),
@@ -592,28 +529,24 @@ mod tests {
     }
 
     #[test]
-    fn local_recipients_from_aliases_users_and_reload() {
+    fn local_recipients_from_aliases_and_reload() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(
             d.path().join("aliases"),
             "postmaster: root\nsales: joe, ann\n",
         )
         .unwrap();
-        let users = d.path().join("users");
-        std::fs::write(&users, "vera:{PLAIN}x\n").unwrap();
         let m = config(
             d.path(),
             &[
                 ("alias_maps", "hash:aliases"),
                 ("local_recipient_maps", "$alias_maps inline:{ extra=1 }"),
-                ("users_file", &users.display().to_string()),
                 ("recipient_delimiter", "+"),
             ],
         );
         let mut r = LocalRecipients::from_config(&m).unwrap();
         assert!(r.exists("Sales").unwrap());
         assert!(r.exists("sales+promo").unwrap());
-        assert!(r.exists("VERA+x").unwrap());
         assert!(r.exists("extra").unwrap());
         assert!(!r.exists("nobody").unwrap());
         // Change the aliases file: the next lookup sees it.
@@ -632,7 +565,7 @@ mod tests {
     }
 
     #[test]
-    fn without_users_file_leaves_it_out() {
+    fn users_file_is_never_a_source() {
         let d = tempfile::tempdir().unwrap();
         let users = d.path().join("users");
         std::fs::write(&users, "vera:{PLAIN}x\n").unwrap();
@@ -644,16 +577,16 @@ mod tests {
                 ("users_file", &users.display().to_string()),
             ],
         );
-        let mut r = LocalRecipients::without_users_file(&m).unwrap();
+        let mut r = LocalRecipients::from_config(&m).unwrap();
         assert!(r.exists("extra").unwrap());
-        assert!(!r.exists("vera").unwrap());
-        // It never opens the file: a missing one is no error.
+        assert!(
+            !r.exists("vera").unwrap(),
+            "users_file users are auth's to answer"
+        );
+        // It never opens the file: a missing one is no error either.
         std::fs::remove_file(&users).unwrap();
-        assert!(LocalRecipients::without_users_file(&m).is_ok());
-        // With it: starts, but a lookup that reaches it is a temporary failure.
-        let mut r = LocalRecipients::from_config(&m).expect("starts");
-        assert!(r.exists("extra").unwrap());
-        assert!(r.exists("vera").is_err());
+        let mut r = LocalRecipients::from_config(&m).unwrap();
+        assert!(!r.exists("vera").unwrap());
     }
 
     #[test]

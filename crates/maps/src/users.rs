@@ -1,25 +1,31 @@
-//! The users file: Dovecot-style passwd-file of mail-only (virtual) users.
+//! The users file without its passwords: who the mail-only (virtual) users
+//! are and where their mail goes.
 //!
-//! Format, one user a line: `user:password:uid:gid:gecos:home:shell:extra`.
-//! Only the user name is required; empty uid/gid/home mean "not set". Blank
-//! lines and '#' comments are skipped. Passwords are kept as the opaque
-//! `{SCHEME}...` strings Dovecot uses; nothing here checks them.
+//! Format (a Dovecot-style passwd-file), one user a line:
+//! `user:password:uid:gid:gecos:home:shell:extra`. Only the user name is
+//! required; empty uid/gid/home mean "not set". Blank lines and '#' comments
+//! are skipped.
+//!
+//! SECURITY: the password field is a hash that only the auth service keeps
+//! (docs/auth.md). [`MailUsers`], what local reads, never copies it:
+//! [`user_lines`] hands it out only as a slice of the caller's text, and
+//! [`MailUsers::load`] overwrites the file's bytes with zeros once it has
+//! parsed them. The hash-keeping reader is postern-passdb's, built on
+//! [`user_lines`] so that both read the same grammar.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::error::{MapError, read_file};
+use crate::error::MapError;
 
-/// One mail user from the users file.
+/// One mail user from the users file, without the password.
 ///
-/// Local uses it to find the Maildir; the access daemons (later) use the
-/// password; uid/gid say whom to run as when writing the mailbox.
+/// Local uses it to find the Maildir; uid/gid say whom to run as when
+/// writing the mailbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailUser {
     /// Lower-cased login / local part.
     pub name: String,
-    /// Password hash as stored, e.g. "{ARGON2ID}$argon2id$..."; may be empty.
-    pub password: String,
     /// System uid that owns the mailbox, if given.
     pub uid: Option<u32>,
     /// System gid that owns the mailbox, if given.
@@ -28,12 +34,16 @@ pub struct MailUser {
     pub home: Option<PathBuf>,
 }
 
-/// The parsed users file, in file order, with lookup by name.
-#[derive(Clone, Debug, Default)]
-pub struct UsersFile {
-    users: Vec<MailUser>,
-    index: HashMap<String, usize>,
-    warnings: Vec<String>,
+/// One parsed user line: the user, and the password field as a slice of the
+/// text that was parsed (never copied here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserLine<'a> {
+    /// 1-based line number.
+    pub line: usize,
+    /// The user's fields other than the password.
+    pub user: MailUser,
+    /// The password field as stored ("{SCHEME}..."; may be empty).
+    pub password: &'a str,
 }
 
 fn parse_id(field: &str, what: &str) -> Result<Option<u32>, String> {
@@ -59,49 +69,106 @@ fn valid_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl UsersFile {
-    /// Parses the users file text; `path` is only used in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<UsersFile, MapError> {
-        let mut out = UsersFile::default();
-        for (idx, raw) in text.lines().enumerate() {
-            let lineno = idx + 1;
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
+fn parse_line<'a>(line: &'a str, lineno: usize, path: &Path) -> Result<UserLine<'a>, MapError> {
+    let fields: Vec<&str> = line.splitn(8, ':').collect();
+    let err = |r: String| MapError::new(path, lineno, r);
+    let name = fields[0].trim().to_lowercase();
+    valid_name(&name).map_err(err)?;
+    let field = |i: usize| fields.get(i).map(|s| s.trim()).unwrap_or("");
+    Ok(UserLine {
+        line: lineno,
+        password: field(1),
+        user: MailUser {
+            name,
+            uid: parse_id(field(2), "uid").map_err(err)?,
+            gid: parse_id(field(3), "gid").map_err(err)?,
+            home: match field(5) {
+                "" => None,
+                h if h.starts_with('/') => Some(PathBuf::from(h)),
+                h => return Err(err(format!("home \"{h}\" is not an absolute path"))),
+            },
+        },
+    })
+}
+
+/// The user lines of users-file `text`, in file order (comments and blank
+/// lines skipped); `path` is only used in errors. The one grammar of the
+/// users file, for [`MailUsers`] here and the password database.
+pub fn user_lines<'a>(
+    text: &'a str,
+    path: &'a Path,
+) -> impl Iterator<Item = Result<UserLine<'a>, MapError>> + 'a {
+    text.lines().enumerate().filter_map(move |(idx, raw)| {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            return None;
+        }
+        Some(parse_line(line, idx + 1, path))
+    })
+}
+
+/// The warning for a user named twice (the last line wins).
+pub fn duplicate_user_warning(path: &Path, line: usize, name: &str) -> String {
+    format!(
+        "{}:{}: duplicate user \"{}\": the last one wins",
+        path.display(),
+        line,
+        name
+    )
+}
+
+/// Overwrites `buf` with zeros, in a way the optimiser keeps.
+pub(crate) fn wipe(buf: &mut [u8]) {
+    buf.fill(0);
+    std::hint::black_box(&buf);
+}
+
+/// The users file's users without their passwords, in file order, with
+/// lookup by name: what local needs (uid, gid, home).
+#[derive(Clone, Debug, Default)]
+pub struct MailUsers {
+    users: Vec<MailUser>,
+    index: HashMap<String, usize>,
+    warnings: Vec<String>,
+}
+
+impl MailUsers {
+    /// Parses users-file text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<MailUsers, MapError> {
+        let mut out = MailUsers::default();
+        for line in user_lines(text, path) {
+            let UserLine { line, user, .. } = line?;
+            match out.index.get(&user.name) {
+                Some(&i) => {
+                    out.warnings
+                        .push(duplicate_user_warning(path, line, &user.name));
+                    out.users[i] = user;
+                }
+                None => {
+                    out.index.insert(user.name.clone(), out.users.len());
+                    out.users.push(user);
+                }
             }
-            let fields: Vec<&str> = line.splitn(8, ':').collect();
-            let err = |r: String| MapError::new(path, lineno, r);
-            let name = fields[0].trim().to_lowercase();
-            valid_name(&name).map_err(err)?;
-            let field = |i: usize| fields.get(i).map(|s| s.trim()).unwrap_or("");
-            let user = MailUser {
-                name: name.clone(),
-                password: field(1).to_string(),
-                uid: parse_id(field(2), "uid").map_err(err)?,
-                gid: parse_id(field(3), "gid").map_err(err)?,
-                home: match field(5) {
-                    "" => None,
-                    h if h.starts_with('/') => Some(PathBuf::from(h)),
-                    h => return Err(err(format!("home \"{h}\" is not an absolute path"))),
-                },
-            };
-            if out.index.contains_key(&name) {
-                out.warnings.push(format!(
-                    "{}:{}: duplicate user \"{}\": the last one wins",
-                    path.display(),
-                    lineno,
-                    name
-                ));
-            }
-            out.upsert(user);
         }
         Ok(out)
     }
 
-    /// Reads and parses a users file.
-    pub fn load(path: &Path) -> Result<UsersFile, MapError> {
-        UsersFile::parse(&read_file(path)?, path)
+    /// Reads and parses a users file, then overwrites what was read (the
+    /// password hashes with the rest) with zeros.
+    pub fn load(path: &Path) -> Result<MailUsers, MapError> {
+        let mut bytes =
+            std::fs::read(path).map_err(|e| MapError::new(path, 0, format!("cannot read: {e}")))?;
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(text) => MailUsers::parse(text, path),
+            Err(e) => Err(MapError::new(
+                path,
+                0,
+                format!("not valid UTF-8 (byte offset {})", e.valid_up_to()),
+            )),
+        };
+        wipe(&mut bytes);
+        parsed
     }
 
     /// The user called `name` (compared lower-cased, no extension stripping).
@@ -120,41 +187,6 @@ impl UsersFile {
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
-
-    /// Serializes back (for `postern passwd` later): one line per user,
-    /// `name:password:uid:gid::home` with trailing empty fields dropped.
-    /// Comments of the original file are not kept.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        for u in &self.users {
-            let uid = u.uid.map(|v| v.to_string()).unwrap_or_default();
-            let gid = u.gid.map(|v| v.to_string()).unwrap_or_default();
-            let home = u
-                .home
-                .as_ref()
-                .map(|h| h.display().to_string())
-                .unwrap_or_default();
-            let mut fields = vec![u.name.as_str(), u.password.as_str(), &uid, &gid, "", &home];
-            while fields.len() > 1 && fields.last().is_some_and(|f| f.is_empty()) {
-                fields.pop();
-            }
-            out.push_str(&fields.join(":"));
-            out.push('\n');
-        }
-        out
-    }
-
-    /// Adds `user`, or replaces the user with the same (lower-cased) name in place.
-    pub fn upsert(&mut self, mut user: MailUser) {
-        user.name = user.name.to_lowercase();
-        match self.index.get(&user.name) {
-            Some(&i) => self.users[i] = user,
-            None => {
-                self.index.insert(user.name.clone(), self.users.len());
-                self.users.push(user);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -166,20 +198,27 @@ mod tests {
     #[test]
     fn parses_fields() {
         let t = "# users\n\nJoe:{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA:1001:1001::/home/joe::extra=1\nann:{PLAIN}x\nbob:\n";
-        let u = UsersFile::parse(t, Path::new(P)).unwrap();
+        let u = MailUsers::parse(t, Path::new(P)).unwrap();
         let joe = u.get("JOE").unwrap();
         assert_eq!(joe.name, "joe");
-        assert!(joe.password.starts_with("{ARGON2ID}$argon2id$"));
         assert_eq!((joe.uid, joe.gid), (Some(1001), Some(1001)));
         assert_eq!(joe.home.as_deref(), Some(Path::new("/home/joe")));
         let ann = u.get("ann").unwrap();
         assert_eq!((ann.uid, ann.gid, ann.home.as_ref()), (None, None, None));
-        assert_eq!(u.get("bob").unwrap().password, "");
         assert!(u.get("nobody").is_none());
         assert_eq!(
             u.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
             ["joe", "ann", "bob"]
         );
+        // The password field is only ever a slice of the text.
+        let lines: Vec<_> = user_lines(t, Path::new(P))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(lines[0].password.starts_with("{ARGON2ID}$argon2id$"));
+        assert_eq!(lines[0].line, 3);
+        assert_eq!(lines[1].password, "{PLAIN}x");
+        assert_eq!(lines[2].password, "");
+        assert!(!format!("{u:?}").contains("PLAIN"), "no hash kept");
     }
 
     #[test]
@@ -191,44 +230,31 @@ mod tests {
             ("a b:x\n", 1, "bad user"),
             ("a:x:1:1::relative\n", 1, "absolute"),
         ] {
-            let e = UsersFile::parse(t, Path::new(P)).unwrap_err();
+            let e = MailUsers::parse(t, Path::new(P)).unwrap_err();
             assert_eq!(e.line, line, "{t:?}: {e}");
             assert!(e.reason.contains(why), "{t:?}: {e}");
         }
     }
 
     #[test]
-    fn round_trip_and_upsert() {
-        let t = "joe:{PLAIN}a:1:2::/home/joe\nann:{PLAIN}b\n";
-        let mut u = UsersFile::parse(t, Path::new(P)).unwrap();
-        assert_eq!(u.to_text(), t);
-        u.upsert(MailUser {
-            name: "Ann".into(),
-            password: "{PLAIN}c".into(),
-            uid: None,
-            gid: Some(5),
-            home: None,
-        });
-        u.upsert(MailUser {
-            name: "zed".into(),
-            password: String::new(),
-            uid: None,
-            gid: None,
-            home: None,
-        });
-        assert_eq!(
-            u.to_text(),
-            "joe:{PLAIN}a:1:2::/home/joe\nann:{PLAIN}c::5\nzed\n"
-        );
-        let again = UsersFile::parse(&u.to_text(), Path::new(P)).unwrap();
-        assert_eq!(again.get("ann").unwrap().gid, Some(5));
-        assert_eq!(again.iter().count(), 3);
+    fn duplicate_warns_and_the_last_wins() {
+        let u = MailUsers::parse("a:1:5\na:2:6\n", Path::new(P)).unwrap();
+        assert_eq!(u.get("a").unwrap().uid, Some(6));
+        assert_eq!(u.iter().count(), 1);
+        assert_eq!(u.warnings().len(), 1);
     }
 
     #[test]
-    fn duplicate_warns() {
-        let u = UsersFile::parse("a:1\na:2\n", Path::new(P)).unwrap();
-        assert_eq!(u.get("a").unwrap().password, "2");
-        assert_eq!(u.warnings().len(), 1);
+    fn load_reads_and_reports_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("users");
+        std::fs::write(&p, "vera:{PLAIN}x:10:20::/home/vera\n").unwrap();
+        let u = MailUsers::load(&p).unwrap();
+        assert_eq!(u.get("vera").unwrap().gid, Some(20));
+        std::fs::write(&p, b"vera:\xff\n").unwrap();
+        let e = MailUsers::load(&p).unwrap_err();
+        assert!(e.reason.contains("UTF-8"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        assert!(MailUsers::load(&p).is_err());
     }
 }

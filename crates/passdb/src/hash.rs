@@ -3,7 +3,7 @@
 //! Schemes verified: `{ARGON2ID}` / `{ARGON2I}` (PHC strings), `{BLF-CRYPT}` /
 //! `{BCRYPT}` (`$2y$`, `$2b$`, `$2a$`), `{SHA512-CRYPT}` (`$6$`), `{CRYPT}`
 //! or no prefix (one of the crypt forms above, recognised by its `$id$`),
-//! and `{PLAIN}` (clear text: for tests only; the service warns when it
+//! and `{PLAIN}` (clear text: for tests only; auth warns when it
 //! loads one). New hashes are always argon2id ([`hash_password`]).
 //!
 //! SECURITY: every comparison of secret material is constant-time (the

@@ -92,8 +92,8 @@ fn new_password() -> Result<String, String> {
 }
 
 /// An argon2id hash in the passwd-file form "{ARGON2ID}$argon2id$..."
-/// (the auth service's [`postern_auth::hash_password`], which verifies it).
-pub use postern_auth::hash_password;
+/// (postern-passdb's [`postern_passdb::hash_password`]; auth verifies it).
+pub use postern_passdb::hash_password;
 
 /// Where the service binaries are: next to this `postern` binary.
 fn daemon_directory() -> Result<PathBuf, String> {

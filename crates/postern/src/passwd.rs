@@ -2,7 +2,7 @@
 //!
 //! The password is read from standard input when it is not a terminal (one
 //! line, for scripts), otherwise prompted for twice without echo. The new
-//! hash is argon2id ([`postern_auth::hash_password`]). The user's line keeps
+//! hash is argon2id ([`postern_passdb::hash_password`]). The user's line keeps
 //! its other fields (uid, gid, home, ...); a new user is appended as
 //! `user:{ARGON2ID}...::::::`. Every other line, comments included, is kept
 //! as it was.
@@ -225,7 +225,7 @@ pub fn command(config_dir: &Path, args: &[String]) -> Result<(), String> {
         return Err("postern: passwd: empty password refused".into());
     }
     let hash =
-        postern_auth::hash_password(&password).map_err(|e| format!("postern: passwd: {e}"))?;
+        postern_passdb::hash_password(&password).map_err(|e| format!("postern: passwd: {e}"))?;
     drop(password);
     let existed = line_exists(&text, user);
     write_atomically(&path, &set_password(&text, user, &hash))?;
@@ -286,7 +286,7 @@ mod tests {
             set_password("#dave:x\n", "dave", "H"),
             "#dave:x\ndave:H::::::\n"
         );
-        let parsed = postern_maps::UsersFile::parse(
+        let parsed = postern_passdb::PassDb::parse(
             &set_password("# c\n", "erin", "{PLAIN}x"),
             Path::new("users"),
         )

@@ -131,8 +131,9 @@ pub const PROGRAMS: &[ProgramPrivileges<'static>] = &[
         &[IPC_GROUP, POSTDROP_GROUP],
     ),
     unprivileged("smtp", "postern-smtp", "postern-smtp", &[IPC_GROUP]),
-    // The only reader of users_file (password hashes); outside any chroot
-    // so it can follow users_file wherever the administrator keeps it.
+    // The only process that keeps users_file's password hashes (smtpd asks
+    // it; local, as root, reads only uid/gid/home); outside any chroot so it
+    // can follow users_file wherever the administrator keeps it.
     ProgramPrivileges {
         program: "auth",
         default_user: Some("postern-auth"),

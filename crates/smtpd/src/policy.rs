@@ -3,12 +3,11 @@
 //! owns a sender address (smtpd_sender_login_maps). The decisions themselves
 //! are made by [`crate::restrictions`].
 //!
-//! users_file holds password hashes, so `postern install` makes it readable
-//! by the auth service only (docs/auth.md). smtpd therefore decides at its
-//! first lookup, after the privilege drop, how to reach it: if it can open
-//! the file (privilege separation off, as in the demo) it reads it directly
-//! like the other maps; if not (permission denied, or outside a chroot) it
-//! asks the auth service (`private/auth`, [`AuthRequest::Lookup`]).
+//! users_file holds password hashes, and only the auth service keeps them
+//! (docs/auth.md): smtpd never opens users_file, even when it could
+//! (privilege separation off, as in the demo). It asks the auth service
+//! about users_file users (`private/auth`, [`AuthRequest::Lookup`]) after
+//! local_recipient_maps has not said yes.
 //!
 //! SECURITY: a lookup that cannot be answered (auth unreachable, a table
 //! unreadable) is a temporary failure (451 4.3.0), never "unknown user":
@@ -27,29 +26,18 @@ use std::net::IpAddr;
 /// How long smtpd waits for the auth service (connect, each read and write).
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How smtpd learns about users_file users.
-#[derive(Debug)]
-enum UsersAccess {
-    /// No users_file.
-    None,
-    /// Not decided yet: decided at the first lookup, after the privilege drop.
-    Undecided(PathBuf),
-    /// smtpd reads users_file itself (it is part of `recipients`).
-    Direct(PathBuf),
-    /// smtpd cannot read users_file: it asks the auth service at this socket.
-    ViaAuth(PathBuf),
-}
 /// The recipient policy of one smtpd process.
 pub struct Policy {
-    main: MainCf,
     /// mydestination, parsed (and its tables opened) once at start-up.
     local_domains: LocalDomains,
     /// recipient_delimiter.
     delimiters: String,
     mynetworks: NetworkList,
     relay_domains: Vec<String>,
+    /// local_recipient_maps (never users_file).
     recipients: LocalRecipients,
-    users: UsersAccess,
+    /// users_file is set: ask the auth service about its users.
+    users_via_auth: bool,
     auth_socket: PathBuf,
     /// smtpd_sender_login_maps, in order (empty: the built-in rule).
     sender_logins: Vec<Table>,
@@ -65,18 +53,8 @@ impl Policy {
             .into_iter()
             .map(|d| d.to_ascii_lowercase())
             .collect();
-        let recipients = LocalRecipients::without_users_file(main).map_err(|e| e.to_string())?;
-        let users_file = main.str("users_file");
-        let users = if users_file.is_empty() {
-            UsersAccess::None
-        } else {
-            // Start-up still looks (we may be root here), but a missing file
-            // only warns: its users get 451 until it exists, the rest works.
-            if let Err(e) = std::fs::metadata(&users_file) {
-                tracing::warn!("users_file {users_file} is unavailable: cannot stat: {e}");
-            }
-            UsersAccess::Undecided(PathBuf::from(users_file))
-        };
+        let recipients = LocalRecipients::from_config(main).map_err(|e| e.to_string())?;
+        let users_via_auth = !main.str("users_file").is_empty();
         let config_dir = main.path("config_directory");
         let sender_logins = postern_maps::split_map_list(&main.str("smtpd_sender_login_maps"))
             .iter()
@@ -91,50 +69,12 @@ impl Policy {
             sender_logins,
             local_domains,
             delimiters: main.str("recipient_delimiter"),
-            main: main.clone(),
             mynetworks,
             relay_domains,
             recipients,
-            users,
+            users_via_auth,
             auth_socket: main.path("queue_directory").join("private").join("auth"),
         })
-    }
-
-    /// Can this process open users_file? Ok(false) = no, ask auth instead;
-    /// Err = some other failure (a temporary one).
-    fn can_read(path: &std::path::Path) -> Result<bool, String> {
-        match std::fs::File::open(path) {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
-    }
-
-    /// Settles [`UsersAccess::Undecided`] (first lookup after the drop).
-    fn decide(&mut self) -> Result<(), String> {
-        let UsersAccess::Undecided(path) = &self.users else {
-            return Ok(());
-        };
-        let path = path.clone();
-        if Policy::can_read(&path)? {
-            self.recipients =
-                LocalRecipients::from_config(&self.main).map_err(|e| e.to_string())?;
-            self.users = UsersAccess::Direct(path);
-        } else {
-            tracing::debug!(
-                "cannot read {}: asking the auth service about its users",
-                path.display()
-            );
-            self.users = UsersAccess::ViaAuth(self.auth_socket.clone());
-        }
-        Ok(())
     }
 
     /// Asks the auth service whether `local_part` (or, with an extension,
@@ -168,42 +108,18 @@ impl Policy {
 
     /// Is `local_part` a local recipient? Err = could not tell (temporary).
     pub fn recipient_exists(&mut self, local_part: &str) -> Result<bool, String> {
-        self.decide()?;
         match self.recipients.exists(local_part) {
-            Ok(true) => return Ok(true),
-            Ok(false) => {}
+            Ok(true) => Ok(true),
+            Ok(false) if self.users_via_auth => self.ask_auth(&self.auth_socket, local_part),
+            Ok(false) => Ok(false),
+            // A map could not be read: the auth service may still know the
+            // user; otherwise the answer is unknown (a temporary failure).
             Err(e) => {
-                // users_file locked down while we run (`postern install`):
-                // switch to the auth service rather than fail until restart.
-                let locked = match &self.users {
-                    UsersAccess::Direct(p) => !Policy::can_read(p).unwrap_or(true),
-                    _ => false,
-                };
-                if !locked {
-                    // The auth service may still know the user (users_file
-                    // is not the table that failed); otherwise unknown.
-                    if let UsersAccess::ViaAuth(socket) = &self.users
-                        && self.ask_auth(socket, local_part)?
-                    {
-                        return Ok(true);
-                    }
-                    return Err(e.to_string());
-                }
-                self.recipients =
-                    LocalRecipients::without_users_file(&self.main).map_err(|e| e.to_string())?;
-                self.users = UsersAccess::ViaAuth(self.auth_socket.clone());
-                if self
-                    .recipients
-                    .exists(local_part)
-                    .map_err(|e| e.to_string())?
-                {
+                if self.users_via_auth && self.ask_auth(&self.auth_socket, local_part)? {
                     return Ok(true);
                 }
+                Err(e.to_string())
             }
-        }
-        match &self.users {
-            UsersAccess::ViaAuth(socket) => self.ask_auth(socket, local_part),
-            _ => Ok(false),
         }
     }
 
@@ -312,28 +228,26 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn reads_a_readable_users_file_directly() {
-        let d = scratch("direct");
-        std::fs::write(d.join("users"), "vera:{PLAIN}x\n").unwrap();
-        let mut p = Policy::from_config(&config(&d)).unwrap();
-        assert_eq!(p.recipient_exists("Vera+tag"), Ok(true));
+    fn without_users_file_auth_is_not_asked() {
+        let d = scratch("none");
+        let mut m = config(&d);
+        m.set("users_file", "");
+        let mut p = Policy::from_config(&m).unwrap();
+        // No auth service listens: an unknown user is still a plain "no".
+        assert_eq!(p.recipient_exists("vera"), Ok(false));
         assert_eq!(p.recipient_exists("extra"), Ok(true));
-        assert_eq!(p.recipient_exists("bob"), Ok(false));
-        assert!(matches!(p.users, UsersAccess::Direct(_)));
         let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
-    fn asks_auth_when_users_file_is_out_of_reach_and_tempfails_without_it() {
+    fn never_reads_users_file_asks_auth_and_tempfails_without_it() {
         let d = scratch("auth");
+        // Readable by this process, and still never read: its users are
+        // the auth service's to answer.
         std::fs::write(d.join("users"), "vera:{PLAIN}x\n").unwrap();
         let mut p = Policy::from_config(&config(&d)).unwrap();
-        // Out of reach after start-up (as in a chroot, or locked down):
-        // removing it works for root too, who could read a 0600 file.
-        std::fs::remove_file(d.join("users")).unwrap();
         // No auth service yet: temporary failure, never "unknown user".
         assert!(p.recipient_exists("vera").is_err());
-        assert!(matches!(p.users, UsersAccess::ViaAuth(_)));
         // Other maps still answer without auth.
         assert_eq!(p.recipient_exists("extra"), Ok(true));
         let listener = std::os::unix::net::UnixListener::bind(d.join("private/auth")).unwrap();
