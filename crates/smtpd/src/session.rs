@@ -18,7 +18,7 @@ use crate::restrictions::{Decision, Request};
 use crate::stream::{HandshakeError, Stream};
 use crate::{BareNewline, Smtpd, TlsLevel};
 use postern_ipc::messages::{AuthReply, AuthRequest};
-use postern_ipc::{CHUNK_SIZE, Channel, CleanupReply, CleanupRequest};
+use postern_ipc::{CHUNK_SIZE, Channel, CleanupClient, CleanupError};
 use postern_sasl::{Exchange, Mechanism, SaslError, Step};
 use postern_smtp_proto::Reply;
 use postern_smtp_proto::server::{self, AuthStep, End, Notice, RcptTo, SaslLogin, Session, reply};
@@ -38,7 +38,7 @@ struct Driver<'a> {
     client: String,
     /// The cleanup stream of the current transaction, from its first
     /// accepted recipient on.
-    cleanup: Option<Channel>,
+    cleanup: Option<CleanupClient>,
     queue_id: Option<String>,
     /// The SASL exchange in progress.
     exchange: Option<Exchange>,
@@ -214,12 +214,8 @@ impl server::Driver for Driver<'_> {
             warn!("{}: cannot open cleanup stream: {why}", self.client);
             return Err(reply(451, (4, 3, 0), "Error: queue file write error"));
         }
-        let req = CleanupRequest::Recipient {
-            address: to.address.clone(),
-            original: to.address.clone(),
-        };
         let sent = match self.cleanup.as_mut() {
-            Some(ch) => ch.send(&req).await.is_ok(),
+            Some(c) => c.recipient(&to.address, &to.address).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -230,32 +226,25 @@ impl server::Driver for Driver<'_> {
     }
 
     async fn content(&mut self, _: &Session, data: Vec<u8>) -> bool {
-        let Some(ch) = self.cleanup.as_mut() else {
+        let Some(c) = self.cleanup.as_mut() else {
             return false;
         };
-        ch.send(&CleanupRequest::Content { data }).await.is_ok()
+        c.content(&data).await.is_ok()
     }
 
     /// Asks cleanup to commit the message and relays its answer.
     async fn data_end(&mut self, s: &Session) -> Reply {
         let id = self.queue_id();
-        let Some(ch) = self.cleanup.as_mut() else {
+        let Some(c) = self.cleanup.take() else {
             return reply(451, (4, 3, 0), "Error: queue file write error");
         };
-        if ch.send(&CleanupRequest::End).await.is_err() {
-            return reply(451, (4, 3, 0), "Error: queue file write error");
-        }
-        let answer =
-            tokio::time::timeout(self.smtpd.settings.ipc_timeout, ch.recv::<CleanupReply>()).await;
-        match answer {
-            Ok(Ok(Some(CleanupReply::Queued { queue_id }))) => {
-                reply(250, (2, 0, 0), format!("Ok: queued as {queue_id}"))
-            }
-            Ok(Ok(Some(CleanupReply::Rejected {
+        match c.commit().await {
+            Ok(queue_id) => reply(250, (2, 0, 0), format!("Ok: queued as {queue_id}")),
+            Err(CleanupError::Rejected {
                 temporary,
                 dsn,
                 reason,
-            }))) => {
+            }) => {
                 let ec = parse_dsn(&dsn).unwrap_or(if temporary { (4, 3, 0) } else { (5, 3, 0) });
                 let code = if temporary { 451 } else { 554 };
                 let r = reply(code, ec, format!("Error: {reason}"));
@@ -266,8 +255,8 @@ impl server::Driver for Driver<'_> {
                 );
                 r
             }
-            other => {
-                warn!("{id}: no answer from cleanup: {other:?}");
+            Err(CleanupError::Unavailable(why)) => {
+                warn!("{id}: no answer from cleanup: {why}");
                 reply(451, (4, 3, 0), "Error: queue file write error")
             }
         }
@@ -359,13 +348,7 @@ impl Driver<'_> {
         );
     }
 
-    async fn open_cleanup(&mut self, s: &Session) -> Result<(), String> {
-        let t = self.settings().ipc_timeout.min(Duration::from_secs(60));
-        let path = self.settings().cleanup_socket.clone();
-        let mut ch = tokio::time::timeout(t, Channel::connect(&path))
-            .await
-            .map_err(|_| "timeout".to_string())?
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    async fn open_cleanup(&mut self, s: &Session) -> Result<(), CleanupError> {
         let mut attributes = vec![
             ("client_name".to_string(), "unknown".to_string()),
             ("client_address".to_string(), self.peer.ip().to_string()),
@@ -387,27 +370,18 @@ impl Driver<'_> {
                 attributes.push(("sasl_username".to_string(), login.user.clone()));
             }
         }
-        ch.send(&CleanupRequest::Open {
-            attributes,
-            flags: 0,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let id = match tokio::time::timeout(t, ch.recv::<CleanupReply>()).await {
-            Ok(Ok(Some(CleanupReply::Opened { queue_id }))) => queue_id,
-            Ok(Ok(Some(CleanupReply::Rejected { reason, .. }))) => return Err(reason),
-            Ok(Ok(other)) => return Err(format!("unexpected reply {other:?}")),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("timeout".into()),
-        };
         let Some(sender) = s.sender() else {
-            return Err("no transaction".into());
+            return Err(CleanupError::Unavailable("no transaction".into()));
         };
-        ch.send(&CleanupRequest::Sender {
-            address: sender.to_string(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let mut c = CleanupClient::open(
+            &self.settings().cleanup_socket,
+            attributes,
+            0,
+            self.settings().ipc_timeout,
+        )
+        .await?;
+        c.sender(sender).await?;
+        let id = c.queue_id().to_string();
         match s.sasl() {
             Some(login) => info!(
                 "{id}: client={}, sasl_method={}, sasl_username={}",
@@ -416,7 +390,7 @@ impl Driver<'_> {
             None => info!("{id}: client={}", self.client),
         }
         self.queue_id = Some(id);
-        self.cleanup = Some(ch);
+        self.cleanup = Some(c);
         Ok(())
     }
 
