@@ -19,7 +19,7 @@
 //! never returns a hash. Clients are other Postern services (postern-ipc
 //! group): auth trusts their framing, not their content.
 //!
-//! Parameters read: users_file, auth_failure_delay, auth_failure_limit,
+//! PARAMETERS: users_file, auth_failure_delay, auth_failure_limit,
 //! auth_failure_window, ipc_timeout.
 
 #![forbid(unsafe_code)]

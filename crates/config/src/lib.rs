@@ -27,3 +27,5 @@ pub use params::{
 
 #[cfg(test)]
 mod shipped_tests;
+#[cfg(test)]
+mod workspace_tests;

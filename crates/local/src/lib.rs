@@ -26,11 +26,11 @@
 //! (O_EXCL|O_NOFOLLOW, then fchown) and its dotlock. Without root, delivery
 //! runs in this process as the process user (the quickstart).
 //!
-//! Parameters read: alias_maps, users_file, virtual_mailbox_base,
+//! PARAMETERS: alias_maps, users_file, virtual_mailbox_base,
 //! home_mailbox, mail_spool_directory, recipient_delimiter, mydestination,
 //! myhostname, allow_mail_to_commands, allow_mail_to_files, forward_path,
 //! local_command_shell, command_time_limit, default_privs,
-//! privilege_separation.
+//! privilege_separation, ipc_timeout.
 #![deny(unsafe_code)]
 
 pub mod command;
