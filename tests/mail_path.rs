@@ -259,14 +259,30 @@ fn an_undeliverable_recipient_is_returned_to_the_sender() {
     // task); it arrives from the null sender in alice's mailbox.
     let notices = inst.wait_mail("alice", 1, T);
     let n = String::from_utf8_lossy(&notices[0]).into_owned();
-    assert!(n.contains("Subject: Undelivered Mail Returned to Sender"), "{n}");
+    assert!(
+        n.contains("Subject: Undelivered Mail Returned to Sender"),
+        "{n}"
+    );
     assert!(n.contains("Return-Path: <>"), "{n}");
     assert!(n.contains("Content-Type: message/delivery-status"), "{n}");
-    assert!(n.contains("Final-Recipient: rfc822; ghost@example.test") || n.contains("nosuch-user-postern-test"), "{n}");
-    assert!(n.contains("Message-ID: <ghost@remote.example>"), "the original header is attached: {n}");
-    assert!(wait_until(T, || inst.queue_empty()), "the original is removed once the notice is queued");
+    assert!(
+        n.contains("Final-Recipient: rfc822; ghost@example.test")
+            || n.contains("nosuch-user-postern-test"),
+        "{n}"
+    );
+    assert!(
+        n.contains("Message-ID: <ghost@remote.example>"),
+        "the original header is attached: {n}"
+    );
+    assert!(
+        wait_until(T, || inst.queue_empty()),
+        "the original is removed once the notice is queued"
+    );
     let log = inst.log();
-    assert!(log.contains(&format!("{id}: sender non-delivery notification: ")), "{log}");
+    assert!(
+        log.contains(&format!("{id}: sender non-delivery notification: ")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -502,7 +518,11 @@ fn bdat_chunks_are_delivered_byte_exact_and_limited_like_data() {
     // Without a transaction the chunk is skipped, the session stays in step.
     c.raw(b"BDAT 13\r\nRCPT TO:<x>\r\n");
     assert_eq!(c.read_reply().code, 503);
-    assert_eq!(c.cmd("NOOP").code, 250, "the chunk was not read as commands");
+    assert_eq!(
+        c.cmd("NOOP").code,
+        250,
+        "the chunk was not read as commands"
+    );
     // A message in three chunks, all pipelined; a CRLF split between
     // chunks, a "." line that is content (no stuffing in BDAT).
     let parts: [&[u8]; 3] = [
@@ -520,7 +540,10 @@ fn bdat_chunks_are_delivered_byte_exact_and_limited_like_data() {
     assert_eq!(c.read_reply().code, 250, "MAIL");
     assert_eq!(c.read_reply().code, 250, "RCPT");
     let r = c.read_reply();
-    assert_eq!((r.code, r.text()), (250, format!("2.0.0 Ok: {} bytes", parts[0].len())));
+    assert_eq!(
+        (r.code, r.text()),
+        (250, format!("2.0.0 Ok: {} bytes", parts[0].len()))
+    );
     assert_eq!(c.read_reply().code, 250);
     let r = c.read_reply();
     queued_id(&r);
@@ -553,7 +576,10 @@ fn bdat_chunks_are_delivered_byte_exact_and_limited_like_data() {
     assert_eq!(c.read_reply().code, 503);
     assert_eq!(c.cmd("NOOP").code, 250);
     assert!(wait_until(T, || inst.queue_empty()));
-    assert!(inst.mailbox("bob").is_empty(), "nothing of the refused messages");
+    assert!(
+        inst.mailbox("bob").is_empty(),
+        "nothing of the refused messages"
+    );
     // A BDAT whose size cannot be read: the chunk cannot be found, so the
     // server hangs up rather than read its bytes as commands.
     c.raw(b"BDAT 1x\r\nQUIT\r\n");

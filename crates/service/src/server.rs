@@ -185,7 +185,10 @@ fn lifecycle(status_pipe: Option<Arc<File>>) -> watch::Receiver<Lifecycle> {
 }
 
 fn limits(ctx: &ServiceContext) -> (u64, Duration) {
-    let max_use = ctx.config.bounded::<u64>("max_use").unwrap_or_else(|e| fatal(e));
+    let max_use = ctx
+        .config
+        .bounded::<u64>("max_use")
+        .unwrap_or_else(|e| fatal(e));
     let max_idle = ctx.config.time("max_idle").unwrap_or_else(|e| fatal(e));
     (max_use, max_idle)
 }

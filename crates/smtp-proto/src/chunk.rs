@@ -165,7 +165,13 @@ mod tests {
     }
 
     fn content_byte() -> impl Strategy<Value = u8> {
-        prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), any::<u8>()]
+        prop_oneof![
+            Just(b'\r'),
+            Just(b'\n'),
+            Just(b'.'),
+            Just(b'a'),
+            any::<u8>()
+        ]
     }
 
     proptest! {
