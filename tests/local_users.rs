@@ -488,7 +488,7 @@ fn a_user_without_a_home_is_deferred_with_a_clear_reason() {
     let o = site.deliver(&mut ld, "pt-user3@example.test");
     match &o {
         Outcome::Deferred { dsn, reason } => {
-            assert_eq!(dsn, "4.3.0");
+            assert_eq!(dsn.to_string(), "4.3.0");
             assert!(
                 reason.contains(&format!(
                     "user \"pt-user3\" has no home directory {}",

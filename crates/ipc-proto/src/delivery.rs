@@ -5,6 +5,7 @@
 
 use crate::codec::{DecodeError, Decoder, Encoder, Message};
 use crate::kinds::*;
+use postern_status::{DeliveryStatus, EnhancedCode, StatusClass};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One recipient in a delivery request. `index` is its position in the queue
@@ -46,17 +47,6 @@ pub struct DeliveryRequest {
     pub delivered: Vec<String>,
 }
 
-/// The result class of one recipient's delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    /// Delivered: mark the recipient done.
-    Sent,
-    /// Temporary failure: try again later.
-    Deferred,
-    /// Permanent failure: return to sender, mark done.
-    Bounced,
-}
-
 /// A delivery agent's answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeliveryReply {
@@ -64,12 +54,9 @@ pub enum DeliveryReply {
     Status {
         /// The recipient's [`DeliveryRecipient::index`].
         index: u32,
-        /// Sent, deferred or bounced.
-        outcome: DeliveryOutcome,
-        /// Enhanced status code, e.g. "2.0.0".
-        dsn: String,
-        /// What happened, for the log and the bounce.
-        text: String,
+        /// Sent (success), deferred (temporary) or bounced (permanent),
+        /// its enhanced code and what happened, for the log and the bounce.
+        status: DeliveryStatus,
     },
     /// The destinations this message has now been delivered to (the
     /// request's `delivered` plus this request's successes), sent before
@@ -97,6 +84,45 @@ fn get_time(d: &mut Decoder<'_>) -> Result<SystemTime, DecodeError> {
     UNIX_EPOCH
         .checked_add(Duration::from_secs(secs) + Duration::from_micros(u64::from(micros)))
         .ok_or(DecodeError::BadValue("time"))
+}
+
+/// A [`DeliveryStatus`] on the wire: the class (0 success, 1 temporary,
+/// 2 permanent), the enhanced code as three numbers (u8 class digit, u32
+/// subject, u32 detail), and the text. Decoding refuses an invalid code
+/// (9.x.x, a part over 999) and a class that disagrees with the code's first
+/// digit.
+pub fn put_status(e: &mut Encoder, s: &DeliveryStatus) {
+    let class = match s.class() {
+        StatusClass::Success => 0,
+        StatusClass::Temporary => 1,
+        StatusClass::Permanent => 2,
+    };
+    let EnhancedCode(c, subject, detail) = s.code();
+    e.u8(class)
+        .u8(c)
+        .u32(u32::from(subject))
+        .u32(u32::from(detail))
+        .str(s.text());
+}
+
+/// Reads what [`put_status`] wrote, checked.
+pub fn get_status(d: &mut Decoder<'_>) -> Result<DeliveryStatus, DecodeError> {
+    let class = match d.u8()? {
+        0 => StatusClass::Success,
+        1 => StatusClass::Temporary,
+        2 => StatusClass::Permanent,
+        _ => return Err(DecodeError::BadValue("delivery status class")),
+    };
+    let c = d.u8()?;
+    let subject = u16::try_from(d.u32()?).map_err(|_| DecodeError::BadValue("status code"))?;
+    let detail = u16::try_from(d.u32()?).map_err(|_| DecodeError::BadValue("status code"))?;
+    let text = d.str()?;
+    DeliveryStatus::new(class, EnhancedCode(c, subject, detail), text).map_err(|e| match e {
+        postern_status::StatusError::BadCode(_) => DecodeError::BadValue("status code"),
+        postern_status::StatusError::ClassMismatch(..) => {
+            DecodeError::BadValue("status class disagrees with its code")
+        }
+    })
 }
 
 impl Message for DeliveryRequest {
@@ -153,19 +179,10 @@ impl Message for DeliveryRequest {
 impl Message for DeliveryReply {
     fn encode(&self) -> Vec<u8> {
         match self {
-            DeliveryReply::Status {
-                index,
-                outcome,
-                dsn,
-                text,
-            } => {
+            DeliveryReply::Status { index, status } => {
                 let mut e = Encoder::new(K_STATUS);
-                let o = match outcome {
-                    DeliveryOutcome::Sent => 0,
-                    DeliveryOutcome::Deferred => 1,
-                    DeliveryOutcome::Bounced => 2,
-                };
-                e.u32(*index).u8(o).str(dsn).str(text);
+                e.u32(*index);
+                put_status(&mut e, status);
                 e.finish()
             }
             DeliveryReply::Delivered { keys } => {
@@ -178,21 +195,10 @@ impl Message for DeliveryReply {
     }
     fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         Ok(match kind {
-            K_STATUS => {
-                let index = d.u32()?;
-                let outcome = match d.u8()? {
-                    0 => DeliveryOutcome::Sent,
-                    1 => DeliveryOutcome::Deferred,
-                    2 => DeliveryOutcome::Bounced,
-                    _ => return Err(DecodeError::BadValue("delivery outcome")),
-                };
-                DeliveryReply::Status {
-                    index,
-                    outcome,
-                    dsn: d.str()?,
-                    text: d.str()?,
-                }
-            }
+            K_STATUS => DeliveryReply::Status {
+                index: d.u32()?,
+                status: get_status(d)?,
+            },
             K_DELIVERED => DeliveryReply::Delivered { keys: d.strs()? },
             K_FINISHED => DeliveryReply::Finished,
             k => return Err(DecodeError::UnknownKind(k)),

@@ -33,7 +33,8 @@ pub mod trigger;
 pub use auth::{AuthReply, AuthRequest};
 pub use cleanup::{CleanupReply, CleanupRequest, cleanup_flags};
 pub use codec::{CHUNK_SIZE, DecodeError, FrameTooLarge, MAX_FRAME, Message, VERSION};
-pub use delivery::{DeliveryOutcome, DeliveryRecipient, DeliveryReply, DeliveryRequest};
+pub use delivery::{DeliveryRecipient, DeliveryReply, DeliveryRequest};
+pub use postern_status::{DeliveryStatus, EnhancedCode, StatusClass};
 pub use submit::{SubmitContent, SubmitRequest};
 pub use trigger::Trigger;
 

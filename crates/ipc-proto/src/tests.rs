@@ -59,11 +59,93 @@ fn every_message_round_trips() {
     round(DeliveryReply::Delivered { keys: vec![] });
     round(DeliveryReply::Status {
         index: 7,
-        outcome: DeliveryOutcome::Bounced,
-        dsn: "5.1.1".into(),
-        text: "no".into(),
+        status: DeliveryStatus::permanent(1, 1, "no"),
+    });
+    round(DeliveryReply::Status {
+        index: 0,
+        status: DeliveryStatus::sent("delivered to maildir"),
+    });
+    round(DeliveryReply::Status {
+        index: u32::MAX,
+        status: DeliveryStatus::temporary(999, 999, ""),
     });
     round(DeliveryReply::Finished);
+}
+
+/// A status frame built by hand: index 7, then class, the code's three
+/// numbers and the text.
+fn status_frame(class: u8, c: u8, subject: u32, detail: u32) -> Vec<u8> {
+    let mut e = crate::codec::Encoder::new(
+        crate::kinds::KINDS
+            .iter()
+            .find(|k| k.message == "DeliveryReply::Status")
+            .unwrap()
+            .byte,
+    );
+    e.u32(7).u8(class).u8(c).u32(subject).u32(detail).str("why");
+    e.finish()
+}
+
+#[test]
+fn the_status_code_travels_as_three_numbers() {
+    let f = DeliveryReply::Status {
+        index: 7,
+        status: DeliveryStatus::permanent(1, 1, "why"),
+    }
+    .encode();
+    assert_eq!(f, status_frame(2, 5, 1, 1));
+    assert!(!f.windows(5).any(|w| w == b"5.1.1"));
+    assert_eq!(
+        decode_frame::<DeliveryReply>(&status_frame(1, 4, 4, 7)),
+        Ok(DeliveryReply::Status {
+            index: 7,
+            status: DeliveryStatus::temporary(4, 7, "why"),
+        })
+    );
+}
+
+#[test]
+fn invalid_status_codes_are_refused() {
+    let bad = |class, c, s, d| decode_frame::<DeliveryReply>(&status_frame(class, c, s, d));
+    // 9.x.x and 3.x.x are no classes.
+    assert_eq!(bad(2, 9, 1, 1), Err(DecodeError::BadValue("status code")));
+    assert_eq!(bad(0, 3, 0, 0), Err(DecodeError::BadValue("status code")));
+    // Subject or detail over three digits (or over u16).
+    assert_eq!(
+        bad(2, 5, 1000, 0),
+        Err(DecodeError::BadValue("status code"))
+    );
+    assert_eq!(
+        bad(2, 5, 0, 70_000),
+        Err(DecodeError::BadValue("status code"))
+    );
+    // A class that disagrees with the code's first digit.
+    for (class, c) in [(0, 5), (1, 2), (2, 4), (0, 4), (1, 5), (2, 2)] {
+        assert_eq!(
+            bad(class, c, 0, 0),
+            Err(DecodeError::BadValue(
+                "status class disagrees with its code"
+            )),
+            "{class} {c}"
+        );
+    }
+    // No such class.
+    assert_eq!(
+        bad(3, 5, 0, 0),
+        Err(DecodeError::BadValue("delivery status class"))
+    );
+}
+
+proptest! {
+    #[test]
+    fn every_valid_status_round_trips(class in 0u8..3, s in 0u16..1000, d in 0u16..1000, text in ".{0,40}") {
+        let status = match class {
+            0 => DeliveryStatus::success(s, d, text),
+            1 => DeliveryStatus::temporary(s, d, text),
+            _ => DeliveryStatus::permanent(s, d, text),
+        };
+        round(DeliveryReply::Status { index: 1, status });
+    }
 }
 
 #[test]

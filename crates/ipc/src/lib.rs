@@ -15,9 +15,9 @@ pub use channel::{BlockingChannel, Channel, IpcError, read_triggers, send_trigge
 pub use cleanup_client::{BlockingCleanupClient, CleanupClient, CleanupError};
 pub use postern_ipc_proto::codec;
 pub use postern_ipc_proto::{
-    AuthReply, AuthRequest, CHUNK_SIZE, CleanupReply, CleanupRequest, DecodeError, DeliveryOutcome,
-    DeliveryRecipient, DeliveryReply, DeliveryRequest, FrameTooLarge, MAX_FRAME, Message,
-    SubmitContent, SubmitRequest, Trigger, VERSION, cleanup_flags,
+    AuthReply, AuthRequest, CHUNK_SIZE, CleanupReply, CleanupRequest, DecodeError,
+    DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus, EnhancedCode, FrameTooLarge,
+    MAX_FRAME, Message, StatusClass, SubmitContent, SubmitRequest, Trigger, VERSION, cleanup_flags,
 };
 
 /// Every message type under the path older code uses

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::mailbox::{ContentReader, DeliveryError};
+use crate::mailbox::{ContentReader, DeliveryError, EnhancedCode};
 
 /// How a command is run: shell, environment and time limit.
 #[derive(Clone, Debug)]
@@ -27,25 +27,6 @@ pub struct CommandSpec<'a> {
 
 /// Most output kept for the bounce/log reason.
 const OUTPUT_KEEP: usize = 1024;
-
-/// The sysexits(3) table as Postfix uses it: (code, dsn, text).
-const SYSEXITS: &[(i32, &str, &str)] = &[
-    (64, "5.3.0", "command line usage error"),
-    (65, "5.6.0", "data format error"),
-    (66, "5.3.0", "cannot open input"),
-    (67, "5.1.1", "user unknown"),
-    (68, "5.1.2", "host name unknown"),
-    (69, "5.3.0", "service unavailable"),
-    (70, "5.3.0", "internal software error"),
-    (71, "4.3.0", "system resource problem"),
-    (72, "5.3.0", "critical OS file missing"),
-    (73, "5.2.0", "can't create user output file"),
-    (74, "5.3.0", "input/output error"),
-    (75, "4.3.0", "temporary failure"),
-    (76, "5.5.0", "remote error in protocol"),
-    (77, "5.7.0", "permission denied"),
-    (78, "5.3.5", "local configuration error"),
-];
 
 /// Runs the command with `prefix` + content on stdin. Ok(()) = exit 0.
 pub fn run_command(
@@ -67,7 +48,7 @@ pub fn run_command(
         .spawn()
         .map_err(|e| {
             DeliveryError::temp(
-                "4.3.0",
+                EnhancedCode(4, 3, 0),
                 format!("cannot run command \"{}\": {e}", spec.command),
             )
         })?;
@@ -77,7 +58,10 @@ pub fn run_command(
     else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(DeliveryError::temp("4.3.0", "command pipes missing"));
+        return Err(DeliveryError::temp(
+            EnhancedCode(4, 3, 0),
+            "command pipes missing",
+        ));
     };
     let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let result = std::thread::scope(|s| {
@@ -146,17 +130,17 @@ pub fn run_command(
     };
     match result {
         (Err(e), _) => Err(DeliveryError::temp(
-            "4.3.0",
+            EnhancedCode(4, 3, 0),
             format!("waiting for command \"{}\": {e}", spec.command),
         )),
         (Ok(None), _) => Err(DeliveryError::temp(
-            "4.3.0",
+            EnhancedCode(4, 3, 0),
             with_output(format!("command time limit exceeded: \"{}\"", spec.command)),
         )),
         (Ok(Some(st)), fed) => {
             if let Some(sig) = st.signal() {
                 return Err(DeliveryError::temp(
-                    "4.3.0",
+                    EnhancedCode(4, 3, 0),
                     with_output(format!(
                         "command died with signal {sig}: \"{}\"",
                         spec.command
@@ -168,22 +152,22 @@ pub fn run_command(
                 return match fed {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(DeliveryError::temp(
-                        "4.3.0",
+                        EnhancedCode(4, 3, 0),
                         format!("reading message for command: {e}"),
                     )),
-                    Err(_) => Err(DeliveryError::temp("4.3.0", "message feeder failed")),
+                    Err(_) => Err(DeliveryError::temp(
+                        EnhancedCode(4, 3, 0),
+                        "message feeder failed",
+                    )),
                 };
             }
-            let (dsn, what) = SYSEXITS
-                .iter()
-                .find(|(c, _, _)| *c == code)
-                .map(|(_, d, w)| (*d, *w))
-                .unwrap_or(("5.3.0", "unknown mail system error"));
+            // The one sysexits(3) table (Postfix's), in postern-status.
+            let (dsn, what) = postern_status::sysexits::describe(code);
             let reason = with_output(format!(
                 "command died with status {code} ({what}): \"{}\"",
                 spec.command
             ));
-            if dsn.starts_with('4') {
+            if dsn.0 == 4 {
                 Err(DeliveryError::temp(dsn, reason))
             } else {
                 Err(DeliveryError::perm(dsn, reason))
@@ -263,15 +247,15 @@ mod tests {
     fn exit_codes_map_like_postfix() {
         let (r, _d) = run("exit 75", Duration::from_secs(10));
         let e = r.unwrap_err();
-        assert!(e.temporary && e.dsn == "4.3.0", "{e:?}");
+        assert!(e.temporary && e.dsn == EnhancedCode(4, 3, 0), "{e:?}");
         let (r, _d) = run("echo no such user >&2; exit 67", Duration::from_secs(10));
         let e = r.unwrap_err();
-        assert!(!e.temporary && e.dsn == "5.1.1", "{e:?}");
+        assert!(!e.temporary && e.dsn == EnhancedCode(5, 1, 1), "{e:?}");
         assert!(e.reason.contains("no such user"), "{e:?}");
         let (r, _d) = run("exit 1", Duration::from_secs(10));
         let e = r.unwrap_err();
         assert!(
-            !e.temporary && e.dsn == "5.3.0" && e.reason.contains("status 1"),
+            !e.temporary && e.dsn == EnhancedCode(5, 3, 0) && e.reason.contains("status 1"),
             "{e:?}"
         );
         let (r, _d) = run("exit 0", Duration::from_secs(10));

@@ -53,6 +53,7 @@ use crate::mailbox::{
     prepended_headers,
 };
 use crate::privsep::{Identity, Report};
+pub use postern_status::{DeliveryStatus, EnhancedCode};
 
 /// Default for command_time_limit when main.cf does not give a usable value.
 pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(1000);
@@ -205,17 +206,30 @@ pub enum Outcome {
     /// Try again later.
     Deferred {
         /// Enhanced status code (4.x.x).
-        dsn: String,
+        dsn: EnhancedCode,
         /// Why.
         reason: String,
     },
     /// Permanent failure: qmgr sends a bounce.
     Bounced {
         /// Enhanced status code (5.x.x).
-        dsn: String,
+        dsn: EnhancedCode,
         /// Why.
         reason: String,
     },
+}
+
+impl From<Outcome> for DeliveryStatus {
+    /// The status that crosses to qmgr: Sent is 2.0.0 with the detail;
+    /// the class of a failure is its variant's (the code's subject and
+    /// detail are kept).
+    fn from(o: Outcome) -> DeliveryStatus {
+        match o {
+            Outcome::Sent { detail } => DeliveryStatus::sent(detail),
+            Outcome::Deferred { dsn, reason } => DeliveryStatus::temporary(dsn.1, dsn.2, reason),
+            Outcome::Bounced { dsn, reason } => DeliveryStatus::permanent(dsn.1, dsn.2, reason),
+        }
+    }
 }
 
 /// Re-injects mail for alias/.forward targets that are not local (the lead implements it
@@ -278,7 +292,7 @@ fn written(r: Report) -> Result<(), DeliveryError> {
         Report::Done(_) => Ok(()),
         Report::Failed(e) => Err(e),
         Report::Skipped(why) => Err(DeliveryError::temp(
-            "4.3.0",
+            EnhancedCode(4, 3, 0),
             format!("internal error: delivery skipped: {why}"),
         )),
     }
@@ -586,7 +600,7 @@ impl LocalDelivery {
                     &mut run,
                     address,
                     Err(DeliveryError::temp(
-                        "4.3.0",
+                        EnhancedCode(4, 3, 0),
                         format!("cannot read queue file: {e}"),
                     )),
                 );
@@ -609,7 +623,11 @@ impl LocalDelivery {
 
     fn deliver_run(&mut self, run: &mut Run<'_, '_>, address: &str) -> Outcome {
         if let Err(e) = self.refresh_users() {
-            self.record(run, address, Err(DeliveryError::temp("4.3.0", e)));
+            self.record(
+                run,
+                address,
+                Err(DeliveryError::temp(EnhancedCode(4, 3, 0), e)),
+            );
             return aggregate(std::mem::take(&mut run.outcomes));
         }
         let (local, domain) = match address.rsplit_once('@') {
@@ -680,7 +698,7 @@ impl LocalDelivery {
                 run,
                 &r.address,
                 Err(DeliveryError::perm(
-                    "5.4.6",
+                    EnhancedCode(5, 4, 6),
                     format!("alias expansion too deep for {}", r.address),
                 )),
             );
@@ -690,7 +708,7 @@ impl LocalDelivery {
                 run,
                 &r.address,
                 Err(DeliveryError::perm(
-                    "5.4.6",
+                    EnhancedCode(5, 4, 6),
                     format!("mail forwarding loop for {}", r.address),
                 )),
             );
@@ -719,7 +737,7 @@ impl LocalDelivery {
                             run,
                             &r.address,
                             Err(DeliveryError::temp(
-                                "4.3.0",
+                                EnhancedCode(4, 3, 0),
                                 format!("alias database unavailable: {e}"),
                             )),
                         );
@@ -751,7 +769,7 @@ impl LocalDelivery {
                     run,
                     &r.address,
                     Err(DeliveryError::temp(
-                        "4.3.0",
+                        EnhancedCode(4, 3, 0),
                         format!("password database lookup failed: {e}"),
                     )),
                 );
@@ -762,7 +780,7 @@ impl LocalDelivery {
                 run,
                 &r.address,
                 Err(DeliveryError::perm(
-                    "5.1.1",
+                    EnhancedCode(5, 1, 1),
                     format!("unknown user: \"{}\"", r.base),
                 )),
             );
@@ -822,7 +840,7 @@ impl LocalDelivery {
                     run,
                     &r.address,
                     Err(DeliveryError::temp(
-                        "4.3.5",
+                        EnhancedCode(4, 3, 5),
                         format!(
                             "user \"{}\" has no home and virtual_mailbox_base is not set",
                             u.name
@@ -864,7 +882,7 @@ impl LocalDelivery {
             // Clearer than the ENOENT of a file deep below it; temporary,
             // since creating the directory fixes it.
             return Err(DeliveryError::temp(
-                "4.3.0",
+                EnhancedCode(4, 3, 0),
                 format!(
                     "user \"{}\" has no home directory {} (home_mailbox = {mb} is relative to it): \
                      create it, or set home_mailbox empty for mbox delivery to mail_spool_directory",
@@ -1009,8 +1027,9 @@ impl LocalDelivery {
                 }
                 Report::Failed(e) => return Err(e),
             };
-            let targets = postern_maps::parse_targets(&text)
-                .map_err(|e| DeliveryError::temp("4.3.0", format!("{}: {e}", path.display())))?;
+            let targets = postern_maps::parse_targets(&text).map_err(|e| {
+                DeliveryError::temp(EnhancedCode(4, 3, 0), format!("{}: {e}", path.display()))
+            })?;
             if targets.is_empty() {
                 continue;
             }
@@ -1058,7 +1077,7 @@ impl LocalDelivery {
                             run,
                             &r.address,
                             Err(DeliveryError::perm(
-                                "5.7.1",
+                                EnhancedCode(5, 7, 1),
                                 "mail to command is restricted",
                             )),
                         );
@@ -1082,7 +1101,10 @@ impl LocalDelivery {
                         self.record(
                             run,
                             &r.address,
-                            Err(DeliveryError::perm("5.7.1", "mail to file is restricted")),
+                            Err(DeliveryError::perm(
+                                EnhancedCode(5, 7, 1),
+                                "mail to file is restricted",
+                            )),
                         );
                         continue;
                     }
@@ -1104,7 +1126,7 @@ impl LocalDelivery {
                             run,
                             &r.address,
                             Err(DeliveryError::perm(
-                                "5.4.6",
+                                EnhancedCode(5, 4, 6),
                                 format!("alias expansion too deep for {}", r.address),
                             )),
                         );
@@ -1119,7 +1141,7 @@ impl LocalDelivery {
                                     run,
                                     &r.address,
                                     Err(DeliveryError::temp(
-                                        "4.3.0",
+                                        EnhancedCode(4, 3, 0),
                                         format!(
                                             "cannot open include file {}: not found",
                                             path.display()
@@ -1136,7 +1158,7 @@ impl LocalDelivery {
                                     run,
                                     &r.address,
                                     Err(DeliveryError::perm(
-                                        "5.3.5",
+                                        EnhancedCode(5, 3, 5),
                                         format!(
                                             "mail system configuration error: include file {}",
                                             why
@@ -1165,7 +1187,7 @@ impl LocalDelivery {
                             run,
                             &r.address,
                             Err(DeliveryError::temp(
-                                "4.3.0",
+                                EnhancedCode(4, 3, 0),
                                 format!("include file {}: {e}", path.display()),
                             )),
                         ),
@@ -1246,9 +1268,9 @@ impl LocalDelivery {
             format!(", orig_to=<{}>", run.original)
         };
         let (dsn, status, text) = match &o {
-            Outcome::Sent { detail } => ("2.0.0", "sent", detail.as_str()),
-            Outcome::Deferred { dsn, reason } => (dsn.as_str(), "deferred", reason.as_str()),
-            Outcome::Bounced { dsn, reason } => (dsn.as_str(), "bounced", reason.as_str()),
+            Outcome::Sent { detail } => (EnhancedCode(2, 0, 0), "sent", detail.as_str()),
+            Outcome::Deferred { dsn, reason } => (*dsn, "deferred", reason.as_str()),
+            Outcome::Bounced { dsn, reason } => (*dsn, "bounced", reason.as_str()),
         };
         tracing::info!(
             "{}: to=<{}>{}, relay=local, delay={}, delays={}/0/0/{}, dsn={}, status={} ({})",

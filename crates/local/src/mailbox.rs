@@ -19,42 +19,44 @@ use std::time::SystemTime;
 use postern_mailbox::{Maildir, Op, mbox};
 
 pub use postern_mailbox::mbox::DotLock;
+pub use postern_status::EnhancedCode;
 
 /// A failed delivery attempt: temporary (defer) or permanent (bounce).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryError {
     /// True = try again later.
     pub temporary: bool,
-    /// Enhanced status code, e.g. "4.2.0".
-    pub dsn: String,
+    /// Enhanced status code, e.g. 4.2.0 (its class agrees with `temporary`).
+    pub dsn: EnhancedCode,
     /// Human-readable reason for logs and bounces.
     pub reason: String,
 }
 
 impl DeliveryError {
     /// A temporary failure.
-    pub fn temp(dsn: &str, reason: impl Into<String>) -> DeliveryError {
+    pub fn temp(dsn: EnhancedCode, reason: impl Into<String>) -> DeliveryError {
         DeliveryError {
             temporary: true,
-            dsn: dsn.into(),
+            dsn: EnhancedCode(4, dsn.1, dsn.2),
             reason: reason.into(),
         }
     }
     /// A permanent failure.
-    pub fn perm(dsn: &str, reason: impl Into<String>) -> DeliveryError {
+    pub fn perm(dsn: EnhancedCode, reason: impl Into<String>) -> DeliveryError {
         DeliveryError {
             temporary: false,
-            dsn: dsn.into(),
+            dsn: EnhancedCode(5, dsn.1, dsn.2),
             reason: reason.into(),
         }
     }
     /// Maps an I/O error: quota / file too big bounce (5.2.2, as Postfix), anything else defers (4.2.0).
     pub fn io(context: &str, e: &io::Error) -> DeliveryError {
         match e.raw_os_error() {
-            Some(libc::EDQUOT) | Some(libc::EFBIG) => {
-                DeliveryError::perm("5.2.2", format!("{context}: mailbox full: {e}"))
-            }
-            _ => DeliveryError::temp("4.2.0", format!("{context}: {e}")),
+            Some(libc::EDQUOT) | Some(libc::EFBIG) => DeliveryError::perm(
+                EnhancedCode(5, 2, 2),
+                format!("{context}: mailbox full: {e}"),
+            ),
+            _ => DeliveryError::temp(EnhancedCode(4, 2, 0), format!("{context}: {e}")),
         }
     }
 
@@ -69,9 +71,9 @@ impl DeliveryError {
                 DeliveryError::io(&format!("{op} {}", path.display()), source)
             }
             E::Symlink { .. } | E::NotRegularFile { .. } => {
-                DeliveryError::perm("5.2.0", e.to_string())
+                DeliveryError::perm(EnhancedCode(5, 2, 0), e.to_string())
             }
-            _ => DeliveryError::temp("4.2.0", e.to_string()),
+            _ => DeliveryError::temp(EnhancedCode(4, 2, 0), e.to_string()),
         }
     }
 }
@@ -233,7 +235,7 @@ pub fn create_spool_mailbox(path: &Path, uid: u32, gid: u32) -> Result<(), Deliv
             source,
             ..
         } => DeliveryError::temp(
-            "4.3.0",
+            EnhancedCode(4, 3, 0),
             format!("cannot give {} to uid {uid}: {source}", path.display()),
         ),
         _ => DeliveryError::mailbox(&e),
@@ -440,7 +442,7 @@ From s@x  Fri Jan  1 00:00:00 1971\nSubject: a\n\n>From here\nno newline at end\
         // Quota and file too big bounce 5.2.2, with the path.
         for errno in [libc::EDQUOT, libc::EFBIG] {
             let d = DeliveryError::mailbox(&io(Op::Write, errno));
-            assert!(!d.temporary && d.dsn == "5.2.2", "{d:?}");
+            assert!(!d.temporary && d.dsn == EnhancedCode(5, 2, 2), "{d:?}");
             assert!(
                 d.reason.starts_with("write /var/mail/joe: mailbox full: "),
                 "{d:?}"
@@ -451,7 +453,7 @@ From s@x  Fri Jan  1 00:00:00 1971\nSubject: a\n\n>From here\nno newline at end\
         assert_eq!(
             d,
             DeliveryError::temp(
-                "4.2.0",
+                EnhancedCode(4, 2, 0),
                 format!(
                     "create maildir file /var/mail/joe: {}",
                     io::Error::from_raw_os_error(libc::EIO)
@@ -463,27 +465,33 @@ From s@x  Fri Jan  1 00:00:00 1971\nSubject: a\n\n>From here\nno newline at end\
             DeliveryError::mailbox(&E::Symlink {
                 path: "/m/l".into()
             }),
-            DeliveryError::perm("5.2.0", "/m/l: is a symbolic link: refused")
+            DeliveryError::perm(EnhancedCode(5, 2, 0), "/m/l: is a symbolic link: refused")
         );
         assert_eq!(
             DeliveryError::mailbox(&E::NotRegularFile {
                 path: "/m/h".into()
             }),
-            DeliveryError::perm("5.2.0", "/m/h: not a regular file with one link: refused")
+            DeliveryError::perm(
+                EnhancedCode(5, 2, 0),
+                "/m/h: not a regular file with one link: refused"
+            )
         );
         assert_eq!(
             DeliveryError::mailbox(&E::Locked {
                 path: "/m/j".into(),
                 lock_file: Some("/m/j.lock".into())
             }),
-            DeliveryError::temp("4.2.0", "mailbox /m/j is locked (lock file /m/j.lock)")
+            DeliveryError::temp(
+                EnhancedCode(4, 2, 0),
+                "mailbox /m/j is locked (lock file /m/j.lock)"
+            )
         );
         assert_eq!(
             DeliveryError::mailbox(&E::Locked {
                 path: "/m/j".into(),
                 lock_file: None
             }),
-            DeliveryError::temp("4.2.0", "mailbox /m/j is locked")
+            DeliveryError::temp(EnhancedCode(4, 2, 0), "mailbox /m/j is locked")
         );
     }
 }

@@ -30,7 +30,7 @@ use std::path::Path;
 use postern_service::run_as;
 
 use crate::Outcome;
-use crate::mailbox::DeliveryError;
+use crate::mailbox::{DeliveryError, EnhancedCode};
 
 pub use crate::mailbox::create_spool_mailbox;
 /// The user a delivery child becomes (the skeleton's [`run_as::Identity`]).
@@ -72,15 +72,18 @@ impl From<Result<String, DeliveryError>> for Report {
     }
 }
 
-/// Encodes a report as one frame: tag byte, u32 big-endian length + DSN,
-/// u32 big-endian length + text. Texts longer than [`MAX_REPORT_TEXT`] are
-/// cut (at a character boundary) so that the frame always decodes.
+/// Encodes a report as one frame: tag byte, the enhanced code as three
+/// numbers (u8 class, u16 big-endian subject and detail; 0.0.0 for a
+/// report without one), u32 big-endian length + text. Texts longer than
+/// [`MAX_REPORT_TEXT`] are cut (at a character boundary) so that the frame
+/// always decodes.
 pub fn encode_report(r: &Report) -> Vec<u8> {
+    const NONE: EnhancedCode = EnhancedCode(0, 0, 0);
     let (tag, dsn, text) = match r {
-        Report::Done(t) => (TAG_DONE, "", t.as_str()),
-        Report::Failed(e) if e.temporary => (TAG_TEMP, e.dsn.as_str(), e.reason.as_str()),
-        Report::Failed(e) => (TAG_PERM, e.dsn.as_str(), e.reason.as_str()),
-        Report::Skipped(t) => (TAG_SKIPPED, "", t.as_str()),
+        Report::Done(t) => (TAG_DONE, NONE, t.as_str()),
+        Report::Failed(e) if e.temporary => (TAG_TEMP, e.dsn, e.reason.as_str()),
+        Report::Failed(e) => (TAG_PERM, e.dsn, e.reason.as_str()),
+        Report::Skipped(t) => (TAG_SKIPPED, NONE, t.as_str()),
     };
     frame(tag, dsn, text)
 }
@@ -91,20 +94,35 @@ pub fn decode_report(buf: &[u8]) -> Result<Report, String> {
     let (tag, dsn, text) = unframe(buf)?;
     Ok(match tag {
         TAG_DONE => Report::Done(text),
-        TAG_TEMP => Report::Failed(DeliveryError::temp(&dsn, text)),
-        TAG_PERM => Report::Failed(DeliveryError::perm(&dsn, text)),
+        TAG_TEMP | TAG_PERM => Report::Failed(failure(tag, dsn, text)?),
         TAG_SKIPPED => Report::Skipped(text),
         other => return Err(format!("unknown report tag {other}")),
     })
 }
 
+/// A failure tag's error, refused unless the code is valid and its class
+/// is the tag's (4 for temporary, 5 for permanent).
+fn failure(tag: u8, dsn: EnhancedCode, text: String) -> Result<DeliveryError, String> {
+    let class = if tag == TAG_TEMP { 4 } else { 5 };
+    if !dsn.is_valid() || dsn.0 != class {
+        return Err(format!(
+            "report status code {dsn} is not a {class}.x.x code"
+        ));
+    }
+    Ok(DeliveryError {
+        temporary: tag == TAG_TEMP,
+        dsn,
+        reason: text,
+    })
+}
+
 /// Encodes an [`Outcome`] in the same frame format (Sent = tag 0 with the
-/// detail, Deferred = 1, Bounced = 2, each with DSN and reason).
+/// detail and 2.0.0, Deferred = 1, Bounced = 2, each with code and reason).
 pub fn encode_outcome(o: &Outcome) -> Vec<u8> {
     match o {
-        Outcome::Sent { detail } => frame(TAG_DONE, "2.0.0", detail),
-        Outcome::Deferred { dsn, reason } => frame(TAG_TEMP, dsn, reason),
-        Outcome::Bounced { dsn, reason } => frame(TAG_PERM, dsn, reason),
+        Outcome::Sent { detail } => frame(TAG_DONE, EnhancedCode(2, 0, 0), detail),
+        Outcome::Deferred { dsn, reason } => frame(TAG_TEMP, *dsn, reason),
+        Outcome::Bounced { dsn, reason } => frame(TAG_PERM, *dsn, reason),
     }
 }
 
@@ -114,8 +132,20 @@ pub fn decode_outcome(buf: &[u8]) -> Result<Outcome, String> {
     let (tag, dsn, text) = unframe(buf)?;
     match tag {
         TAG_DONE => Ok(Outcome::Sent { detail: text }),
-        TAG_TEMP => Ok(Outcome::Deferred { dsn, reason: text }),
-        TAG_PERM => Ok(Outcome::Bounced { dsn, reason: text }),
+        TAG_TEMP => {
+            let e = failure(tag, dsn, text)?;
+            Ok(Outcome::Deferred {
+                dsn: e.dsn,
+                reason: e.reason,
+            })
+        }
+        TAG_PERM => {
+            let e = failure(tag, dsn, text)?;
+            Ok(Outcome::Bounced {
+                dsn: e.dsn,
+                reason: e.reason,
+            })
+        }
         other => Err(format!("report tag {other} is not an outcome")),
     }
 }
@@ -131,45 +161,47 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn frame(tag: u8, dsn: &str, text: &str) -> Vec<u8> {
-    let dsn = cut(dsn, 64);
+fn frame(tag: u8, dsn: EnhancedCode, text: &str) -> Vec<u8> {
     let text = cut(text, MAX_REPORT_TEXT);
-    let mut out = Vec::with_capacity(9 + dsn.len() + text.len());
+    let mut out = Vec::with_capacity(10 + text.len());
     out.push(tag);
-    for part in [dsn, text] {
-        // Both lengths are bounded above, so they fit in a u32.
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part.as_bytes());
-    }
+    out.push(dsn.0);
+    out.extend_from_slice(&dsn.1.to_be_bytes());
+    out.extend_from_slice(&dsn.2.to_be_bytes());
+    // The length is bounded above, so it fits in a u32.
+    out.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
     out
 }
 
-fn unframe(buf: &[u8]) -> Result<(u8, String, String), String> {
-    let (&tag, mut rest) = buf.split_first().ok_or("empty report")?;
-    let mut parts = Vec::with_capacity(2);
-    for (what, max) in [("dsn", 64), ("text", MAX_REPORT_TEXT)] {
-        if rest.len() < 4 {
-            return Err(format!("report truncated before the {what} length"));
-        }
-        let (len, tail) = rest.split_at(4);
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if len > max {
-            return Err(format!("report {what} too long ({len} bytes)"));
-        }
-        if tail.len() < len {
-            return Err(format!("report truncated in the {what}"));
-        }
-        let (bytes, tail) = tail.split_at(len);
-        let s =
-            String::from_utf8(bytes.to_vec()).map_err(|_| format!("report {what} is not UTF-8"))?;
-        parts.push(s);
-        rest = tail;
+fn unframe(buf: &[u8]) -> Result<(u8, EnhancedCode, String), String> {
+    let (&tag, rest) = buf.split_first().ok_or("empty report")?;
+    if rest.len() < 5 {
+        return Err("report truncated in the status code".into());
     }
-    if !rest.is_empty() {
-        return Err(format!("{} bytes after the report", rest.len()));
+    let (code, rest) = rest.split_at(5);
+    let dsn = EnhancedCode(
+        code[0],
+        u16::from_be_bytes([code[1], code[2]]),
+        u16::from_be_bytes([code[3], code[4]]),
+    );
+    if rest.len() < 4 {
+        return Err("report truncated before the text length".into());
     }
-    let text = parts.pop().unwrap_or_default();
-    let dsn = parts.pop().unwrap_or_default();
+    let (len, tail) = rest.split_at(4);
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > MAX_REPORT_TEXT {
+        return Err(format!("report text too long ({len} bytes)"));
+    }
+    if tail.len() < len {
+        return Err("report truncated in the text".into());
+    }
+    let (bytes, tail) = tail.split_at(len);
+    let text =
+        String::from_utf8(bytes.to_vec()).map_err(|_| "report text is not UTF-8".to_string())?;
+    if !tail.is_empty() {
+        return Err(format!("{} bytes after the report", tail.len()));
+    }
     Ok((tag, dsn, text))
 }
 
@@ -187,7 +219,7 @@ const MAX_REPORT_FRAME: usize = MAX_REPORT_TEXT + 1024;
 /// needs (see the module header): local calls this from its
 /// single-threaded delivery code.
 pub fn run_as_user(id: &Identity, work: impl FnOnce() -> Report) -> Report {
-    let temp = |why: String| Report::Failed(DeliveryError::temp("4.3.0", why));
+    let temp = |why: String| Report::Failed(DeliveryError::temp(EnhancedCode(4, 3, 0), why));
     let child_failed = |why: String| temp(format!("delivery process for uid {}: {why}", id.uid));
     match run_as::run(id, run_as::Options::delivery(MAX_REPORT_FRAME), || {
         encode_report(&work())
@@ -222,7 +254,7 @@ pub fn read_user_file(path: &Path, owner: Option<u32>) -> Report {
         }
         Err(e) => {
             return Report::Failed(DeliveryError::temp(
-                "4.3.0",
+                EnhancedCode(4, 3, 0),
                 format!("cannot examine {shown}: {e}"),
             ));
         }
@@ -241,7 +273,7 @@ pub fn read_user_file(path: &Path, owner: Option<u32>) -> Report {
         }
         Err(e) => {
             return Report::Failed(DeliveryError::temp(
-                "4.3.0",
+                EnhancedCode(4, 3, 0),
                 format!("cannot open {shown}: {e}"),
             ));
         }
@@ -256,7 +288,7 @@ pub fn read_user_file(path: &Path, owner: Option<u32>) -> Report {
         Ok(_) => return Report::Skipped(format!("{shown}: changed while being opened: refused")),
         Err(e) => {
             return Report::Failed(DeliveryError::temp(
-                "4.3.0",
+                EnhancedCode(4, 3, 0),
                 format!("cannot examine {shown}: {e}"),
             ));
         }
@@ -267,7 +299,7 @@ pub fn read_user_file(path: &Path, owner: Option<u32>) -> Report {
         .read_to_end(&mut bytes)
     {
         return Report::Failed(DeliveryError::temp(
-            "4.3.0",
+            EnhancedCode(4, 3, 0),
             format!("cannot read {shown}: {e}"),
         ));
     }
@@ -279,7 +311,7 @@ pub fn read_user_file(path: &Path, owner: Option<u32>) -> Report {
     match String::from_utf8(bytes) {
         Ok(s) => Report::Done(s),
         Err(_) => Report::Failed(DeliveryError::temp(
-            "4.3.0",
+            EnhancedCode(4, 3, 0),
             format!("{shown}: not valid UTF-8"),
         )),
     }
@@ -338,31 +370,31 @@ mod tests {
                 detail: "delivered to maildir".into(),
             },
             Outcome::Deferred {
-                dsn: "4.2.0".into(),
+                dsn: EnhancedCode(4, 2, 0),
                 reason: "disk on fire: ünïcode".into(),
             },
             Outcome::Bounced {
-                dsn: "5.1.1".into(),
+                dsn: EnhancedCode(5, 1, 1),
                 reason: String::new(),
             },
         ] {
             let buf = encode_outcome(&o);
             assert_eq!(decode_outcome(&buf).unwrap(), o);
         }
-        // The exact layout: tag, len+dsn, len+text.
+        // The exact layout: tag, the code as three numbers, len+text.
         let buf = encode_outcome(&Outcome::Bounced {
-            dsn: "5.7.1".into(),
+            dsn: EnhancedCode(5, 7, 1),
             reason: "no".into(),
         });
-        assert_eq!(buf, b"\x02\0\0\0\x055.7.1\0\0\0\x02no");
+        assert_eq!(buf, b"\x02\x05\0\x07\0\x01\0\0\0\x02no");
     }
 
     #[test]
     fn reports_round_trip() {
         for r in [
             Report::Done("content\nof a file\n".into()),
-            Report::Failed(DeliveryError::temp("4.3.0", "x")),
-            Report::Failed(DeliveryError::perm("5.2.2", "full")),
+            Report::Failed(DeliveryError::temp(EnhancedCode(4, 3, 0), "x")),
+            Report::Failed(DeliveryError::perm(EnhancedCode(5, 2, 2), "full")),
             Report::Skipped(String::new()),
             Report::Skipped("/h/.forward: is a symbolic link: refused".into()),
         ] {
@@ -375,7 +407,7 @@ mod tests {
     #[test]
     fn malformed_frames_are_refused() {
         let good = encode_outcome(&Outcome::Deferred {
-            dsn: "4.3.0".into(),
+            dsn: EnhancedCode(4, 3, 0),
             reason: "why".into(),
         });
         assert!(decode_report(&[]).is_err());
@@ -391,15 +423,29 @@ mod tests {
         tag[0] = 9;
         assert!(decode_report(&tag).unwrap_err().contains("tag"));
         assert!(
-            decode_report(b"\x00\xff\xff\xff\xff")
+            decode_report(b"\x00\0\0\0\0\0\xff\xff\xff\xff")
                 .unwrap_err()
                 .contains("too long")
         );
         assert!(
-            decode_report(b"\x00\0\0\0\0\0\0\0\x01\xff")
+            decode_report(b"\x00\0\0\0\0\0\0\0\0\x01\xff")
                 .unwrap_err()
                 .contains("UTF-8")
         );
+        // A failure whose code is invalid or of the other class.
+        for code in [
+            b"\x09\0\x01\0\x01",
+            b"\x05\0\x01\0\x01",
+            b"\x04\x03\xe8\0\0",
+        ] {
+            let mut f = vec![TAG_TEMP];
+            f.extend_from_slice(code);
+            f.extend_from_slice(b"\0\0\0\0");
+            assert!(
+                decode_report(&f).unwrap_err().contains("status code"),
+                "{code:?}"
+            );
+        }
         // Oversized text is cut by the encoder, so it still decodes.
         let big = "é".repeat(MAX_REPORT_TEXT / 2 + 10);
         match decode_report(&encode_report(&Report::Done(big))).unwrap() {
@@ -519,8 +565,13 @@ mod tests {
             Report::Done(format!("{:?}", vec![nobody.gid.as_raw()]))
         );
         // Failures and panics come back as deferrals.
-        let r = run_as_user(&id, || Report::Failed(DeliveryError::perm("5.2.2", "full")));
-        assert_eq!(r, Report::Failed(DeliveryError::perm("5.2.2", "full")));
+        let r = run_as_user(&id, || {
+            Report::Failed(DeliveryError::perm(EnhancedCode(5, 2, 2), "full"))
+        });
+        assert_eq!(
+            r,
+            Report::Failed(DeliveryError::perm(EnhancedCode(5, 2, 2), "full"))
+        );
         let r = run_as_user(&id, || panic!("boom"));
         assert!(
             matches!(&r, Report::Failed(e) if e.temporary && e.reason.contains("exit status")),

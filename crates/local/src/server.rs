@@ -6,10 +6,10 @@
 //! from the descriptor qmgr passes. Mail for non-local alias targets is
 //! re-injected through cleanup ([`CleanupForwarder`]), never sent directly.
 
-use crate::{LocalConfig, LocalDelivery, Message, Outcome};
+use crate::{EnhancedCode, LocalConfig, LocalDelivery, Message, Outcome};
 use postern_ipc::{
-    BlockingCleanupClient, CHUNK_SIZE, Channel, CleanupError, DeliveryOutcome, DeliveryReply,
-    DeliveryRequest,
+    BlockingCleanupClient, CHUNK_SIZE, Channel, CleanupError, DeliveryReply, DeliveryRequest,
+    DeliveryStatus,
 };
 use std::cell::RefCell;
 use std::io::Read;
@@ -99,7 +99,7 @@ impl CleanupForwarder {
         match self.try_forward(msg, recipients, d) {
             Ok(_) => Ok(()),
             Err(e) => Err(Outcome::Deferred {
-                dsn: "4.3.0".into(),
+                dsn: EnhancedCode(4, 3, 0),
                 reason: format!("cannot forward mail: {e}"),
             }),
         }
@@ -131,9 +131,7 @@ impl LocalService {
             for r in &req.recipients {
                 let st = DeliveryReply::Status {
                     index: r.index,
-                    outcome: DeliveryOutcome::Deferred,
-                    dsn: "4.3.0".into(),
-                    text: "internal error: no queue file".into(),
+                    status: DeliveryStatus::temporary(3, 0, "internal error: no queue file"),
                 };
                 if ch.send(&st).await.is_err() {
                     return;
@@ -163,17 +161,10 @@ impl LocalService {
                 let mut f = self.forwarder.borrow_mut();
                 d.deliver_once(&msg, &r.address, &r.original, &mut *f, &mut delivered)
             };
-            let (o, dsn, text) = match outcome {
-                Outcome::Sent { detail } => (DeliveryOutcome::Sent, "2.0.0".to_string(), detail),
-                Outcome::Deferred { dsn, reason } => (DeliveryOutcome::Deferred, dsn, reason),
-                Outcome::Bounced { dsn, reason } => (DeliveryOutcome::Bounced, dsn, reason),
-            };
             if ch
                 .send(&DeliveryReply::Status {
                     index: r.index,
-                    outcome: o,
-                    dsn,
-                    text,
+                    status: outcome.into(),
                 })
                 .await
                 .is_err()

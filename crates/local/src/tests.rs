@@ -209,7 +209,10 @@ fn depth_limit_bounces() {
         &mut Recorder::default(),
     ) {
         Outcome::Bounced { dsn, reason } => {
-            assert!(dsn == "5.4.6" && reason.contains("too deep"), "{reason}")
+            assert!(
+                dsn == EnhancedCode(5, 4, 6) && reason.contains("too deep"),
+                "{reason}"
+            )
         }
         o => panic!("{o:?}"),
     }
@@ -222,7 +225,7 @@ fn unknown_user_bounces_and_other_local_domain_is_local() {
     assert_eq!(
         o,
         Outcome::Bounced {
-            dsn: "5.1.1".into(),
+            dsn: EnhancedCode(5, 1, 1),
             reason: "unknown user: \"nosuch\"".into()
         }
     );
@@ -239,7 +242,7 @@ fn delivered_to_loop_is_bounced() {
         &mut Recorder::default(),
     ) {
         Outcome::Bounced { dsn, reason } => {
-            assert_eq!(dsn, "5.4.6");
+            assert_eq!(dsn, EnhancedCode(5, 4, 6));
             assert_eq!(reason, "mail forwarding loop for joe@mail.example.org");
         }
         o => panic!("{o:?}"),
@@ -283,7 +286,7 @@ fn command_targets_and_exit_codes() {
         &mut Recorder::default(),
     );
     assert!(
-        matches!(&o, Outcome::Deferred { dsn, .. } if dsn == "4.3.0"),
+        matches!(&o, Outcome::Deferred { dsn, .. } if *dsn == EnhancedCode(4, 3, 0)),
         "{o:?}"
     );
     let o = ld.deliver(
@@ -293,7 +296,7 @@ fn command_targets_and_exit_codes() {
         &mut Recorder::default(),
     );
     assert!(
-        matches!(&o, Outcome::Bounced { dsn, .. } if dsn == "5.6.0"),
+        matches!(&o, Outcome::Bounced { dsn, .. } if *dsn == EnhancedCode(5, 6, 0)),
         "{o:?}"
     );
 }
@@ -323,7 +326,7 @@ fn restrictions_and_file_targets() {
     assert_eq!(
         o,
         Outcome::Bounced {
-            dsn: "5.7.1".into(),
+            dsn: EnhancedCode(5, 7, 1),
             reason: "mail to command is restricted".into()
         }
     );
@@ -378,7 +381,7 @@ fn forwarder_failure_is_the_outcome() {
     let (e, mut ld) = env("x: a@remote.example\n", "", &[]);
     let mut f = Recorder {
         fail: Some(Outcome::Deferred {
-            dsn: "4.3.0".into(),
+            dsn: EnhancedCode(4, 3, 0),
             reason: "cleanup down".into(),
         }),
         ..Default::default()
@@ -386,7 +389,7 @@ fn forwarder_failure_is_the_outcome() {
     assert_eq!(
         ld.deliver(&e.msg(), "x@mail.example.org", "", &mut f),
         Outcome::Deferred {
-            dsn: "4.3.0".into(),
+            dsn: EnhancedCode(4, 3, 0),
             reason: "cleanup down".into()
         }
     );
@@ -498,11 +501,11 @@ fn delay_format_and_aggregate() {
     assert_eq!(fmt_delay(Duration::from_secs(37)), "37");
     let s = Outcome::Sent { detail: "a".into() };
     let b = Outcome::Bounced {
-        dsn: "5.1.1".into(),
+        dsn: EnhancedCode(5, 1, 1),
         reason: "r".into(),
     };
     let d = Outcome::Deferred {
-        dsn: "4.3.0".into(),
+        dsn: EnhancedCode(4, 3, 0),
         reason: "t".into(),
     };
     assert_eq!(aggregate(vec![s.clone(), b.clone(), d.clone()]), d);
@@ -512,5 +515,43 @@ fn delay_format_and_aggregate() {
         Outcome::Sent {
             detail: "a; c".into()
         }
+    );
+}
+
+#[test]
+fn outcomes_cross_to_qmgr_as_delivery_statuses() {
+    use postern_status::StatusClass;
+    let s: DeliveryStatus = Outcome::Sent {
+        detail: "delivered to maildir".into(),
+    }
+    .into();
+    assert_eq!(
+        (s.class(), s.code(), s.text()),
+        (
+            StatusClass::Success,
+            EnhancedCode(2, 0, 0),
+            "delivered to maildir"
+        )
+    );
+    let s: DeliveryStatus = Outcome::Deferred {
+        dsn: EnhancedCode(4, 2, 0),
+        reason: "disk".into(),
+    }
+    .into();
+    assert_eq!(
+        (s.class(), s.to_string()),
+        (StatusClass::Temporary, "4.2.0 disk".into())
+    );
+    let s: DeliveryStatus = Outcome::Bounced {
+        dsn: EnhancedCode(5, 1, 1),
+        reason: "unknown user".into(),
+    }
+    .into();
+    assert_eq!(s.class(), StatusClass::Permanent);
+    assert_eq!(s.code(), EnhancedCode(5, 1, 1));
+    // A command's exit status goes through the one sysexits table.
+    assert_eq!(
+        postern_status::sysexits::describe(67),
+        (EnhancedCode(5, 1, 1), "user unknown")
     );
 }

@@ -55,16 +55,11 @@ use postern_ipc_proto::{Message, SubmitContent, SubmitRequest, Trigger};
 use postern_queue::{Envelope, Queue, QueueDirs, QueueFileWriter, QueueId, Recipient};
 use postern_smtp_proto::Mailbox;
 
-/// sysexits `EX_DATAERR`: the input was not acceptable.
-pub const EX_DATAERR: i32 = 65;
-/// sysexits `EX_NOUSER`: the real user has no login name.
-pub const EX_NOUSER: i32 = 67;
-/// sysexits `EX_TEMPFAIL`: try again later; nothing was accepted.
-pub const EX_TEMPFAIL: i32 = 75;
-/// sysexits `EX_NOPERM`: the caller may not do this.
-pub const EX_NOPERM: i32 = 77;
-/// sysexits `EX_CONFIG`: the configuration is broken.
-pub const EX_CONFIG: i32 = 78;
+/// The sysexits statuses postdrop exits with, from the one table
+/// (postern-status): `EX_DATAERR` bad input, `EX_NOUSER` the real user has
+/// no login name, `EX_TEMPFAIL` try again later (nothing was accepted),
+/// `EX_NOPERM` the caller may not do this, `EX_CONFIG` broken configuration.
+pub use postern_status::sysexits::{EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_TEMPFAIL};
 
 /// The configuration directory used when MAIL_CONFIG is not set (and the
 /// only one a non-root caller of a set-ID postdrop may name).

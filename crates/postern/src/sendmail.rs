@@ -48,16 +48,11 @@ use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
 
-/// sysexits `EX_USAGE`: bad command line.
-pub const EX_USAGE: i32 = 64;
-/// sysexits `EX_DATAERR`: bad input.
-pub const EX_DATAERR: i32 = 65;
-/// sysexits `EX_TEMPFAIL`: try again later.
-pub const EX_TEMPFAIL: i32 = 75;
-/// sysexits `EX_NOPERM`: not allowed.
-pub const EX_NOPERM: i32 = 77;
-/// sysexits `EX_CONFIG`: broken configuration.
-pub const EX_CONFIG: i32 = 78;
+/// The sysexits statuses sendmail exits with, from the one table
+/// (postern-status): `EX_USAGE` bad command line, `EX_DATAERR` bad input,
+/// `EX_TEMPFAIL` try again later, `EX_NOPERM` not allowed, `EX_CONFIG`
+/// broken configuration.
+pub use postern_status::sysexits::{EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_USAGE};
 
 /// The names under which the `postern` binary acts as this module.
 pub const NAMES: &[&str] = &["sendmail", "mailq", "newaliases"];

@@ -6,7 +6,7 @@
 //! back and loop) and enters the queue through cleanup like any mail.
 
 use postern_config::MainCf;
-use postern_ipc::CleanupClient;
+use postern_ipc::{CleanupClient, DeliveryStatus};
 use postern_queue::{QueueFile, QueueId};
 use std::io::Read;
 use std::path::Path;
@@ -24,7 +24,7 @@ pub fn build(
     main: &MainCf,
     id: &QueueId,
     original: &QueueFile,
-    failed: &[(String, String, String)],
+    failed: &[(String, DeliveryStatus)],
     now: SystemTime,
 ) -> std::io::Result<Vec<u8>> {
     let host = main.str("myhostname");
@@ -51,8 +51,8 @@ pub fn build(
     m.push_str("be delivered to one or more recipients. It's attached below.\n\n");
     m.push_str("For further assistance, please send mail to postmaster.\n\n");
     m.push_str(&format!("                   The {mail_name} program\n\n"));
-    for (addr, _dsn, reason) in failed {
-        m.push_str(&format!("<{}>: {}\n", clean(addr), clean(reason)));
+    for (addr, status) in failed {
+        m.push_str(&format!("<{}>: {}\n", clean(addr), clean(status.text())));
     }
     m.push('\n');
     m.push_str(&format!("--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"));
@@ -66,12 +66,10 @@ pub fn build(
         "Arrival-Date: {}\n",
         postern_mailtime::rfc5322(env.arrival)
     ));
-    for (addr, dsn, reason) in failed {
-        let status = if dsn.starts_with('5') {
-            dsn.clone()
-        } else {
-            format!("5{}", dsn.get(1..).unwrap_or(".0.0"))
-        };
+    for (addr, failure) in failed {
+        // Returned to the sender means final: a temporary code that ran
+        // out of time (4.4.7) is reported as 5.4.7.
+        let status = failure.code().permanent();
         m.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", clean(addr)));
         if let Some(r) = env.recipients.iter().find(|r| &r.address == addr)
             && r.original != r.address
@@ -83,7 +81,7 @@ pub fn build(
         }
         m.push_str(&format!(
             "Action: failed\nStatus: {status}\nDiagnostic-Code: X-Postern; {}\n",
-            clean(reason)
+            clean(failure.text())
         ));
     }
     m.push('\n');
@@ -150,5 +148,54 @@ mod tests {
         assert_eq!(find_header_end(b"A: b\nC: d\n\nbody\n"), 10);
         assert_eq!(find_header_end(b"\nbody"), 0);
         assert_eq!(find_header_end(b"A: b\n"), 5);
+    }
+
+    #[test]
+    fn the_report_is_built_from_delivery_statuses() {
+        use postern_queue::{Envelope, QueueDirs, QueueFileWriter, Recipient};
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = QueueDirs::new(tmp.path().join("queue"));
+        dirs.create_all().unwrap();
+        let rcpt = |a: &str, o: &str| Recipient {
+            address: a.into(),
+            original: o.into(),
+            done: false,
+        };
+        let env = Envelope {
+            arrival: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            sender: "s@example.org".into(),
+            recipients: vec![
+                rcpt("late@x.test", "late@x.test"),
+                rcpt("gone@x.test", "Gone@x.test"),
+            ],
+            attributes: vec![],
+        };
+        let mut w = QueueFileWriter::create(&dirs).unwrap();
+        w.write_envelope(&env).unwrap();
+        w.write_content(b"Subject: hi\n\nbody\n").unwrap();
+        let id = w.commit().unwrap();
+        let qf =
+            QueueFile::open(&dirs.file(postern_queue::Queue::Incoming, &id), id.clone()).unwrap();
+        let failed = [
+            (
+                "late@x.test".to_string(),
+                DeliveryStatus::temporary(4, 7, "message delivery timed out"),
+            ),
+            (
+                "gone@x.test".to_string(),
+                DeliveryStatus::permanent(1, 1, "unknown user: \"gone\""),
+            ),
+        ];
+        let out = build(&MainCf::defaults(), &id, &qf, &failed, SystemTime::now()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for want in [
+            "<late@x.test>: message delivery timed out\n",
+            "<gone@x.test>: unknown user: \"gone\"\n",
+            "Final-Recipient: rfc822; late@x.test\nAction: failed\nStatus: 5.4.7\nDiagnostic-Code: X-Postern; message delivery timed out\n",
+            "Final-Recipient: rfc822; gone@x.test\nOriginal-Recipient: rfc822; Gone@x.test\nAction: failed\nStatus: 5.1.1\n",
+            "Subject: hi\n",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
     }
 }

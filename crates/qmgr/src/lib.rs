@@ -31,7 +31,8 @@ pub mod transport;
 
 use postern_config::MainCf;
 use postern_ipc::{
-    Channel, DeliveryOutcome, DeliveryRecipient, DeliveryReply, DeliveryRequest, Trigger,
+    Channel, DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus, StatusClass,
+    Trigger,
 };
 use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId};
 use std::cell::RefCell;
@@ -108,8 +109,9 @@ struct Active {
     outstanding: usize,
     /// Some recipient got a temporary failure this round.
     deferred: bool,
-    /// Recipients that bounced this round: (address, reason).
-    bounced: Vec<(String, String, String)>,
+    /// Recipients that bounced this round: (address, status). An expired
+    /// recipient's status is the temporary 4.4.7 (the bounce reports 5.4.7).
+    bounced: Vec<(String, DeliveryStatus)>,
     /// Destinations local has delivered this message to (its duplicate
     /// filter across requests; see docs/ipc.md), at most
     /// duplicate_filter_limit of them.
@@ -130,7 +132,7 @@ struct Job {
 struct Done {
     id: QueueId,
     route: Route,
-    results: Vec<(usize, DeliveryOutcome, String, String)>,
+    results: Vec<(usize, DeliveryStatus)>,
     /// The agent's `Delivered` keys (empty if it sent none).
     delivered: Vec<String>,
 }
@@ -357,24 +359,24 @@ impl Qmgr {
         };
         if age > lifetime {
             // Too old: every remaining recipient bounces.
-            let reasons: Vec<(usize, DeliveryOutcome, String, String)> = pending
+            let reasons: Vec<(usize, DeliveryStatus)> = pending
                 .iter()
                 .map(|&i| {
                     (
                         i,
-                        DeliveryOutcome::Bounced,
-                        "4.4.7".to_string(),
-                        "message delivery timed out".to_string(),
+                        DeliveryStatus::temporary(4, 7, "message delivery timed out"),
                     )
                 })
                 .collect();
-            for (i, _, dsn, text) in &reasons {
+            for (i, status) in &reasons {
                 let addr = active.file.envelope().recipients[*i].address.clone();
                 info!(
-                    "{id}: to=<{addr}>, relay=none, delay={}, dsn={dsn}, status=expired, returned to sender ({text})",
-                    age.as_secs()
+                    "{id}: to=<{addr}>, relay=none, delay={}, dsn={}, status=expired, returned to sender ({})",
+                    age.as_secs(),
+                    status.code(),
+                    status.text()
                 );
-                active.bounced.push((addr, dsn.clone(), text.clone()));
+                active.bounced.push((addr, status.clone()));
             }
             let idx: Vec<usize> = reasons.iter().map(|r| r.0).collect();
             if let Err(e) = active.file.mark_done(&idx) {
@@ -578,10 +580,10 @@ impl Qmgr {
             active.delivered.insert(key);
         }
         let mut finished = Vec::new();
-        for (i, outcome, dsn, text) in done.results {
-            match outcome {
-                DeliveryOutcome::Sent => finished.push(i),
-                DeliveryOutcome::Bounced => {
+        for (i, status) in done.results {
+            match status.class() {
+                StatusClass::Success => finished.push(i),
+                StatusClass::Permanent => {
                     finished.push(i);
                     let addr = active
                         .file
@@ -590,9 +592,9 @@ impl Qmgr {
                         .get(i)
                         .map(|r| r.address.clone())
                         .unwrap_or_default();
-                    active.bounced.push((addr, dsn, text));
+                    active.bounced.push((addr, status));
                 }
-                DeliveryOutcome::Deferred => active.deferred = true,
+                StatusClass::Temporary => active.deferred = true,
             }
         }
         // The last job of a message that is now completely delivered: the
@@ -790,17 +792,10 @@ fn delay_secs(arrival: SystemTime) -> String {
     format!("{:.2}", d.as_secs_f64())
 }
 
-fn defer_all(recipients: &[usize], why: &str) -> Vec<(usize, DeliveryOutcome, String, String)> {
+fn defer_all(recipients: &[usize], why: &str) -> Vec<(usize, DeliveryStatus)> {
     recipients
         .iter()
-        .map(|&i| {
-            (
-                i,
-                DeliveryOutcome::Deferred,
-                "4.3.0".to_string(),
-                why.to_string(),
-            )
-        })
+        .map(|&i| (i, DeliveryStatus::temporary(3, 0, why)))
         .collect()
 }
 
@@ -811,7 +806,7 @@ async fn deliver(
     file: &std::fs::File,
     connect_timeout: Duration,
     timeout: Duration,
-) -> Result<(Vec<(usize, DeliveryOutcome, String, String)>, Vec<String>), String> {
+) -> Result<(Vec<(usize, DeliveryStatus)>, Vec<String>), String> {
     let mut ch = tokio::time::timeout(connect_timeout, Channel::connect(socket))
         .await
         .map_err(|_| format!("connect to {}: timed out", socket.display()))?
@@ -826,18 +821,13 @@ async fn deliver(
     let work = async {
         loop {
             match ch.recv::<DeliveryReply>().await {
-                Ok(Some(DeliveryReply::Status {
-                    index,
-                    outcome,
-                    dsn,
-                    text,
-                })) => {
+                Ok(Some(DeliveryReply::Status { index, status })) => {
                     if !wanted.contains(&index) || !seen.insert(index) {
                         return Err(format!(
                             "agent sent a status for unexpected recipient {index}"
                         ));
                     }
-                    results.push((index as usize, outcome, dsn, text));
+                    results.push((index as usize, status));
                 }
                 Ok(Some(DeliveryReply::Delivered { keys })) => delivered = keys,
                 Ok(Some(DeliveryReply::Finished)) => return Ok(()),
@@ -866,9 +856,7 @@ async fn deliver(
         if !seen.contains(&r.index) {
             results.push((
                 r.index as usize,
-                DeliveryOutcome::Deferred,
-                "4.3.0".into(),
-                "no status from delivery agent".into(),
+                DeliveryStatus::temporary(3, 0, "no status from delivery agent"),
             ));
         }
     }

@@ -15,16 +15,9 @@
 
 use std::fmt;
 
-/// An enhanced mail system status code `class.subject.detail` (RFC 3463),
-/// sent after the basic reply code when ENHANCEDSTATUSCODES is in force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EnhancedCode(pub u8, pub u16, pub u16);
-
-impl fmt::Display for EnhancedCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
+/// The enhanced status code type is the one the whole system uses for
+/// results ([`postern_status`]); it is re-exported here for the replies.
+pub use postern_status::EnhancedCode;
 
 /// A reply to an SMTP client: a three-digit code, an optional enhanced status
 /// code that is repeated on every line, and one or more lines of text.

@@ -245,7 +245,9 @@ impl server::Driver for Driver<'_> {
                 dsn,
                 reason,
             }) => {
-                let ec = parse_dsn(&dsn).unwrap_or(if temporary { (4, 3, 0) } else { (5, 3, 0) });
+                let ec = postern_smtp_proto::EnhancedCode::parse(&dsn)
+                    .map(|c| (c.0, c.1, c.2))
+                    .unwrap_or(if temporary { (4, 3, 0) } else { (5, 3, 0) });
                 let code = if temporary { 451 } else { 554 };
                 let r = reply(code, ec, format!("Error: {reason}"));
                 info!(
@@ -510,15 +512,4 @@ impl Driver<'_> {
         req.wipe();
         answer
     }
-}
-
-fn parse_dsn(s: &str) -> Option<(u8, u16, u16)> {
-    let mut it = s.split('.');
-    let a = it.next()?.parse().ok()?;
-    let b = it.next()?.parse().ok()?;
-    let c = it.next()?.parse().ok()?;
-    if it.next().is_some() || !(2..=5).contains(&a) {
-        return None;
-    }
-    Some((a, b, c))
 }
