@@ -23,7 +23,7 @@ pub mod headers;
 
 use headers::{HeaderSummary, Origin, compact_timestamp, received_header, rfc5322_date};
 use postern_config::MainCf;
-use postern_ipc::{Channel, CleanupReply, CleanupRequest, Trigger, cleanup_flags};
+use postern_ipc::{Channel, CleanupReply, CleanupRequest, DeliveryStatus, Trigger, cleanup_flags};
 use postern_queue::{Envelope, QueueDirs, QueueFileWriter, Recipient};
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -43,11 +43,7 @@ pub struct Cleanup {
 }
 
 /// How a message failed; decides 4xx or 5xx at smtpd.
-struct Failure {
-    temporary: bool,
-    dsn: &'static str,
-    reason: String,
-}
+type Failure = DeliveryStatus;
 
 impl Cleanup {
     /// Reads the parameters cleanup uses.
@@ -89,9 +85,7 @@ impl Cleanup {
                 );
                 let _ = ch
                     .send(&CleanupReply::Rejected {
-                        temporary: true,
-                        dsn: "4.3.0".into(),
-                        reason: "queue file write error".into(),
+                        status: DeliveryStatus::temporary(3, 0, "queue file write error"),
                     })
                     .await;
                 return;
@@ -183,22 +177,12 @@ impl Cleanup {
             && writer.content_len() > self.message_size_limit
             && self.message_size_limit > 0
         {
-            msg.failure = Some(Failure {
-                temporary: false,
-                dsn: "5.3.4",
-                reason: "message file too big".into(),
-            });
+            msg.failure = Some(DeliveryStatus::permanent(3, 4, "message file too big"));
         }
         if let Some(f) = msg.failure {
             writer.abort();
-            info!("{id}: reject: {}", f.reason);
-            let _ = ch
-                .send(&CleanupReply::Rejected {
-                    temporary: f.temporary,
-                    dsn: f.dsn.into(),
-                    reason: f.reason,
-                })
-                .await;
+            info!("{id}: reject: {}", f.text());
+            let _ = ch.send(&CleanupReply::Rejected { status: f }).await;
             return;
         }
         match writer.commit() {
@@ -224,9 +208,7 @@ impl Cleanup {
                 warn!("{id}: cannot write queue file: {e}");
                 let _ = ch
                     .send(&CleanupReply::Rejected {
-                        temporary: true,
-                        dsn: "4.3.0".into(),
-                        reason: "queue file write error".into(),
+                        status: DeliveryStatus::temporary(3, 0, "queue file write error"),
                     })
                     .await;
             }
@@ -256,18 +238,10 @@ impl Cleanup {
         msg: &mut MessageState,
     ) -> Result<(), Failure> {
         let Some(sender) = msg.sender.clone() else {
-            return Err(Failure {
-                temporary: false,
-                dsn: "5.5.1",
-                reason: "no sender".into(),
-            });
+            return Err(DeliveryStatus::permanent(5, 1, "no sender"));
         };
         if msg.recipients.is_empty() {
-            return Err(Failure {
-                temporary: false,
-                dsn: "5.5.1",
-                reason: "no recipients".into(),
-            });
+            return Err(DeliveryStatus::permanent(5, 1, "no recipients"));
         }
         let env = Envelope {
             arrival: msg.arrival,
@@ -302,11 +276,7 @@ impl Cleanup {
             None => return Ok(()),
         };
         if summary.hops >= self.hopcount_limit {
-            return Err(Failure {
-                temporary: false,
-                dsn: "5.4.6",
-                reason: "too many hops".into(),
-            });
+            return Err(DeliveryStatus::permanent(4, 6, "too many hops"));
         }
         let added = self.added_fields(id, msg, &summary);
         w.write_content(added.as_bytes()).map_err(io_failure)?;
@@ -387,11 +357,7 @@ struct MessageState {
 
 fn io_failure(e: std::io::Error) -> Failure {
     warn!("queue file write error: {e}");
-    Failure {
-        temporary: true,
-        dsn: "4.3.0",
-        reason: "queue file write error".into(),
-    }
+    DeliveryStatus::temporary(3, 0, "queue file write error")
 }
 
 fn kind_name(r: &CleanupRequest) -> &'static str {

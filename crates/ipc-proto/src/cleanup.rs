@@ -3,7 +3,9 @@
 //! connection, and cleanup answers with [`CleanupReply`]s.
 
 use crate::codec::{DecodeError, Decoder, Encoder, Message};
+use crate::delivery::{get_status, put_status};
 use crate::kinds::*;
+use postern_status::DeliveryStatus;
 
 /// What a client of cleanup sends, in this order: `Open`, `Sender`,
 /// `Recipient`+, `Content`*, `End`. Closing the connection before `End`
@@ -62,14 +64,13 @@ pub enum CleanupReply {
         /// The queue ID, as logged everywhere.
         queue_id: String,
     },
-    /// The message was not queued. `temporary` decides 4xx versus 5xx.
+    /// The message was not queued: a temporary or permanent
+    /// [`DeliveryStatus`] (its class decides 4xx versus 5xx) with the text
+    /// for the client and the log. On the wire as
+    /// [`crate::delivery::put_status`] writes it; a success class is refused.
     Rejected {
-        /// True for a temporary failure (try again later).
-        temporary: bool,
-        /// Enhanced status code, e.g. "5.3.4".
-        dsn: String,
-        /// Text for the client and the log.
-        reason: String,
+        /// Why, e.g. 5.3.4 "message file too big".
+        status: DeliveryStatus,
     },
 }
 
@@ -135,13 +136,9 @@ impl Message for CleanupReply {
                 e.str(queue_id);
                 e.finish()
             }
-            CleanupReply::Rejected {
-                temporary,
-                dsn,
-                reason,
-            } => {
+            CleanupReply::Rejected { status } => {
                 let mut e = Encoder::new(K_REJECTED);
-                e.u8(u8::from(*temporary)).str(dsn).str(reason);
+                put_status(&mut e, status);
                 e.finish()
             }
         }
@@ -151,16 +148,11 @@ impl Message for CleanupReply {
             K_OPENED => CleanupReply::Opened { queue_id: d.str()? },
             K_QUEUED => CleanupReply::Queued { queue_id: d.str()? },
             K_REJECTED => {
-                let temporary = match d.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::BadValue("boolean")),
-                };
-                CleanupReply::Rejected {
-                    temporary,
-                    dsn: d.str()?,
-                    reason: d.str()?,
+                let status = get_status(d)?;
+                if status.is_success() {
+                    return Err(DecodeError::BadValue("a rejection with a success status"));
                 }
+                CleanupReply::Rejected { status }
             }
             k => return Err(DecodeError::UnknownKind(k)),
         })

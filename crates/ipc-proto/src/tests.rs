@@ -34,9 +34,10 @@ fn every_message_round_trips() {
         queue_id: "ABC".into(),
     });
     round(CleanupReply::Rejected {
-        temporary: true,
-        dsn: "4.3.0".into(),
-        reason: "disk full".into(),
+        status: DeliveryStatus::temporary(3, 0, "disk full"),
+    });
+    round(CleanupReply::Rejected {
+        status: DeliveryStatus::permanent(3, 4, "message file too big"),
     });
     round(DeliveryRequest {
         queue_id: "Q".into(),
@@ -101,6 +102,40 @@ fn the_status_code_travels_as_three_numbers() {
             index: 7,
             status: DeliveryStatus::temporary(4, 7, "why"),
         })
+    );
+}
+
+#[test]
+fn a_cleanup_rejection_carries_a_checked_failure_status() {
+    let byte = crate::kinds::KINDS
+        .iter()
+        .find(|k| k.message == "CleanupReply::Rejected")
+        .unwrap()
+        .byte;
+    let frame = |class: u8, c: u8| {
+        let mut e = crate::codec::Encoder::new(byte);
+        e.u8(class).u8(c).u32(3).u32(4).str("too big");
+        e.finish()
+    };
+    assert_eq!(
+        decode_frame::<CleanupReply>(&frame(2, 5)),
+        Ok(CleanupReply::Rejected {
+            status: DeliveryStatus::permanent(3, 4, "too big"),
+        })
+    );
+    assert_eq!(
+        decode_frame::<CleanupReply>(&frame(0, 2)),
+        Err(DecodeError::BadValue("a rejection with a success status"))
+    );
+    assert_eq!(
+        decode_frame::<CleanupReply>(&frame(1, 5)),
+        Err(DecodeError::BadValue(
+            "status class disagrees with its code"
+        ))
+    );
+    assert_eq!(
+        decode_frame::<CleanupReply>(&frame(2, 9)),
+        Err(DecodeError::BadValue("status code"))
     );
 }
 

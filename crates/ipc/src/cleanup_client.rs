@@ -7,7 +7,7 @@
 //! for it (a 5xx or a 4xx, a bounce or a retry).
 
 use crate::channel::{BlockingChannel, Channel};
-use postern_ipc_proto::{CHUNK_SIZE, CleanupReply, CleanupRequest};
+use postern_ipc_proto::{CHUNK_SIZE, CleanupReply, CleanupRequest, DeliveryStatus};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -15,15 +15,10 @@ use std::time::Duration;
 /// Why a message did not get into the queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CleanupError {
-    /// cleanup refused the message (it said why).
-    Rejected {
-        /// True for a temporary refusal (disk full, ...): try again later.
-        temporary: bool,
-        /// Enhanced status code, e.g. "5.3.4".
-        dsn: String,
-        /// cleanup's reason.
-        reason: String,
-    },
+    /// cleanup refused the message (it said why): a temporary (disk full,
+    /// ...: try again later) or permanent status, e.g. 5.3.4 "message file
+    /// too big".
+    Rejected(DeliveryStatus),
     /// The conversation failed: cleanup unreachable, an I/O error, a
     /// timeout, or an answer out of protocol. Always temporary.
     Unavailable(String),
@@ -33,7 +28,7 @@ impl CleanupError {
     /// True unless cleanup refused the message for good.
     pub fn is_temporary(&self) -> bool {
         match self {
-            CleanupError::Rejected { temporary, .. } => *temporary,
+            CleanupError::Rejected(status) => status.is_temporary(),
             CleanupError::Unavailable(_) => true,
         }
     }
@@ -42,7 +37,7 @@ impl CleanupError {
 impl fmt::Display for CleanupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CleanupError::Rejected { dsn, reason, .. } => write!(f, "{dsn} {reason}"),
+            CleanupError::Rejected(status) => write!(f, "{status}"),
             CleanupError::Unavailable(why) => write!(f, "cleanup: {why}"),
         }
     }
@@ -50,24 +45,11 @@ impl fmt::Display for CleanupError {
 
 impl std::error::Error for CleanupError {}
 
-/// cleanup's refusal, as an error.
-fn rejected(temporary: bool, dsn: String, reason: String) -> CleanupError {
-    CleanupError::Rejected {
-        temporary,
-        dsn,
-        reason,
-    }
-}
-
 /// What the answer to `Open` means: the new queue ID, or why not.
 fn opened(reply: Option<CleanupReply>) -> Result<String, CleanupError> {
     match reply {
         Some(CleanupReply::Opened { queue_id }) => Ok(queue_id),
-        Some(CleanupReply::Rejected {
-            temporary,
-            dsn,
-            reason,
-        }) => Err(rejected(temporary, dsn, reason)),
+        Some(CleanupReply::Rejected { status }) => Err(CleanupError::Rejected(status)),
         Some(other) => Err(CleanupError::Unavailable(format!(
             "unexpected reply {other:?}"
         ))),
@@ -79,11 +61,7 @@ fn opened(reply: Option<CleanupReply>) -> Result<String, CleanupError> {
 fn committed(reply: Option<CleanupReply>) -> Result<String, CleanupError> {
     match reply {
         Some(CleanupReply::Queued { queue_id }) => Ok(queue_id),
-        Some(CleanupReply::Rejected {
-            temporary,
-            dsn,
-            reason,
-        }) => Err(rejected(temporary, dsn, reason)),
+        Some(CleanupReply::Rejected { status }) => Err(CleanupError::Rejected(status)),
         Some(other) => Err(CleanupError::Unavailable(format!(
             "unexpected reply {other:?}"
         ))),
@@ -375,9 +353,7 @@ mod tests {
                 queue_id: "Q2".into(),
             },
             Some(CleanupReply::Rejected {
-                temporary: false,
-                dsn: "5.3.4".into(),
-                reason: "message file too big".into(),
+                status: DeliveryStatus::permanent(3, 4, "message file too big"),
             }),
         ));
         let c = CleanupClient::open(&path, vec![], 0, t).await.unwrap();

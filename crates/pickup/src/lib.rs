@@ -17,7 +17,7 @@
 //!
 //! Failures: a file that does not parse is logged and removed (pickup may
 //! not write `corrupt/`, docs/security.md); a temporary cleanup failure
-//! (no socket, timeout, `Rejected { temporary: true }`) leaves the file
+//! (no socket, timeout, a temporary `Rejected`) leaves the file
 //! and ends this scan, to be retried at the next wakeup; a permanent
 //! rejection is logged with its reason and the file removed.
 //!

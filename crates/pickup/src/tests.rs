@@ -2,7 +2,7 @@
 //! cleanup on a real Unix socket.
 
 use super::*;
-use postern_ipc::{Channel, CleanupReply, CleanupRequest};
+use postern_ipc::{Channel, CleanupReply, CleanupRequest, DeliveryStatus};
 use postern_queue::{Envelope, QueueFileWriter, Recipient};
 
 #[test]
@@ -202,9 +202,7 @@ async fn temporary_failures_leave_the_file() {
     let cleanup = fake_cleanup(
         &f.settings,
         CleanupReply::Rejected {
-            temporary: true,
-            dsn: "4.3.0".into(),
-            reason: "disk full".into(),
+            status: DeliveryStatus::temporary(3, 0, "disk full"),
         },
     );
     let out = scan(&f.settings).await;
@@ -232,9 +230,7 @@ async fn corrupt_and_rejected_files_are_removed() {
     let cleanup = fake_cleanup(
         &f.settings,
         CleanupReply::Rejected {
-            temporary: false,
-            dsn: "5.3.4".into(),
-            reason: "too big".into(),
+            status: DeliveryStatus::permanent(3, 4, "too big"),
         },
     );
     let out = scan(&f.settings).await;

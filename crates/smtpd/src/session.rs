@@ -240,16 +240,12 @@ impl server::Driver for Driver<'_> {
         };
         match c.commit().await {
             Ok(queue_id) => reply(250, (2, 0, 0), format!("Ok: queued as {queue_id}")),
-            Err(CleanupError::Rejected {
-                temporary,
-                dsn,
-                reason,
-            }) => {
-                let ec = postern_smtp_proto::EnhancedCode::parse(&dsn)
-                    .map(|c| (c.0, c.1, c.2))
-                    .unwrap_or(if temporary { (4, 3, 0) } else { (5, 3, 0) });
-                let code = if temporary { 451 } else { 554 };
-                let r = reply(code, ec, format!("Error: {reason}"));
+            Err(CleanupError::Rejected(status)) => {
+                let c = status.code();
+                let ec = (c.0, c.1, c.2);
+                // 451 or 554, whatever the code's subject (as before).
+                let code = if status.is_temporary() { 451 } else { 554 };
+                let r = reply(code, ec, format!("Error: {}", status.text()));
                 info!(
                     "{id}: reject: DATA from {}: {r}; from=<{}>",
                     self.client,
