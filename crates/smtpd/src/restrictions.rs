@@ -607,13 +607,13 @@ fn access_check(table: &Table, access: Access, req: &Request<'_>) -> Step {
     }
 }
 
-/// "5.7.1" with the given class as its first digit, or None.
+/// "5.7.1" (a valid code, postern-status's parser) with the given class as
+/// its first digit, or None. The access table is text from outside, so it
+/// is the one place a code is parsed.
 fn parse_enhanced(s: &str, class: u8) -> Option<(u8, u16, u16)> {
-    let mut it = s.split('.');
-    let a: u8 = it.next()?.parse().ok()?;
-    let b: u16 = it.next()?.parse().ok()?;
-    let c: u16 = it.next()?.parse().ok()?;
-    (it.next().is_none() && a == class).then_some((a, b, c))
+    EnhancedCode::parse(s)
+        .filter(|c| c.0 == class)
+        .map(|c| (c.0, c.1, c.2))
 }
 
 /// The effect of one word.
