@@ -53,7 +53,7 @@ use crate::mailbox::{
     prepended_headers,
 };
 use crate::privsep::{Identity, Report};
-pub use postern_status::{DeliveryStatus, EnhancedCode};
+pub use postern_status::{DeliveryStatus, EnhancedCode, StatusClass};
 
 /// Default for command_time_limit when main.cf does not give a usable value.
 pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(1000);
@@ -195,42 +195,11 @@ impl Message<'_> {
     }
 }
 
-/// Result for one envelope recipient, as qmgr needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Delivered; detail is the text after "status=sent".
-    Sent {
-        /// e.g. "delivered to maildir".
-        detail: String,
-    },
-    /// Try again later.
-    Deferred {
-        /// Enhanced status code (4.x.x).
-        dsn: EnhancedCode,
-        /// Why.
-        reason: String,
-    },
-    /// Permanent failure: qmgr sends a bounce.
-    Bounced {
-        /// Enhanced status code (5.x.x).
-        dsn: EnhancedCode,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl From<Outcome> for DeliveryStatus {
-    /// The status that crosses to qmgr: Sent is 2.0.0 with the detail;
-    /// the class of a failure is its variant's (the code's subject and
-    /// detail are kept).
-    fn from(o: Outcome) -> DeliveryStatus {
-        match o {
-            Outcome::Sent { detail } => DeliveryStatus::sent(detail),
-            Outcome::Deferred { dsn, reason } => DeliveryStatus::temporary(dsn.1, dsn.2, reason),
-            Outcome::Bounced { dsn, reason } => DeliveryStatus::permanent(dsn.1, dsn.2, reason),
-        }
-    }
-}
+/// Result for one envelope recipient, as qmgr needs it: the system's one
+/// [`DeliveryStatus`] (success with the detail logged after
+/// "status=sent", a temporary failure to try again later, or a permanent
+/// one that qmgr bounces).
+pub type Outcome = DeliveryStatus;
 
 /// Re-injects mail for alias/.forward targets that are not local (the lead implements it
 /// by talking to cleanup). sender = original sender (Postfix keeps it), recipients = the addresses.
@@ -570,7 +539,7 @@ impl LocalDelivery {
     ) -> Outcome {
         let mut run_done = delivered.clone();
         let outcome = self.deliver_with(msg, address, original, fwd, &mut run_done);
-        if matches!(outcome, Outcome::Sent { .. }) {
+        if outcome.is_success() {
             *delivered = run_done;
         }
         outcome
@@ -1241,15 +1210,8 @@ impl LocalDelivery {
 
     fn record(&self, run: &mut Run<'_, '_>, to: &str, result: Result<String, DeliveryError>) {
         let o = match result {
-            Ok(detail) => Outcome::Sent { detail },
-            Err(e) if e.temporary => Outcome::Deferred {
-                dsn: e.dsn,
-                reason: e.reason,
-            },
-            Err(e) => Outcome::Bounced {
-                dsn: e.dsn,
-                reason: e.reason,
-            },
+            Ok(detail) => DeliveryStatus::sent(detail),
+            Err(e) => e.into(),
         };
         self.log_outcome(run, to, o);
     }
@@ -1267,10 +1229,11 @@ impl LocalDelivery {
         } else {
             format!(", orig_to=<{}>", run.original)
         };
-        let (dsn, status, text) = match &o {
-            Outcome::Sent { detail } => (EnhancedCode(2, 0, 0), "sent", detail.as_str()),
-            Outcome::Deferred { dsn, reason } => (*dsn, "deferred", reason.as_str()),
-            Outcome::Bounced { dsn, reason } => (*dsn, "bounced", reason.as_str()),
+        let (dsn, text) = (o.code(), o.text());
+        let status = match o.class() {
+            StatusClass::Success => "sent",
+            StatusClass::Temporary => "deferred",
+            StatusClass::Permanent => "bounced",
         };
         tracing::info!(
             "{}: to=<{}>{}, relay=local, delay={}, delays={}/0/0/{}, dsn={}, status={} ({})",
@@ -1327,32 +1290,23 @@ fn fmt_delay(d: Duration) -> String {
 /// Bounced; else Sent (details joined). No leaf at all (everything was a
 /// duplicate) counts as sent.
 fn aggregate(outcomes: Vec<Outcome>) -> Outcome {
-    if let Some(d) = outcomes
-        .iter()
-        .find(|o| matches!(o, Outcome::Deferred { .. }))
-    {
+    if let Some(d) = outcomes.iter().find(|o| o.is_temporary()) {
         return d.clone();
     }
-    if let Some(b) = outcomes
-        .iter()
-        .find(|o| matches!(o, Outcome::Bounced { .. }))
-    {
+    if let Some(b) = outcomes.iter().find(|o| o.is_permanent()) {
         return b.clone();
     }
     let mut details: Vec<String> = Vec::new();
     for o in outcomes {
-        if let Outcome::Sent { detail } = o
-            && !details.contains(&detail)
-        {
+        let detail = o.into_text();
+        if !details.contains(&detail) {
             details.push(detail);
         }
     }
     if details.is_empty() {
         details.push("delivered".into());
     }
-    Outcome::Sent {
-        detail: details.join("; "),
-    }
+    DeliveryStatus::sent(details.join("; "))
 }
 
 /// Expands $name, ${name}, ${name?text} (text if non-empty) and ${name:text}

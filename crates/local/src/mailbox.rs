@@ -32,6 +32,19 @@ pub struct DeliveryError {
     pub reason: String,
 }
 
+impl From<DeliveryError> for postern_status::DeliveryStatus {
+    /// The failure as the one status type: temporary or permanent by
+    /// `temporary`, with its code's subject and detail and the reason.
+    fn from(e: DeliveryError) -> postern_status::DeliveryStatus {
+        let EnhancedCode(_, s, d) = e.dsn;
+        if e.temporary {
+            postern_status::DeliveryStatus::temporary(s, d, e.reason)
+        } else {
+            postern_status::DeliveryStatus::permanent(s, d, e.reason)
+        }
+    }
+}
+
 impl DeliveryError {
     /// A temporary failure.
     pub fn temp(dsn: EnhancedCode, reason: impl Into<String>) -> DeliveryError {

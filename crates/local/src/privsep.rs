@@ -29,8 +29,8 @@ use std::path::Path;
 
 use postern_service::run_as;
 
-use crate::Outcome;
 use crate::mailbox::{DeliveryError, EnhancedCode};
+use crate::{Outcome, StatusClass};
 
 pub use crate::mailbox::create_spool_mailbox;
 /// The user a delivery child becomes (the skeleton's [`run_as::Identity`]).
@@ -119,11 +119,12 @@ fn failure(tag: u8, dsn: EnhancedCode, text: String) -> Result<DeliveryError, St
 /// Encodes an [`Outcome`] in the same frame format (Sent = tag 0 with the
 /// detail and 2.0.0, Deferred = 1, Bounced = 2, each with code and reason).
 pub fn encode_outcome(o: &Outcome) -> Vec<u8> {
-    match o {
-        Outcome::Sent { detail } => frame(TAG_DONE, EnhancedCode(2, 0, 0), detail),
-        Outcome::Deferred { dsn, reason } => frame(TAG_TEMP, *dsn, reason),
-        Outcome::Bounced { dsn, reason } => frame(TAG_PERM, *dsn, reason),
-    }
+    let tag = match o.class() {
+        StatusClass::Success => TAG_DONE,
+        StatusClass::Temporary => TAG_TEMP,
+        StatusClass::Permanent => TAG_PERM,
+    };
+    frame(tag, o.code(), o.text())
 }
 
 /// Decodes a frame made by [`encode_outcome`]; a "skipped" frame is not an
@@ -131,21 +132,11 @@ pub fn encode_outcome(o: &Outcome) -> Vec<u8> {
 pub fn decode_outcome(buf: &[u8]) -> Result<Outcome, String> {
     let (tag, dsn, text) = unframe(buf)?;
     match tag {
-        TAG_DONE => Ok(Outcome::Sent { detail: text }),
-        TAG_TEMP => {
-            let e = failure(tag, dsn, text)?;
-            Ok(Outcome::Deferred {
-                dsn: e.dsn,
-                reason: e.reason,
-            })
-        }
-        TAG_PERM => {
-            let e = failure(tag, dsn, text)?;
-            Ok(Outcome::Bounced {
-                dsn: e.dsn,
-                reason: e.reason,
-            })
-        }
+        // A plain report's "done" carries no code (0.0.0): 2.0.0.
+        TAG_DONE if dsn == EnhancedCode(0, 0, 0) => Ok(Outcome::sent(text)),
+        TAG_DONE => Outcome::new(StatusClass::Success, dsn, text)
+            .map_err(|_| format!("report status code {dsn} is not a 2.x.x code")),
+        TAG_TEMP | TAG_PERM => Ok(failure(tag, dsn, text)?.into()),
         other => Err(format!("report tag {other} is not an outcome")),
     }
 }
@@ -366,26 +357,15 @@ mod tests {
     #[test]
     fn outcomes_round_trip() {
         for o in [
-            Outcome::Sent {
-                detail: "delivered to maildir".into(),
-            },
-            Outcome::Deferred {
-                dsn: EnhancedCode(4, 2, 0),
-                reason: "disk on fire: ünïcode".into(),
-            },
-            Outcome::Bounced {
-                dsn: EnhancedCode(5, 1, 1),
-                reason: String::new(),
-            },
+            Outcome::sent("delivered to maildir"),
+            Outcome::temporary(2, 0, "disk on fire: ünïcode"),
+            Outcome::permanent(1, 1, ""),
         ] {
             let buf = encode_outcome(&o);
             assert_eq!(decode_outcome(&buf).unwrap(), o);
         }
         // The exact layout: tag, the code as three numbers, len+text.
-        let buf = encode_outcome(&Outcome::Bounced {
-            dsn: EnhancedCode(5, 7, 1),
-            reason: "no".into(),
-        });
+        let buf = encode_outcome(&Outcome::permanent(7, 1, "no"));
         assert_eq!(buf, b"\x02\x05\0\x07\0\x01\0\0\0\x02no");
     }
 
@@ -406,10 +386,7 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_refused() {
-        let good = encode_outcome(&Outcome::Deferred {
-            dsn: EnhancedCode(4, 3, 0),
-            reason: "why".into(),
-        });
+        let good = encode_outcome(&Outcome::temporary(3, 0, "why"));
         assert!(decode_report(&[]).is_err());
         // Every truncation fails.
         for n in 1..good.len() {

@@ -6,7 +6,7 @@
 //! from the descriptor qmgr passes. Mail for non-local alias targets is
 //! re-injected through cleanup ([`CleanupForwarder`]), never sent directly.
 
-use crate::{EnhancedCode, LocalConfig, LocalDelivery, Message, Outcome};
+use crate::{LocalConfig, LocalDelivery, Message, Outcome};
 use postern_ipc::{
     BlockingCleanupClient, CHUNK_SIZE, Channel, CleanupError, DeliveryReply, DeliveryRequest,
     DeliveryStatus,
@@ -98,10 +98,11 @@ impl CleanupForwarder {
     ) -> Result<(), Outcome> {
         match self.try_forward(msg, recipients, d) {
             Ok(_) => Ok(()),
-            Err(e) => Err(Outcome::Deferred {
-                dsn: EnhancedCode(4, 3, 0),
-                reason: format!("cannot forward mail: {e}"),
-            }),
+            Err(e) => Err(DeliveryStatus::temporary(
+                3,
+                0,
+                format!("cannot forward mail: {e}"),
+            )),
         }
     }
 }
@@ -164,7 +165,7 @@ impl LocalService {
             if ch
                 .send(&DeliveryReply::Status {
                     index: r.index,
-                    status: outcome.into(),
+                    status: outcome,
                 })
                 .await
                 .is_err()

@@ -119,7 +119,7 @@ impl Forwarder for Recorder {
 }
 
 fn sent(o: &Outcome) -> bool {
-    matches!(o, Outcome::Sent { .. })
+    o.is_success()
 }
 
 #[test]
@@ -132,12 +132,7 @@ fn virtual_user_maildir_with_headers() {
         "Joe+News@Mail.Example.org",
         &mut f,
     );
-    assert_eq!(
-        o,
-        Outcome::Sent {
-            detail: "delivered to maildir".into()
-        }
-    );
+    assert_eq!(o, Outcome::sent("delivered to maildir"));
     let m = e.maildir("joe");
     assert_eq!(m.len(), 1);
     let mut expect =
@@ -208,10 +203,10 @@ fn depth_limit_bounces() {
         "",
         &mut Recorder::default(),
     ) {
-        Outcome::Bounced { dsn, reason } => {
+        o if o.is_permanent() => {
             assert!(
-                dsn == EnhancedCode(5, 4, 6) && reason.contains("too deep"),
-                "{reason}"
+                o.code() == EnhancedCode(5, 4, 6) && o.text().contains("too deep"),
+                "{o}"
             )
         }
         o => panic!("{o:?}"),
@@ -222,13 +217,7 @@ fn depth_limit_bounces() {
 fn unknown_user_bounces_and_other_local_domain_is_local() {
     let (e, mut ld) = env("x: nosuch@other.example.org\n", "", &[]);
     let o = ld.deliver(&e.msg(), "x@mail.example.org", "", &mut Recorder::default());
-    assert_eq!(
-        o,
-        Outcome::Bounced {
-            dsn: EnhancedCode(5, 1, 1),
-            reason: "unknown user: \"nosuch\"".into()
-        }
-    );
+    assert_eq!(o, Outcome::permanent(1, 1, "unknown user: \"nosuch\""));
 }
 
 #[test]
@@ -241,9 +230,9 @@ fn delivered_to_loop_is_bounced() {
         "",
         &mut Recorder::default(),
     ) {
-        Outcome::Bounced { dsn, reason } => {
-            assert_eq!(dsn, EnhancedCode(5, 4, 6));
-            assert_eq!(reason, "mail forwarding loop for joe@mail.example.org");
+        o if o.is_permanent() => {
+            assert_eq!(o.code(), EnhancedCode(5, 4, 6));
+            assert_eq!(o.text(), "mail forwarding loop for joe@mail.example.org");
         }
         o => panic!("{o:?}"),
     }
@@ -267,7 +256,7 @@ fn command_targets_and_exit_codes() {
         &mut Recorder::default(),
     );
     assert!(
-        matches!(&o, Outcome::Sent { detail } if detail.starts_with("delivered to command: cat >")),
+        o.is_success() && o.text().starts_with("delivered to command: cat >"),
         "{o:?}"
     );
     let text = std::fs::read_to_string(&out).unwrap();
@@ -286,7 +275,7 @@ fn command_targets_and_exit_codes() {
         &mut Recorder::default(),
     );
     assert!(
-        matches!(&o, Outcome::Deferred { dsn, .. } if *dsn == EnhancedCode(4, 3, 0)),
+        o.is_temporary() && o.code() == EnhancedCode(4, 3, 0),
         "{o:?}"
     );
     let o = ld.deliver(
@@ -296,7 +285,7 @@ fn command_targets_and_exit_codes() {
         &mut Recorder::default(),
     );
     assert!(
-        matches!(&o, Outcome::Bounced { dsn, .. } if *dsn == EnhancedCode(5, 6, 0)),
+        o.is_permanent() && o.code() == EnhancedCode(5, 6, 0),
         "{o:?}"
     );
 }
@@ -323,13 +312,7 @@ fn restrictions_and_file_targets() {
         "",
         &mut Recorder::default(),
     );
-    assert_eq!(
-        o,
-        Outcome::Bounced {
-            dsn: EnhancedCode(5, 7, 1),
-            reason: "mail to command is restricted".into()
-        }
-    );
+    assert_eq!(o, Outcome::permanent(7, 1, "mail to command is restricted"));
     let o = ld.deliver(
         &e.msg(),
         "file@mail.example.org",
@@ -370,28 +353,19 @@ fn include_files() {
     assert_eq!((e.maildir("joe").len(), e.maildir("ann").len()), (1, 1));
     assert_eq!(f.calls[0].0, vec!["far@remote.example".to_string()]);
     let o = ld.deliver(&e.msg(), "broken@mail.example.org", "", &mut f);
-    assert!(
-        matches!(&o, Outcome::Deferred { reason, .. } if reason.contains("include")),
-        "{o:?}"
-    );
+    assert!(o.is_temporary() && o.text().contains("include"), "{o:?}");
 }
 
 #[test]
 fn forwarder_failure_is_the_outcome() {
     let (e, mut ld) = env("x: a@remote.example\n", "", &[]);
     let mut f = Recorder {
-        fail: Some(Outcome::Deferred {
-            dsn: EnhancedCode(4, 3, 0),
-            reason: "cleanup down".into(),
-        }),
+        fail: Some(Outcome::temporary(3, 0, "cleanup down")),
         ..Default::default()
     };
     assert_eq!(
         ld.deliver(&e.msg(), "x@mail.example.org", "", &mut f),
-        Outcome::Deferred {
-            dsn: EnhancedCode(4, 3, 0),
-            reason: "cleanup down".into()
-        }
+        Outcome::temporary(3, 0, "cleanup down")
     );
 }
 
@@ -465,10 +439,10 @@ fn aliases_reload_when_changed() {
     )));
     assert_eq!((e.maildir("joe").len(), e.maildir("ann").len()), (2, 1));
     std::fs::write(e.path("aliases"), "broken\n").unwrap();
-    assert!(matches!(
-        ld.deliver(&e.msg(), "x@mail.example.org", "", &mut Recorder::default()),
-        Outcome::Deferred { .. }
-    ));
+    assert!(
+        ld.deliver(&e.msg(), "x@mail.example.org", "", &mut Recorder::default())
+            .is_temporary()
+    );
 }
 
 #[test]
@@ -499,56 +473,39 @@ fn delay_format_and_aggregate() {
     assert_eq!(fmt_delay(Duration::from_millis(50)), "0.05");
     assert_eq!(fmt_delay(Duration::from_millis(1234)), "1.2");
     assert_eq!(fmt_delay(Duration::from_secs(37)), "37");
-    let s = Outcome::Sent { detail: "a".into() };
-    let b = Outcome::Bounced {
-        dsn: EnhancedCode(5, 1, 1),
-        reason: "r".into(),
-    };
-    let d = Outcome::Deferred {
-        dsn: EnhancedCode(4, 3, 0),
-        reason: "t".into(),
-    };
+    let s = Outcome::sent("a");
+    let b = Outcome::permanent(1, 1, "r");
+    let d = Outcome::temporary(3, 0, "t");
     assert_eq!(aggregate(vec![s.clone(), b.clone(), d.clone()]), d);
     assert_eq!(aggregate(vec![s.clone(), b.clone()]), b);
     assert_eq!(
-        aggregate(vec![s.clone(), Outcome::Sent { detail: "c".into() }, s]),
-        Outcome::Sent {
-            detail: "a; c".into()
-        }
+        aggregate(vec![s.clone(), Outcome::sent("c"), s]),
+        Outcome::sent("a; c")
     );
 }
 
 #[test]
-fn outcomes_cross_to_qmgr_as_delivery_statuses() {
-    use postern_status::StatusClass;
-    let s: DeliveryStatus = Outcome::Sent {
-        detail: "delivered to maildir".into(),
+fn outcomes_are_delivery_statuses_and_cross_the_child_pipe_checked() {
+    use crate::privsep::{decode_outcome, encode_outcome};
+    // A failure of a leaf delivery becomes the one status type.
+    let s: DeliveryStatus =
+        crate::mailbox::DeliveryError::perm(EnhancedCode(5, 1, 1), "unknown user").into();
+    assert_eq!(s, Outcome::permanent(1, 1, "unknown user"));
+    let s: DeliveryStatus =
+        crate::mailbox::DeliveryError::temp(EnhancedCode(4, 2, 0), "disk").into();
+    assert_eq!(s.to_string(), "4.2.0 disk");
+    for o in [
+        Outcome::sent("delivered to maildir"),
+        Outcome::success(1, 5, "x"),
+        Outcome::temporary(2, 0, "disk"),
+        Outcome::permanent(7, 1, "no"),
+    ] {
+        assert_eq!(decode_outcome(&encode_outcome(&o)).unwrap(), o);
     }
-    .into();
-    assert_eq!(
-        (s.class(), s.code(), s.text()),
-        (
-            StatusClass::Success,
-            EnhancedCode(2, 0, 0),
-            "delivered to maildir"
-        )
-    );
-    let s: DeliveryStatus = Outcome::Deferred {
-        dsn: EnhancedCode(4, 2, 0),
-        reason: "disk".into(),
-    }
-    .into();
-    assert_eq!(
-        (s.class(), s.to_string()),
-        (StatusClass::Temporary, "4.2.0 disk".into())
-    );
-    let s: DeliveryStatus = Outcome::Bounced {
-        dsn: EnhancedCode(5, 1, 1),
-        reason: "unknown user".into(),
-    }
-    .into();
-    assert_eq!(s.class(), StatusClass::Permanent);
-    assert_eq!(s.code(), EnhancedCode(5, 1, 1));
+    // A "done" frame with a failure code is refused.
+    let mut f = encode_outcome(&Outcome::permanent(1, 1, "x"));
+    f[0] = 0;
+    assert!(decode_outcome(&f).unwrap_err().contains("2.x.x"), "{f:?}");
     // A command's exit status goes through the one sysexits table.
     assert_eq!(
         postern_status::sysexits::describe(67),
