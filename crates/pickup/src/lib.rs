@@ -188,20 +188,9 @@ fn remove(dirs: &QueueDirs, id: &QueueId) {
     }
 }
 
-/// The conversation with cleanup for one message. Ok(Ok(id)) = queued,
-/// Ok(Err(reason)) = permanently rejected, Err(reason) = try again later.
-async fn to_cleanup(
-    settings: &Settings,
-    qf: &QueueFile,
-    who: &Submitter,
-) -> Result<Result<String, String>, String> {
-    match cleanup_conversation(settings, qf, who).await {
-        Ok(id) => Ok(Ok(id)),
-        Err(e) if e.is_temporary() => Err(e.to_string()),
-        Err(e) => Ok(Err(e.to_string())),
-    }
-}
-
+/// The conversation with cleanup for one message: the new queue ID, or
+/// cleanup's refusal (a [`postern_ipc::DeliveryStatus`], temporary or
+/// permanent) or an unreachable cleanup (temporary).
 async fn cleanup_conversation(
     settings: &Settings,
     qf: &QueueFile,
@@ -278,21 +267,23 @@ pub async fn pickup_one(settings: &Settings, dirs: &QueueDirs, id: &QueueId) -> 
             who.uid
         );
     }
-    match to_cleanup(settings, &qf, &who).await {
-        Ok(Ok(new_id)) => {
+    match cleanup_conversation(settings, &qf, &who).await {
+        Ok(new_id) => {
             drop(qf);
             remove(dirs, id);
             Outcome::Queued(new_id)
         }
-        Ok(Err(reason)) => {
+        Err(e) if e.is_temporary() => {
+            let reason = e.to_string();
+            warn!("{id}: deferred: {reason}; will retry");
+            Outcome::Retry(reason)
+        }
+        Err(e) => {
+            let reason = e.to_string();
             warn!("{id}: rejected by cleanup: {reason}; maildrop file removed");
             drop(qf);
             remove(dirs, id);
             Outcome::Removed(reason)
-        }
-        Err(reason) => {
-            warn!("{id}: deferred: {reason}; will retry");
-            Outcome::Retry(reason)
         }
     }
 }
