@@ -26,6 +26,22 @@ use std::net::IpAddr;
 /// How long smtpd waits for the auth service (connect, each read and write).
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the auth service gave no yes/no answer.
+enum AuthTrouble {
+    /// No answer at all (connect, I/O, closed): worth one more try.
+    Connection(String),
+    /// It answered, but not yes or no (TempFail, out of protocol).
+    Answer(String),
+}
+
+impl AuthTrouble {
+    fn into_reason(self) -> String {
+        match self {
+            AuthTrouble::Connection(r) | AuthTrouble::Answer(r) => r,
+        }
+    }
+}
+
 /// The recipient policy of one smtpd process.
 pub struct Policy {
     /// mydestination, parsed (and its tables opened) once at start-up.
@@ -80,27 +96,52 @@ impl Policy {
     /// Asks the auth service whether `local_part` (or, with an extension,
     /// its base) is a users_file user.
     fn ask_auth(&self, socket: &std::path::Path, local_part: &str) -> Result<bool, String> {
+        // A connection that fails or is closed before an answer is tried once
+        // more: after `postern reload` the auth process that took it may be
+        // an old-generation one on its way out. An answer (TempFail included)
+        // is never retried.
+        match self.ask_auth_once(socket, local_part) {
+            Err(AuthTrouble::Connection(first)) => {
+                tracing::debug!("{first}: asking the auth service again");
+                std::thread::sleep(Duration::from_millis(100));
+                self.ask_auth_once(socket, local_part)
+                    .map_err(|e| e.into_reason())
+            }
+            other => other.map_err(|e| e.into_reason()),
+        }
+    }
+
+    fn ask_auth_once(
+        &self,
+        socket: &std::path::Path,
+        local_part: &str,
+    ) -> Result<bool, AuthTrouble> {
         let full = local_part.to_lowercase();
         let (base, ext) = postern_maps::strip_extension(&full, &self.delimiters);
         let mut keys = vec![full.as_str()];
         if ext.is_some() {
             keys.push(base);
         }
-        let unreachable =
-            |e: &dyn std::fmt::Display| format!("auth service {}: {e}", socket.display());
-        let mut chan =
-            BlockingChannel::connect(socket, AUTH_TIMEOUT).map_err(|e| unreachable(&e))?;
+        let said = |e: &dyn std::fmt::Display| format!("auth service {}: {e}", socket.display());
+        let lost = |e: &dyn std::fmt::Display| AuthTrouble::Connection(said(e));
+        let mut chan = BlockingChannel::connect(socket, AUTH_TIMEOUT).map_err(|e| lost(&e))?;
         for key in keys {
             chan.send(&AuthRequest::Lookup {
                 user: key.to_string(),
             })
-            .map_err(|e| unreachable(&e))?;
-            match chan.recv::<AuthReply>().map_err(|e| unreachable(&e))? {
+            .map_err(|e| lost(&e))?;
+            match chan.recv::<AuthReply>().map_err(|e| lost(&e))? {
                 Some(AuthReply::User { .. }) => return Ok(true),
                 Some(AuthReply::NoSuchUser) => {}
-                Some(AuthReply::TempFail { reason }) => return Err(unreachable(&reason)),
-                Some(other) => return Err(unreachable(&format!("unexpected reply {other:?}"))),
-                None => return Err(unreachable(&"closed the connection")),
+                Some(AuthReply::TempFail { reason }) => {
+                    return Err(AuthTrouble::Answer(said(&reason)));
+                }
+                Some(other) => {
+                    return Err(AuthTrouble::Answer(said(&format!(
+                        "unexpected reply {other:?}"
+                    ))));
+                }
+                None => return Err(lost(&"closed the connection")),
             }
         }
         Ok(false)
@@ -277,6 +318,43 @@ pub(crate) mod tests {
         assert_eq!(p.recipient_exists("bob"), Ok(false));
         let asked = server.join().unwrap();
         assert_eq!(asked, vec!["vera+tag", "vera", "bob"]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_connection_auth_drops_is_asked_again_once_but_an_answer_is_final() {
+        let d = scratch("retry");
+        let mut p = Policy::from_config(&config(&d)).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(d.join("private/auth")).unwrap();
+        let server = std::thread::spawn(move || {
+            // An old-generation auth on its way out: takes one and closes it.
+            drop(listener.accept().unwrap());
+            let (s, _) = listener.accept().unwrap();
+            let mut c = BlockingChannel::new(s);
+            if let Some(AuthRequest::Lookup { user }) = c.recv::<AuthRequest>().unwrap() {
+                c.send(&AuthReply::User {
+                    name: user,
+                    uid: None,
+                    gid: None,
+                    home: None,
+                })
+                .unwrap();
+            }
+            // Then a TempFail answer, which is not retried.
+            let (s, _) = listener.accept().unwrap();
+            let mut c = BlockingChannel::new(s);
+            if let Some(AuthRequest::Lookup { .. }) = c.recv::<AuthRequest>().unwrap() {
+                c.send(&AuthReply::TempFail {
+                    reason: "users file unreadable".into(),
+                })
+                .unwrap();
+            }
+            listener
+        });
+        assert_eq!(p.recipient_exists("vera"), Ok(true));
+        let e = p.recipient_exists("vera").unwrap_err();
+        assert!(e.contains("users file unreadable"), "{e}");
+        drop(server.join().unwrap());
         let _ = std::fs::remove_dir_all(&d);
     }
 }
