@@ -12,7 +12,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use postern_smtp_proto::Reply;
-use postern_smtp_proto::server::{AuthStep, Config, Driver, End, RcptTo, SaslLogin, Session};
+use postern_smtp_proto::server::{
+    self, AuthStep, Config, Driver, End, RcptTo, SaslLogin, Session,
+};
 use std::time::Duration;
 
 struct Fuzz<'a> {
@@ -65,16 +67,6 @@ impl Driver for Fuzz<'_> {
     }
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
@@ -99,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut session = Session::new(cfg);
     // STARTTLS is not fuzzed (the default start_tls hook refuses it).
-    let _ = block_on(session.run(&mut driver));
+    let _ = server::block_on(session.run(&mut driver));
     for line in driver.out.split_inclusive(|&b| b == b'\n') {
         assert!(line.ends_with(b"\r\n"), "reply line not CRLF-terminated: {line:?}");
         assert!(line.len() >= 5, "short reply line: {line:?}");

@@ -690,7 +690,7 @@ pub fn smtp_session(
         content: Vec::new(),
     };
     let mut session = Session::new(session_config(ctx));
-    let _ = block_on(session.run(&mut d));
+    let _ = server::block_on(session.run(&mut d));
     match d.failed {
         None => 0,
         Some(e) => {
@@ -704,6 +704,8 @@ pub fn smtp_session(
 /// or error limits (the local user is the one typing), and the size limit
 /// of main.cf.
 fn session_config(ctx: &Context) -> server::Config {
+    // The local user's own stdin: no error, junk or recipient limits;
+    // smtpd's defaults otherwise (no TLS, no AUTH, VRFY off).
     server::Config {
         hostname: ctx.myhostname.clone(),
         greeting: format!("{} ESMTP {}", ctx.myhostname, ctx.mail_name),
@@ -713,30 +715,8 @@ fn session_config(ctx: &Context) -> server::Config {
         soft_error_limit: u32::MAX,
         error_sleep: std::time::Duration::ZERO,
         junk_limit: u32::MAX,
-        line_limit: 2048,
-        vrfy_disabled: true,
-        helo_required: false,
-        reject_bare_newline: false,
-        smtputf8: true,
-        strict_envelopes: false,
-        starttls: false,
-        require_tls: false,
-        sasl: false,
-        tls_auth_only: true,
-        sasl_mechanisms: String::new(),
-        postmaster_domain: String::new(),
         content_chunk: CHUNK,
-    }
-}
-
-/// Runs a future whose I/O is blocking (so it never waits to be woken).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
+        ..server::Config::default()
     }
 }
 

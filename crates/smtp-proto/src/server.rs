@@ -278,6 +278,19 @@ pub trait Driver {
     }
 }
 
+/// Runs a session (or any future) whose driver does blocking I/O, so it is
+/// never left waiting to be woken: for drivers without an async runtime
+/// (`sendmail -bs` on its stdin, the fuzz target).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 /// A reply with an enhanced status code.
 pub fn reply(code: u16, ec: (u8, u16, u16), text: impl Into<String>) -> Reply {
     Reply::new(code, Some(EnhancedCode(ec.0, ec.1, ec.2)), text)

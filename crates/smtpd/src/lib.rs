@@ -58,6 +58,9 @@ pub mod session;
 pub mod stream;
 
 use postern_config::MainCf;
+use postern_ipc::CHUNK_SIZE;
+use postern_sasl::Mechanism;
+use postern_smtp_proto::server;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -87,52 +90,22 @@ pub enum TlsLevel {
 /// smtpd's settings, read once at start.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Our name in the greeting and EHLO reply.
-    pub myhostname: String,
-    /// Text after "220 " in the greeting.
-    pub banner: String,
-    /// message_size_limit (0 = none).
-    pub message_size_limit: u64,
-    /// smtpd_recipient_limit.
-    pub recipient_limit: usize,
+    /// What every session offers and its limits (smtp-proto's server
+    /// configuration); `starttls` and `require_tls` are settled in `main`
+    /// once the certificate is loaded.
+    pub session: server::Config,
     /// smtpd_timeout: how long to wait for a command or data.
     pub timeout: Duration,
-    /// smtpd_hard_error_limit.
-    pub hard_error_limit: u32,
-    /// smtpd_soft_error_limit.
-    pub soft_error_limit: u32,
-    /// smtpd_error_sleep_time.
-    pub error_sleep: Duration,
-    /// smtpd_junk_command_limit.
-    pub junk_limit: u32,
-    /// line_length_limit for command lines.
-    pub line_limit: usize,
-    /// disable_vrfy_command.
-    pub vrfy_disabled: bool,
-    /// smtpd_helo_required.
-    pub helo_required: bool,
-    /// smtpd_forbid_bare_newline.
-    pub bare_newline: BareNewline,
-    /// smtputf8_enable.
-    pub smtputf8: bool,
-    /// strict_rfc821_envelopes.
-    pub strict_envelopes: bool,
     /// Where cleanup listens.
     pub cleanup_socket: PathBuf,
     /// ipc_timeout, for waiting on cleanup.
     pub ipc_timeout: Duration,
-    /// myorigin, to complete "<Postmaster>".
-    pub myorigin: String,
     /// Service name (for the Received header's protocol is per session).
     pub service_name: String,
     /// smtpd_tls_security_level (after the default is worked out).
     pub tls_level: TlsLevel,
     /// smtpd_tls_wrappermode: handshake at connect.
     pub tls_wrappermode: bool,
-    /// smtpd_sasl_auth_enable: offer AUTH.
-    pub sasl_enabled: bool,
-    /// smtpd_tls_auth_only: AUTH only inside TLS.
-    pub tls_auth_only: bool,
     /// smtpd_sasl_authenticated_header: name the login in Received.
     pub sasl_header: bool,
 }
@@ -167,14 +140,11 @@ impl Settings {
                 ));
             }
         };
-        Ok(Settings {
-            tls_level,
-            tls_wrappermode: main.bool("smtpd_tls_wrappermode").map_err(e)?,
-            myhostname: main.str("myhostname"),
-            banner: main.str("smtpd_banner"),
+        let session = server::Config {
+            hostname: main.str("myhostname"),
+            greeting: main.str("smtpd_banner"),
             message_size_limit: main.size("message_size_limit").map_err(e)?,
             recipient_limit: main.bounded("smtpd_recipient_limit").map_err(e)?,
-            timeout: main.time("smtpd_timeout").map_err(e)?,
             hard_error_limit: main.bounded("smtpd_hard_error_limit").map_err(e)?,
             soft_error_limit: main.bounded("smtpd_soft_error_limit").map_err(e)?,
             error_sleep: main.time("smtpd_error_sleep_time").map_err(e)?,
@@ -182,15 +152,26 @@ impl Settings {
             line_limit: main.bounded("line_length_limit").map_err(e)?,
             vrfy_disabled: main.bool("disable_vrfy_command").map_err(e)?,
             helo_required: main.bool("smtpd_helo_required").map_err(e)?,
-            bare_newline: bare,
+            reject_bare_newline: bare == BareNewline::Reject,
             smtputf8: main.bool("smtputf8_enable").map_err(e)?,
             strict_envelopes: main.bool("strict_rfc821_envelopes").map_err(e)?,
-            cleanup_socket: main.path("queue_directory").join("private").join("cleanup"),
-            sasl_enabled: main.bool("smtpd_sasl_auth_enable").map_err(e)?,
+            // Settled once the certificate is loaded (main).
+            starttls: false,
+            require_tls: tls_level == TlsLevel::Encrypt,
+            sasl: main.bool("smtpd_sasl_auth_enable").map_err(e)?,
             tls_auth_only: main.bool("smtpd_tls_auth_only").map_err(e)?,
+            sasl_mechanisms: Mechanism::advertised(),
+            postmaster_domain: main.str("myorigin"),
+            content_chunk: CHUNK_SIZE,
+        };
+        Ok(Settings {
+            session,
+            tls_level,
+            tls_wrappermode: main.bool("smtpd_tls_wrappermode").map_err(e)?,
+            timeout: main.time("smtpd_timeout").map_err(e)?,
+            cleanup_socket: main.path("queue_directory").join("private").join("cleanup"),
             sasl_header: main.bool("smtpd_sasl_authenticated_header").map_err(e)?,
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
-            myorigin: main.str("myorigin"),
             service_name: service_name.to_string(),
         })
     }
@@ -252,13 +233,14 @@ pub fn main() -> ! {
             let restrictions = restrictions::Restrictions::from_config(&ctx.config)?;
             // Before the privilege drop: the key file is readable by root only.
             let tls = load_tls(&ctx.config, &mut settings)?;
-            if settings.sasl_enabled && settings.tls_auth_only && tls.is_none() {
+            settings.session.starttls = tls.is_some() && settings.tls_level != TlsLevel::None;
+            if settings.session.sasl && settings.session.tls_auth_only && tls.is_none() {
                 tracing::warn!(
                     "smtpd_sasl_auth_enable = yes and smtpd_tls_auth_only = yes but TLS is not \
                      available: AUTH will not be offered"
                 );
             }
-            if !settings.sasl_enabled
+            if !settings.session.sasl
                 && restrictions.uses(restrictions::Word::RejectSenderLoginMismatch)
             {
                 tracing::warn!(

@@ -14,11 +14,11 @@
 //! wiped after the request; "250 Ok: queued as" is only cleanup's answer
 //! once the queue file is durable.
 
+use crate::Smtpd;
 use crate::restrictions::{Decision, Request};
 use crate::stream::{HandshakeError, Stream};
-use crate::{BareNewline, Smtpd, TlsLevel};
 use postern_ipc::messages::{AuthReply, AuthRequest};
-use postern_ipc::{CHUNK_SIZE, Channel, CleanupClient, CleanupError};
+use postern_ipc::{Channel, CleanupClient, CleanupError};
 use postern_sasl::{Exchange, Mechanism, SaslError, Step};
 use postern_smtp_proto::Reply;
 use postern_smtp_proto::server::{self, AuthStep, End, Notice, RcptTo, SaslLogin, Session, reply};
@@ -44,34 +44,6 @@ struct Driver<'a> {
     exchange: Option<Exchange>,
 }
 
-/// The proto session's configuration from smtpd's settings.
-fn config(smtpd: &Smtpd) -> server::Config {
-    let s = &smtpd.settings;
-    server::Config {
-        hostname: s.myhostname.clone(),
-        greeting: s.banner.clone(),
-        message_size_limit: s.message_size_limit,
-        recipient_limit: s.recipient_limit,
-        hard_error_limit: s.hard_error_limit,
-        soft_error_limit: s.soft_error_limit,
-        error_sleep: s.error_sleep,
-        junk_limit: s.junk_limit,
-        line_limit: s.line_limit,
-        vrfy_disabled: s.vrfy_disabled,
-        helo_required: s.helo_required,
-        reject_bare_newline: s.bare_newline == BareNewline::Reject,
-        smtputf8: s.smtputf8,
-        strict_envelopes: s.strict_envelopes,
-        starttls: smtpd.tls.is_some() && s.tls_level != TlsLevel::None,
-        require_tls: s.tls_level == TlsLevel::Encrypt,
-        sasl: s.sasl_enabled,
-        tls_auth_only: s.tls_auth_only,
-        sasl_mechanisms: Mechanism::advertised(),
-        postmaster_domain: s.myorigin.clone(),
-        content_chunk: CHUNK_SIZE,
-    }
-}
-
 /// Serves one client until it quits or the connection ends.
 pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
@@ -88,7 +60,7 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
         queue_id: None,
         exchange: None,
     };
-    let mut s = Session::new(config(smtpd));
+    let mut s = Session::new(smtpd.settings.session.clone());
     if smtpd.settings.tls_wrappermode {
         // Implicit TLS (RFC 8314): the handshake comes before the banner.
         if server::Driver::start_tls(&mut d, &s).await.is_err() {
@@ -108,7 +80,7 @@ pub async fn run(smtpd: &Smtpd, stream: TcpStream, peer: SocketAddr) {
             info!("timeout after {} from {}", s.last_command(), d.client);
             let r = format!(
                 "421 4.4.2 {} Error: timeout exceeded\r\n",
-                smtpd.settings.myhostname
+                smtpd.settings.session.hostname
             );
             let _ = tokio::time::timeout(Duration::from_secs(5), d.stream.write_all(r.as_bytes()))
                 .await;
