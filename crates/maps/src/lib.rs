@@ -36,4 +36,6 @@ pub use error::MapError;
 pub use network::NetworkList;
 pub use recipients::{AliasMaps, LocalDomains, LocalRecipients, split_map_list, strip_extension};
 pub use table::Table;
-pub use users::{MailUser, MailUsers, UserLine, duplicate_user_warning, user_lines};
+pub use users::{
+    MailUser, MailUsers, UserLine, UserTable, duplicate_user_warning, user_lines, with_users_file,
+};

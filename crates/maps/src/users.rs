@@ -124,68 +124,106 @@ pub(crate) fn wipe(buf: &mut [u8]) {
     std::hint::black_box(&buf);
 }
 
-/// The users file's users without their passwords, in file order, with
-/// lookup by name: what local needs (uid, gid, home).
-#[derive(Clone, Debug, Default)]
-pub struct MailUsers {
-    users: Vec<MailUser>,
+/// Users of a users file by name, in file order, the last line for a name
+/// winning (with a warning): the one collection behind [`MailUsers`] (no
+/// hashes, for local) and postern-passdb's `PassDb` (with them, for auth).
+#[derive(Clone, Debug)]
+pub struct UserTable<T> {
+    users: Vec<T>,
     index: HashMap<String, usize>,
     warnings: Vec<String>,
 }
 
-impl MailUsers {
-    /// Parses users-file text; `path` is only used in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<MailUsers, MapError> {
-        let mut out = MailUsers::default();
+impl<T> Default for UserTable<T> {
+    fn default() -> Self {
+        UserTable {
+            users: Vec::new(),
+            index: HashMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl<T> UserTable<T> {
+    /// Parses users-file text, keeping of each line what `keep` makes of
+    /// it; `path` is only used in errors and warnings.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        mut keep: impl FnMut(UserLine<'_>) -> T,
+    ) -> Result<UserTable<T>, MapError> {
+        let mut out = UserTable::default();
         for line in user_lines(text, path) {
-            let UserLine { line, user, .. } = line?;
-            match out.index.get(&user.name) {
+            let line = line?;
+            let (lineno, name) = (line.line, line.user.name.clone());
+            let item = keep(line);
+            match out.index.get(&name) {
                 Some(&i) => {
                     out.warnings
-                        .push(duplicate_user_warning(path, line, &user.name));
-                    out.users[i] = user;
+                        .push(duplicate_user_warning(path, lineno, &name));
+                    out.users[i] = item;
                 }
                 None => {
-                    out.index.insert(user.name.clone(), out.users.len());
-                    out.users.push(user);
+                    out.index.insert(name, out.users.len());
+                    out.users.push(item);
                 }
             }
         }
         Ok(out)
     }
 
-    /// Reads and parses a users file, then overwrites what was read (the
-    /// password hashes with the rest) with zeros.
-    pub fn load(path: &Path) -> Result<MailUsers, MapError> {
-        let mut bytes =
-            std::fs::read(path).map_err(|e| MapError::new(path, 0, format!("cannot read: {e}")))?;
-        let parsed = match std::str::from_utf8(&bytes) {
-            Ok(text) => MailUsers::parse(text, path),
-            Err(e) => Err(MapError::new(
-                path,
-                0,
-                format!("not valid UTF-8 (byte offset {})", e.valid_up_to()),
-            )),
-        };
-        wipe(&mut bytes);
-        parsed
-    }
-
     /// The user called `name` (compared lower-cased, no extension stripping).
-    pub fn get(&self, name: &str) -> Option<&MailUser> {
+    pub fn get(&self, name: &str) -> Option<&T> {
         self.index
             .get(&name.to_lowercase())
             .and_then(|&i| self.users.get(i))
     }
 
     /// All users in file order.
-    pub fn iter(&self) -> impl Iterator<Item = &MailUser> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.users.iter()
     }
 
     /// Non-fatal problems (duplicate users) found while parsing.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+}
+
+/// Reads a users file and hands its text to `parse`, then overwrites the
+/// bytes read (the password hashes with the rest) with zeros.
+pub fn with_users_file<R>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<R, MapError>,
+) -> Result<R, MapError> {
+    let mut bytes =
+        std::fs::read(path).map_err(|e| MapError::new(path, 0, format!("cannot read: {e}")))?;
+    let parsed = match std::str::from_utf8(&bytes) {
+        Ok(text) => parse(text),
+        Err(e) => Err(MapError::new(
+            path,
+            0,
+            format!("not valid UTF-8 (byte offset {})", e.valid_up_to()),
+        )),
+    };
+    wipe(&mut bytes);
+    parsed
+}
+
+/// The users file's users without their passwords: what local needs (uid,
+/// gid, home).
+pub type MailUsers = UserTable<MailUser>;
+
+impl UserTable<MailUser> {
+    /// Parses users-file text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<MailUsers, MapError> {
+        UserTable::parse_with(text, path, |line| line.user)
+    }
+
+    /// Reads and parses a users file, then overwrites what was read (the
+    /// password hashes with the rest) with zeros.
+    pub fn load(path: &Path) -> Result<MailUsers, MapError> {
+        with_users_file(path, |text| MailUsers::parse(text, path))
     }
 }
 

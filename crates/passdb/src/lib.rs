@@ -18,11 +18,11 @@
 
 pub mod hash;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 pub use hash::{Check, MAX_PASSWORD, ct_eq, hash_password, split_scheme, verify_password};
+use postern_maps::UserTable;
 pub use postern_maps::{MailUser, MapError};
 
 /// One users_file user with the password hash stored for it.
@@ -46,71 +46,38 @@ impl fmt::Debug for PassUser {
 /// The parsed users file with its hashes, in file order, with lookup by name.
 #[derive(Clone, Debug, Default)]
 pub struct PassDb {
-    users: Vec<PassUser>,
-    index: HashMap<String, usize>,
-    warnings: Vec<String>,
+    table: UserTable<PassUser>,
 }
 
 impl PassDb {
     /// Parses users-file text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<PassDb, MapError> {
-        let mut out = PassDb::default();
-        for line in postern_maps::user_lines(text, path) {
-            let line = line?;
-            let user = PassUser {
-                password: line.password.to_string(),
-                user: line.user,
-            };
-            match out.index.get(&user.user.name) {
-                Some(&i) => {
-                    out.warnings.push(postern_maps::duplicate_user_warning(
-                        path,
-                        line.line,
-                        &user.user.name,
-                    ));
-                    out.users[i] = user;
-                }
-                None => {
-                    out.index.insert(user.user.name.clone(), out.users.len());
-                    out.users.push(user);
-                }
-            }
-        }
-        Ok(out)
+        let table = UserTable::parse_with(text, path, |line| PassUser {
+            password: line.password.to_string(),
+            user: line.user,
+        })?;
+        Ok(PassDb { table })
     }
 
-    /// Reads and parses a users file.
+    /// Reads and parses a users file (the bytes read are wiped after; the
+    /// hashes live on in the result).
     pub fn load(path: &Path) -> Result<PassDb, MapError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| MapError::new(path, 0, format!("cannot read: {e}")))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            MapError::new(
-                path,
-                0,
-                format!(
-                    "not valid UTF-8 (byte offset {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            )
-        })?;
-        PassDb::parse(&text, path)
+        postern_maps::with_users_file(path, |text| PassDb::parse(text, path))
     }
 
     /// The user called `name` (compared lower-cased, no extension stripping).
     pub fn get(&self, name: &str) -> Option<&PassUser> {
-        self.index
-            .get(&name.to_lowercase())
-            .and_then(|&i| self.users.get(i))
+        self.table.get(name)
     }
 
     /// All users in file order.
     pub fn iter(&self) -> impl Iterator<Item = &PassUser> {
-        self.users.iter()
+        self.table.iter()
     }
 
     /// Non-fatal problems (duplicate users) found while parsing.
     pub fn warnings(&self) -> &[String] {
-        &self.warnings
+        self.table.warnings()
     }
 }
 
