@@ -20,13 +20,17 @@
 //! - [`data`]: DATA phase decoding and dot-stuffing;
 //! - [`chunk`]: BDAT chunk decoding;
 //! - [`server`]: the server session (states, command table, limits,
-//!   policy hooks) that smtpd and `sendmail -bs` drive.
+//!   policy hooks) that smtpd and `sendmail -bs` drive;
+//! - [`client`]: the client side (reply parser, EHLO capabilities, command
+//!   encoding, the mail transaction planner, streaming dot-stuffing) that
+//!   the smtp/lmtp delivery agent drives.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod address;
 pub mod chunk;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod line;
