@@ -596,11 +596,13 @@ fn eight_bit_body() {
         tx.next_action(),
         Action::Send(b"MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n".to_vec())
     );
+    assert!(!tx.eight_bit_unannounced());
     let mut tx = Transaction::new(caps(&[]), env, opts(Protocol::Smtp));
     assert_eq!(
         tx.next_action(),
         Action::Send(b"MAIL FROM:<alice@example.org>\r\n".to_vec())
     );
+    assert!(tx.eight_bit_unannounced());
 }
 
 #[test]

@@ -100,8 +100,8 @@ pub struct Envelope {
     /// The content has 8-bit octets (BODY=8BITMIME when offered; sent as
     /// it is otherwise, as Postfix does without MIME conversion).
     pub eight_bit: bool,
-    /// The message needs SMTPUTF8 (RFC 6531: UTF-8 headers or the sender
-    /// asked for it); non-ASCII addresses need it anyway.
+    /// The message needs SMTPUTF8 (RFC 6531: the sender asked for it and
+    /// the headers hold UTF-8); non-ASCII addresses need it anyway.
     pub smtputf8: bool,
 }
 
@@ -700,6 +700,13 @@ impl Transaction {
     /// Whether the server has been asked to use BDAT for this message.
     pub fn uses_chunking(&self) -> bool {
         self.chunking
+    }
+
+    /// True when 8-bit content goes to a server that did not announce
+    /// 8BITMIME: it is sent as it is (Postfix does so when it cannot or
+    /// may not convert to 7 bits); the driver may log it or convert first.
+    pub fn eight_bit_unannounced(&self) -> bool {
+        self.env.eight_bit && !self.caps.eightbitmime
     }
 
     /// Whether commands are pipelined in this transaction.
