@@ -33,7 +33,8 @@ pub struct ResolvConf {
 }
 
 impl Default for ResolvConf {
-    /// An empty file: 127.0.0.1, 5 s, 2 attempts.
+    /// No server yet; resolv.conf's option defaults (5 s, 2 attempts).
+    /// [`parse_resolv_conf`] adds 127.0.0.1 when a file names no server.
     fn default() -> Self {
         Self {
             servers: Vec::new(),

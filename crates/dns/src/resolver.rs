@@ -26,6 +26,11 @@ use crate::{DnsError, Host, Options, parse_ip_literal};
 /// client's chroot, the copy the jail holds at the same path).
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 
+/// How many MX names are resolved at once: enough to hide latency, few
+/// enough that a domain publishing hundreds of MX records cannot flood the
+/// name server (hickory allows 32 requests in flight per connection).
+const CONCURRENT_NAMES: usize = 8;
+
 /// Timeouts for a resolver built from explicit servers.
 ///
 /// Exists so tests can make a dead name server fail in a second instead of
@@ -143,8 +148,8 @@ impl Resolver {
     ///
     /// Addresses are looked up one preference level at a time (the names of
     /// a level concurrently), stopping once `options.address_limit`
-    /// addresses are known, so a domain with hundreds of MX records costs a
-    /// few queries.
+    /// addresses are known (a few names at a time), so a domain with
+    /// hundreds of MX records costs a few queries.
     pub async fn mx_hosts(&self, domain: &str, options: &Options) -> Result<Vec<Host>, DnsError> {
         let name = fqdn(domain, "MX")?;
         let answer = answer(self.inner.mx_lookup(name).await, |rdata| match rdata {
@@ -159,10 +164,7 @@ impl Resolver {
         let mut answers: HashMap<String, AddrAnswers> = HashMap::new();
         let mut found: HashSet<IpAddr> = HashSet::new();
         let mut start = 0;
-        while start < targets.len() {
-            if enough(&found, options) {
-                break;
-            }
+        'levels: while start < targets.len() {
             let preference = targets[start].preference;
             let end = targets[start..]
                 .iter()
@@ -170,37 +172,43 @@ impl Resolver {
                 .map_or(targets.len(), |n| start + n);
             let level = &targets[start..end];
             start = end;
-
-            let mut tasks = tokio::task::JoinSet::new();
-            for target in level {
-                let resolver = self.clone();
-                let name = target.exchange.clone();
-                let families = options.families;
-                tasks.spawn(async move {
-                    let answer = resolver.addr_answers(&name, families).await;
-                    (name, answer)
-                });
-            }
-            while let Some(joined) = tasks.join_next().await {
-                // A panicked task leaves its name out: treated as not looked up.
-                let Ok((name, answer)) = joined else { continue };
-                for ip in answer_addrs(&answer) {
-                    if options.families.allows(ip) {
-                        found.insert(ip);
-                    }
+            // A few names at a time: the level is already in random order,
+            // so stopping after a chunk still picks among equals at random.
+            for chunk in level.chunks(CONCURRENT_NAMES) {
+                if enough(&found, options) {
+                    break 'levels;
                 }
-                answers.insert(normalize(&name), answer);
+                let mut tasks = tokio::task::JoinSet::new();
+                for target in chunk {
+                    let resolver = self.clone();
+                    let name = target.exchange.clone();
+                    let families = options.families;
+                    tasks.spawn(async move {
+                        let answer = resolver.addr_answers(&name, families).await;
+                        (name, answer)
+                    });
+                }
+                while let Some(joined) = tasks.join_next().await {
+                    // A panicked task leaves its name out: as if not looked up.
+                    let Ok((name, answer)) = joined else { continue };
+                    for ip in answer_addrs(&answer) {
+                        if options.families.allows(ip) {
+                            found.insert(ip);
+                        }
+                    }
+                    answers.insert(normalize(&name), answer);
+                }
             }
         }
         select::hosts(&targets, &answers, options, &mut rand::rng())
     }
 
     /// The addresses of one host, for a `[host]` nexthop (no MX lookup), in
-    /// the order to try them and at most `options.address_limit` of them.
-    /// An IP literal (`192.0.2.1`, `2001:db8::1`, `ipv6:2001:db8::1`,
-    /// optionally in brackets) is returned as is without a query; one of a
-    /// family that `options.families` excludes is a temporary error (a
-    /// configuration to fix, not a reason to bounce).
+    /// the order to try them and at most `options.address_limit` of them;
+    /// `name` may keep its brackets. An IP literal (`192.0.2.1`,
+    /// `2001:db8::1`, `ipv6:2001:db8::1`) is returned as it is, without a
+    /// query; a literal of a family that `options.families` excludes is a
+    /// temporary error (a configuration to fix, not a reason to bounce).
     pub async fn host_addrs(&self, name: &str, options: &Options) -> Result<Vec<IpAddr>, DnsError> {
         if let Some(ip) = parse_ip_literal(name) {
             if options.families.allows(ip) {
@@ -211,6 +219,10 @@ impl Resolver {
                  address family not enabled by inet_protocols"
             )));
         }
+        let name = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(name);
         let rtype = if options.families.v4() && !options.families.v6() {
             "A"
         } else {

@@ -337,6 +337,28 @@ async fn address_limit() {
 }
 
 #[tokio::test]
+async fn hundreds_of_mx_records_cost_a_few_queries() {
+    let mut zone = Zone::new("many.test.");
+    for i in 0..200u8 {
+        zone = zone
+            .mx("@", 10, &format!("mx{i}"))
+            .a(&format!("mx{i}"), v4(i));
+    }
+    let dns = TestDns::start(zone);
+    let r = resolver(&dns);
+    let hosts = r
+        .mx_hosts(
+            "many.test",
+            &opts(IpFamilies::V4, AddressPreference::Any, 5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hosts.len(), 5);
+    let address_queries = dns.queries().iter().filter(|q| q.rtype == "A").count();
+    assert!(address_queries <= 8, "{address_queries} A queries");
+}
+
+#[tokio::test]
 async fn ip_literals_need_no_query() {
     let dns = TestDns::start(Zone::new("example.test.").a("mx", v4(1)));
     let r = resolver(&dns);
@@ -366,6 +388,10 @@ async fn ip_literals_need_no_query() {
     // A name: A/AAAA, no MX.
     assert_eq!(
         r.host_addrs("mx.example.test", &o).await.unwrap(),
+        [IpAddr::V4(v4(1))]
+    );
+    assert_eq!(
+        r.host_addrs("[mx.example.test]", &o).await.unwrap(),
         [IpAddr::V4(v4(1))]
     );
     assert!(!asked(&dns, "mx.example.test.", "MX"));
