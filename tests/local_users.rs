@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
+use postern_ipc::{Mailbox, ReversePath};
 use postern_local::{DeliveryMode, Forwarder, LocalConfig, LocalDelivery, Message, Outcome};
 
 /// Serializes the tests of this file (shared log file, system users).
@@ -123,7 +124,7 @@ struct NoForward {
 }
 
 impl Forwarder for NoForward {
-    fn forward(&mut self, _msg: &Message, _recipients: &[String]) -> Result<(), Outcome> {
+    fn forward(&mut self, _msg: &Message, _recipients: &[Mailbox]) -> Result<(), Outcome> {
         self.calls += 1;
         Ok(())
     }
@@ -133,6 +134,7 @@ impl Forwarder for NoForward {
 struct Site {
     dir: tempfile::TempDir,
     queue: tempfile::NamedTempFile,
+    sender: ReversePath,
 }
 
 impl Site {
@@ -151,7 +153,11 @@ impl Site {
         queue.write_all(b"ENVELOPE\n").unwrap();
         queue.write_all(BODY).unwrap();
         queue.flush().unwrap();
-        Site { dir, queue }
+        Site {
+            dir,
+            queue,
+            sender: "sender@remote.example".parse().unwrap(),
+        }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -161,7 +167,7 @@ impl Site {
     fn msg(&self) -> Message<'_> {
         Message {
             queue_id: "4LOCALUSR",
-            sender: "sender@remote.example",
+            sender: &self.sender,
             arrival: SystemTime::now(),
             content: self.queue.as_file(),
             content_offset: 9,
@@ -200,7 +206,8 @@ impl Site {
 
     fn deliver(&self, ld: &mut LocalDelivery, address: &str) -> Outcome {
         let mut fwd = NoForward::default();
-        let o = ld.deliver(&self.msg(), address, address, &mut fwd);
+        let mailbox = Mailbox::parse(address).expect("test address");
+        let o = ld.deliver(&self.msg(), &mailbox, address, &mut fwd);
         assert_eq!(fwd.calls, 0);
         o
     }

@@ -39,7 +39,7 @@ impl Driver for Fuzz<'_> {
     }
     async fn sleep(&mut self, _: Duration) {}
     async fn rcpt(&mut self, _: &Session, to: &RcptTo) -> Result<(), Reply> {
-        if to.local_part.starts_with('x') {
+        if to.address.local_part.starts_with('x') {
             Err(Reply::new(550, None, "no"))
         } else {
             Ok(())

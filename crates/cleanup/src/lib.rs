@@ -23,7 +23,9 @@ pub mod headers;
 
 use headers::{HeaderSummary, Origin, compact_timestamp, received_header, rfc5322_date};
 use postern_config::MainCf;
-use postern_ipc::{Channel, CleanupReply, CleanupRequest, DeliveryStatus, Trigger, cleanup_flags};
+use postern_ipc::{
+    Channel, CleanupReply, CleanupRequest, DeliveryStatus, ReversePath, Trigger, cleanup_flags,
+};
 use postern_queue::{Envelope, QueueDirs, QueueFileWriter, Recipient};
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -134,25 +136,21 @@ impl Cleanup {
                 CleanupRequest::Sender { address } if !msg.envelope_written => {
                     msg.sender = Some(address)
                 }
-                CleanupRequest::Recipient { address, original } if !msg.envelope_written => {
-                    // The same recipient twice in one transaction is kept
-                    // once, as Postfix's cleanup does (same address and
-                    // original address; domains compare case-insensitively).
-                    // Different addresses for one mailbox are local's to
-                    // merge (its duplicate filter).
-                    if !msg
-                        .recipient_keys
-                        .insert((same_recipient_key(&address), original.clone()))
-                    {
-                        debug!("{id}: duplicate recipient <{address}> dropped");
-                    } else {
-                        msg.recipients.push(Recipient {
-                            address,
-                            original,
-                            done: false,
-                        })
-                    }
-                }
+                CleanupRequest::Recipient {
+                    address,
+                    original,
+                    notify,
+                    orcpt,
+                } if !msg.envelope_written => msg.add_recipient(
+                    &id,
+                    Recipient {
+                        address,
+                        original,
+                        notify,
+                        orcpt,
+                        done: false,
+                    },
+                ),
                 CleanupRequest::Content { data } => {
                     if msg.failure.is_none()
                         && let Err(f) = self.content(&mut writer, &id, &mut msg, &data)
@@ -325,13 +323,9 @@ impl Cleanup {
             out.push_str(&format!("Date: {}\n", rfc5322_date(msg.arrival)));
         }
         if !summary.has_from && msg.flags & cleanup_flags::ADD_MISSING_HEADERS != 0 {
-            let sender = msg.sender.as_deref().unwrap_or("");
-            let from = if sender.is_empty() {
-                format!("MAILER-DAEMON@{}", self.myorigin)
-            } else if sender.contains('@') {
-                sender.to_string()
-            } else {
-                format!("{sender}@{}", self.myorigin)
+            let from = match &msg.sender {
+                Some(ReversePath::Mailbox(m)) => m.to_string(),
+                Some(ReversePath::Null) | None => format!("MAILER-DAEMON@{}", self.myorigin),
             };
             out.push_str(&format!("From: {}\n", from.replace(['\r', '\n'], "")));
         }
@@ -344,7 +338,7 @@ struct MessageState {
     origin: Origin,
     attributes: Vec<(String, String)>,
     flags: u32,
-    sender: Option<String>,
+    sender: Option<ReversePath>,
     recipients: Vec<Recipient>,
     /// (address key, original) of each recipient: the duplicate check.
     recipient_keys: std::collections::HashSet<(String, String)>,
@@ -353,6 +347,23 @@ struct MessageState {
     header_done: bool,
     failure: Option<Failure>,
     message_id: Option<String>,
+}
+
+impl MessageState {
+    /// The same recipient twice in one transaction is kept once, as
+    /// Postfix's cleanup does (same mailbox, domains compared
+    /// case-insensitively, and same original address). Different addresses
+    /// for one mailbox are local's to merge (its duplicate filter).
+    fn add_recipient(&mut self, id: &str, r: Recipient) {
+        if self
+            .recipient_keys
+            .insert((r.address.key(), r.original.clone()))
+        {
+            self.recipients.push(r);
+        } else {
+            debug!("{id}: duplicate recipient <{}> dropped", r.address);
+        }
+    }
 }
 
 fn io_failure(e: std::io::Error) -> Failure {
@@ -386,13 +397,4 @@ pub fn main() -> ! {
             }
         },
     )
-}
-
-/// An address with its domain lower-cased: two recipients with equal keys
-/// (and equal original addresses) are one recipient.
-fn same_recipient_key(address: &str) -> String {
-    match address.rsplit_once('@') {
-        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
-        None => address.to_string(),
-    }
 }

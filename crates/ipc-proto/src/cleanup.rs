@@ -2,9 +2,13 @@
 //! (forwarding) and qmgr (bounces) send [`CleanupRequest`]s, one message per
 //! connection, and cleanup answers with [`CleanupReply`]s.
 
+use crate::address::{
+    get_mailbox, get_rcpt_dsn, get_sender, put_mailbox, put_rcpt_dsn, put_sender,
+};
 use crate::codec::{DecodeError, Decoder, Encoder, Message};
 use crate::delivery::{get_status, put_status};
 use crate::kinds::*;
+use postern_smtp_proto::{Mailbox, Notify, Orcpt, ReversePath};
 use postern_status::DeliveryStatus;
 
 /// What a client of cleanup sends, in this order: `Open`, `Sender`,
@@ -21,17 +25,22 @@ pub enum CleanupRequest {
         /// [`cleanup_flags`] bits.
         flags: u32,
     },
-    /// The envelope sender ("" = null sender).
+    /// The envelope sender.
     Sender {
-        /// The address, "" for the null sender.
-        address: String,
+        /// A mailbox, or the null sender.
+        address: ReversePath,
     },
-    /// One envelope recipient, and the address as originally received.
+    /// One envelope recipient, the address as originally received, and
+    /// its DSN parameters.
     Recipient {
         /// Where to deliver.
-        address: String,
-        /// As the client gave it (for orig_to= and DSN).
+        address: Mailbox,
+        /// As the client gave it (for orig_to=; free text).
         original: String,
+        /// RFC 3461 NOTIFY=, if given.
+        notify: Option<Notify>,
+        /// RFC 3461 ORCPT=, if given.
+        orcpt: Option<Orcpt>,
     },
     /// A chunk of message content with LF line endings (header, blank line, body).
     Content {
@@ -84,12 +93,19 @@ impl Message for CleanupRequest {
             }
             CleanupRequest::Sender { address } => {
                 let mut e = Encoder::new(K_SENDER);
-                e.str(address);
+                put_sender(&mut e, address);
                 e.finish()
             }
-            CleanupRequest::Recipient { address, original } => {
+            CleanupRequest::Recipient {
+                address,
+                original,
+                notify,
+                orcpt,
+            } => {
                 let mut e = Encoder::new(K_RCPT);
-                e.str(address).str(original);
+                put_mailbox(&mut e, address);
+                e.str(original);
+                put_rcpt_dsn(&mut e, *notify, orcpt.as_ref());
                 e.finish()
             }
             CleanupRequest::Content { data } => {
@@ -109,11 +125,20 @@ impl Message for CleanupRequest {
                     attributes: d.pairs()?,
                 }
             }
-            K_SENDER => CleanupRequest::Sender { address: d.str()? },
-            K_RCPT => CleanupRequest::Recipient {
-                address: d.str()?,
-                original: d.str()?,
+            K_SENDER => CleanupRequest::Sender {
+                address: get_sender(d)?,
             },
+            K_RCPT => {
+                let address = get_mailbox(d)?;
+                let original = d.str()?;
+                let (notify, orcpt) = get_rcpt_dsn(d)?;
+                CleanupRequest::Recipient {
+                    address,
+                    original,
+                    notify,
+                    orcpt,
+                }
+            }
             K_CONTENT => CleanupRequest::Content {
                 data: d.bytes()?.to_vec(),
             },

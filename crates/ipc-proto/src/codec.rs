@@ -10,7 +10,7 @@
 use std::fmt;
 
 /// The version byte every frame carries. Bump it when any message layout changes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Largest frame accepted (length field), so a confused or hostile peer cannot
 /// make a process allocate without bound. Content travels in chunks below this.

@@ -3,8 +3,12 @@
 //! [`DeliveryReply::Status`] per recipient, the agent's
 //! [`DeliveryReply::Delivered`] destinations, and [`DeliveryReply::Finished`].
 
+use crate::address::{
+    get_mailbox, get_rcpt_dsn, get_sender, put_mailbox, put_rcpt_dsn, put_sender,
+};
 use crate::codec::{DecodeError, Decoder, Encoder, Message};
 use crate::kinds::*;
+use postern_smtp_proto::{Mailbox, Notify, Orcpt, ReversePath};
 use postern_status::{DeliveryStatus, EnhancedCode, StatusClass};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,9 +19,13 @@ pub struct DeliveryRecipient {
     /// Position of the recipient in the queue file's envelope.
     pub index: u32,
     /// Address to deliver to.
-    pub address: String,
+    pub address: Mailbox,
     /// Address as originally received (for orig_to= and X-Original-To).
     pub original: String,
+    /// RFC 3461 NOTIFY= from the queue file (passed on by smtp).
+    pub notify: Option<Notify>,
+    /// RFC 3461 ORCPT= from the queue file (passed on by smtp).
+    pub orcpt: Option<Orcpt>,
 }
 
 /// qmgr's request to a delivery agent. The queue file itself travels with the
@@ -26,8 +34,8 @@ pub struct DeliveryRecipient {
 pub struct DeliveryRequest {
     /// Queue ID, for logging.
     pub queue_id: String,
-    /// Envelope sender ("" = null sender).
-    pub sender: String,
+    /// Envelope sender.
+    pub sender: ReversePath,
     /// When the message entered the queue (for delay= in logs).
     pub arrival: SystemTime,
     /// Where the content starts in the passed file.
@@ -128,14 +136,18 @@ pub fn get_status(d: &mut Decoder<'_>) -> Result<DeliveryStatus, DecodeError> {
 impl Message for DeliveryRequest {
     fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new(K_DELIVER);
-        e.str(&self.queue_id).str(&self.sender);
+        e.str(&self.queue_id);
+        put_sender(&mut e, &self.sender);
         put_time(&mut e, self.arrival);
         e.u64(self.content_offset)
             .u64(self.content_len)
             .str(&self.nexthop);
         e.u32(u32::try_from(self.recipients.len()).unwrap_or(u32::MAX));
         for r in &self.recipients {
-            e.u32(r.index).str(&r.address).str(&r.original);
+            e.u32(r.index);
+            put_mailbox(&mut e, &r.address);
+            e.str(&r.original);
+            put_rcpt_dsn(&mut e, r.notify, r.orcpt.as_ref());
         }
         e.pairs(&self.attributes);
         e.strs(&self.delivered);
@@ -146,7 +158,7 @@ impl Message for DeliveryRequest {
             return Err(DecodeError::UnknownKind(kind));
         }
         let queue_id = d.str()?;
-        let sender = d.str()?;
+        let sender = get_sender(d)?;
         let arrival = get_time(d)?;
         let content_offset = d.u64()?;
         let content_len = d.u64()?;
@@ -154,10 +166,16 @@ impl Message for DeliveryRequest {
         let n = d.u32()? as usize;
         let mut recipients = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
+            let index = d.u32()?;
+            let address = get_mailbox(d)?;
+            let original = d.str()?;
+            let (notify, orcpt) = get_rcpt_dsn(d)?;
             recipients.push(DeliveryRecipient {
-                index: d.u32()?,
-                address: d.str()?,
-                original: d.str()?,
+                index,
+                address,
+                original,
+                notify,
+                orcpt,
             });
         }
         let attributes = d.pairs()?;

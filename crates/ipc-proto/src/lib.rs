@@ -9,6 +9,10 @@
 //! ([`kinds::KINDS`]), a decoder that does not use up the whole frame fails,
 //! and frames over [`MAX_FRAME`] are refused on both sides ([`codec`]).
 //!
+//! Envelope addresses travel typed ([`address`]): [`ReversePath`] for
+//! senders (the null sender is a variant, not a string), [`Mailbox`] for
+//! recipients.
+//!
 //! Conversations (docs/ipc.md has the full picture):
 //! - [`cleanup`]: smtpd, pickup, local (forwarding) and qmgr (bounces) →
 //!   cleanup;
@@ -22,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address;
 pub mod auth;
 pub mod cleanup;
 pub mod codec;
@@ -34,8 +39,9 @@ pub use auth::{AuthReply, AuthRequest};
 pub use cleanup::{CleanupReply, CleanupRequest, cleanup_flags};
 pub use codec::{CHUNK_SIZE, DecodeError, FrameTooLarge, MAX_FRAME, Message, VERSION};
 pub use delivery::{DeliveryRecipient, DeliveryReply, DeliveryRequest};
+pub use postern_smtp_proto::{Mailbox, Notify, Orcpt, ReversePath};
 pub use postern_status::{DeliveryStatus, EnhancedCode, StatusClass};
-pub use submit::{SubmitContent, SubmitRequest};
+pub use submit::{SubmitContent, SubmitRequest, SubmitSender};
 pub use trigger::Trigger;
 
 #[cfg(test)]

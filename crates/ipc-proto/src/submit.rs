@@ -13,15 +13,26 @@ use crate::kinds::*;
 /// `uid` and `origin` itself from the real user ID.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubmitRequest {
-    /// Envelope sender: "" = the submitting user's own address (pickup
-    /// appends @myorigin), "<>" = the null sender, else an address or a
-    /// bare local name.
-    pub sender: String,
+    /// Envelope sender: the caller's own address, the null sender, or what
+    /// the caller gave with -f.
+    pub sender: SubmitSender,
     /// Envelope recipients: addresses or bare local names (at least one).
     pub recipients: Vec<String>,
     /// Extra attributes for the queue file (e.g. helo_name and protocol
     /// for `sendmail -bs`); postdrop keeps only the names it allows.
     pub attributes: Vec<(String, String)>,
+}
+
+/// Who a local submission is from, as `sendmail` was told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitSender {
+    /// No -f: the submitting user (postdrop writes `login@myorigin`).
+    Caller,
+    /// `-f '<>'` (or `-f ''`): the null sender.
+    Null,
+    /// `-f ADDRESS`: an address or a bare local name (postdrop validates it
+    /// and appends @myorigin to a bare name).
+    Given(String),
 }
 
 /// What follows a [`SubmitRequest`] on postdrop's standard input: content
@@ -41,17 +52,28 @@ pub enum SubmitContent {
 impl Message for SubmitRequest {
     fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new(K_SUBMIT);
-        e.str(&self.sender)
-            .strs(&self.recipients)
-            .pairs(&self.attributes);
+        match &self.sender {
+            SubmitSender::Caller => e.u8(0).str(""),
+            SubmitSender::Null => e.u8(1).str(""),
+            SubmitSender::Given(a) => e.u8(2).str(a),
+        };
+        e.strs(&self.recipients).pairs(&self.attributes);
         e.finish()
     }
     fn decode(kind: u8, d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         if kind != K_SUBMIT {
             return Err(DecodeError::UnknownKind(kind));
         }
+        let tag = d.u8()?;
+        let given = d.str()?;
+        let sender = match tag {
+            0 if given.is_empty() => SubmitSender::Caller,
+            1 if given.is_empty() => SubmitSender::Null,
+            2 if !given.is_empty() => SubmitSender::Given(given),
+            _ => return Err(DecodeError::BadValue("submission sender")),
+        };
         Ok(SubmitRequest {
-            sender: d.str()?,
+            sender,
             recipients: d.strs()?,
             attributes: d.pairs()?,
         })
@@ -88,11 +110,27 @@ mod submit_tests {
     #[test]
     fn submission_frames_round_trip() {
         let req = SubmitRequest {
-            sender: String::new(),
+            sender: SubmitSender::Caller,
             recipients: vec!["alice".into(), "bob@example.test".into()],
             attributes: vec![("helo_name".into(), "localhost".into())],
         };
         assert_eq!(decode_frame::<SubmitRequest>(&req.encode()).unwrap(), req);
+        for sender in [SubmitSender::Null, SubmitSender::Given("joe".into())] {
+            let req = SubmitRequest {
+                sender,
+                ..req.clone()
+            };
+            assert_eq!(decode_frame::<SubmitRequest>(&req.encode()).unwrap(), req);
+        }
+        // A given sender is never empty, the others carry no text.
+        for (tag, text) in [(0, "x"), (1, "x"), (2, ""), (3, "")] {
+            let mut e = Encoder::new(20);
+            e.u8(tag).str(text).strs::<&str>(&[]).pairs(&[]);
+            assert_eq!(
+                decode_frame::<SubmitRequest>(&e.finish()),
+                Err(DecodeError::BadValue("submission sender"))
+            );
+        }
         let c = SubmitContent::Chunk {
             data: b"Subject: x\n\nhi\n".to_vec(),
         };
@@ -104,7 +142,7 @@ mod submit_tests {
     #[test]
     fn submission_frames_are_not_confused() {
         let req = SubmitRequest {
-            sender: "a".into(),
+            sender: SubmitSender::Given("a".into()),
             recipients: vec![],
             attributes: vec![],
         };
@@ -118,7 +156,7 @@ mod submit_tests {
         ));
         // A recipient count the frame cannot hold is refused, not allocated.
         let mut e = Encoder::new(20);
-        e.str("").u32(u32::MAX);
+        e.u8(0).str("").u32(u32::MAX);
         assert!(decode_frame::<SubmitRequest>(&e.finish()).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Cross-conversation tests: every message round-trips, frames are strict.
 
-use crate::codec::{DecodeError, VERSION, decode_frame};
+use crate::codec::{DecodeError, Encoder, VERSION, decode_frame};
+use crate::kinds::{K_RCPT, K_SENDER};
 use crate::*;
 use proptest::prelude::*;
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,11 +18,29 @@ fn every_message_round_trips() {
         attributes: vec![("client_name".into(), "x".into())],
     });
     round(CleanupRequest::Sender {
-        address: String::new(),
+        address: ReversePath::Null,
+    });
+    round(CleanupRequest::Sender {
+        address: ReversePath::Mailbox(mb("s@x")),
     });
     round(CleanupRequest::Recipient {
-        address: "a@b".into(),
+        address: mb("a@b"),
         original: "A@b".into(),
+        notify: None,
+        orcpt: None,
+    });
+    round(CleanupRequest::Recipient {
+        address: mb("\"a b\"@b"),
+        original: "".into(),
+        notify: Some(Notify::On {
+            success: true,
+            failure: false,
+            delay: true,
+        }),
+        orcpt: Some(Orcpt {
+            addr_type: "rfc822".into(),
+            address: "x;y@z".into(),
+        }),
     });
     round(CleanupRequest::Content {
         data: vec![0, 255, b'\n'],
@@ -41,15 +60,17 @@ fn every_message_round_trips() {
     });
     round(DeliveryRequest {
         queue_id: "Q".into(),
-        sender: "s@x".into(),
+        sender: ReversePath::Mailbox(mb("s@x")),
         arrival: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
         content_offset: 99,
         content_len: 1234,
         nexthop: "example.test".into(),
         recipients: vec![DeliveryRecipient {
             index: 2,
-            address: "a@b".into(),
+            address: mb("a@b"),
             original: "a@b".into(),
+            notify: Some(Notify::Never),
+            orcpt: None,
         }],
         attributes: vec![],
         delivered: vec!["mailbox:joe".into(), "file:/tmp/x".into()],
@@ -183,10 +204,35 @@ proptest! {
     }
 }
 
+fn mb(s: &str) -> Mailbox {
+    Mailbox::parse(s).expect("mailbox")
+}
+
+#[test]
+fn addresses_that_do_not_parse_are_refused() {
+    // Frames built by hand: what a typed sender could never encode.
+    for (kind, fields, why) in [
+        (K_SENDER, vec!["<a@b>"], "sender address"),
+        (K_SENDER, vec!["joe"], "sender address"),
+        (K_RCPT, vec!["joe", "", "", ""], "mailbox"),
+        (K_RCPT, vec!["a@b", "", "ALWAYS", ""], "NOTIFY"),
+        (K_RCPT, vec!["a@b", "", "", "rfc822"], "ORCPT"),
+    ] {
+        let mut e = Encoder::new(kind);
+        for f in fields {
+            e.str(f);
+        }
+        assert_eq!(
+            decode_frame::<CleanupRequest>(&e.finish()),
+            Err(DecodeError::BadValue(why))
+        );
+    }
+}
+
 #[test]
 fn trailing_bytes_are_an_error() {
     let mut f = CleanupRequest::Sender {
-        address: "a".into(),
+        address: ReversePath::Null,
     }
     .encode();
     f.push(0);
@@ -219,8 +265,10 @@ fn wrong_version_and_kind_are_errors() {
 #[test]
 fn truncated_fields_are_errors() {
     let f = CleanupRequest::Recipient {
-        address: "a@b".into(),
+        address: mb("a@b"),
         original: "c".into(),
+        notify: None,
+        orcpt: None,
     }
     .encode();
     // Cut the last byte off but keep the length field consistent.

@@ -321,7 +321,7 @@ mod tests {
         file.rewind().unwrap();
         let req = DeliveryRequest {
             queue_id: "ID1".into(),
-            sender: "s@x".into(),
+            sender: "s@x".parse().unwrap(),
             arrival: UNIX_EPOCH,
             content_offset: 0,
             content_len: 16,
@@ -368,7 +368,7 @@ mod tests {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let mut b = Channel::new(b);
         let frame = CleanupRequest::Sender {
-            address: "abc".into(),
+            address: "a@b.c".parse().unwrap(),
         }
         .encode();
         let mut a = a;

@@ -7,7 +7,9 @@
 //! for it (a 5xx or a 4xx, a bounce or a retry).
 
 use crate::channel::{BlockingChannel, Channel};
-use postern_ipc_proto::{CHUNK_SIZE, CleanupReply, CleanupRequest, DeliveryStatus};
+use postern_ipc_proto::{
+    CHUNK_SIZE, CleanupReply, CleanupRequest, DeliveryStatus, Mailbox, Notify, Orcpt, ReversePath,
+};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -127,18 +129,35 @@ impl CleanupClient {
     }
 
     /// The envelope sender ("" = the null sender).
-    pub async fn sender(&mut self, address: &str) -> Result<(), CleanupError> {
+    pub async fn sender(&mut self, address: &ReversePath) -> Result<(), CleanupError> {
         self.send(&CleanupRequest::Sender {
-            address: address.to_string(),
+            address: address.clone(),
         })
         .await
     }
 
     /// One envelope recipient and the address as first received.
-    pub async fn recipient(&mut self, address: &str, original: &str) -> Result<(), CleanupError> {
+    pub async fn recipient(
+        &mut self,
+        address: &Mailbox,
+        original: &str,
+    ) -> Result<(), CleanupError> {
+        self.recipient_dsn(address, original, None, None).await
+    }
+
+    /// One envelope recipient with its RFC 3461 NOTIFY and ORCPT.
+    pub async fn recipient_dsn(
+        &mut self,
+        address: &Mailbox,
+        original: &str,
+        notify: Option<Notify>,
+        orcpt: Option<Orcpt>,
+    ) -> Result<(), CleanupError> {
         self.send(&CleanupRequest::Recipient {
-            address: address.to_string(),
+            address: address.clone(),
             original: original.to_string(),
+            notify,
+            orcpt,
         })
         .await
     }
@@ -200,20 +219,22 @@ impl BlockingCleanupClient {
     }
 
     /// The envelope sender ("" = the null sender).
-    pub fn sender(&mut self, address: &str) -> Result<(), CleanupError> {
+    pub fn sender(&mut self, address: &ReversePath) -> Result<(), CleanupError> {
         self.ch
             .send(&CleanupRequest::Sender {
-                address: address.to_string(),
+                address: address.clone(),
             })
             .map_err(unavailable("send"))
     }
 
     /// One envelope recipient and the address as first received.
-    pub fn recipient(&mut self, address: &str, original: &str) -> Result<(), CleanupError> {
+    pub fn recipient(&mut self, address: &Mailbox, original: &str) -> Result<(), CleanupError> {
         self.ch
             .send(&CleanupRequest::Recipient {
-                address: address.to_string(),
+                address: address.clone(),
                 original: original.to_string(),
+                notify: None,
+                orcpt: None,
             })
             .map_err(unavailable("send"))
     }
@@ -321,14 +342,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c.queue_id(), "Q1");
-        c.sender("").await.unwrap();
-        c.recipient("a@b", "A@b").await.unwrap();
+        c.sender(&ReversePath::Null).await.unwrap();
+        c.recipient(&"a@b".parse().unwrap(), "A@b").await.unwrap();
         let big = vec![b'x'; CHUNK_SIZE + 10];
         c.content(&big).await.unwrap();
         assert_eq!(c.commit().await, Ok("Q1".to_string()));
         let seen = server.await.unwrap();
         assert_eq!(seen.len(), 6, "{seen:?}");
-        assert!(matches!(&seen[1], CleanupRequest::Sender { address } if address.is_empty()));
+        assert!(matches!(&seen[1], CleanupRequest::Sender { address } if address.is_null()));
         assert!(matches!(&seen[3], CleanupRequest::Content { data } if data.len() == CHUNK_SIZE));
         assert!(matches!(&seen[4], CleanupRequest::Content { data } if data.len() == 10));
         assert_eq!(seen[5], CleanupRequest::End);
@@ -383,8 +404,8 @@ mod tests {
             ))
         });
         let mut c = BlockingCleanupClient::open(&path, vec![], 0, Duration::from_secs(5)).unwrap();
-        c.sender("s@x").unwrap();
-        c.recipient("r@y", "r@y").unwrap();
+        c.sender(&"s@x".parse().unwrap()).unwrap();
+        c.recipient(&"r@y".parse().unwrap(), "r@y").unwrap();
         c.content(b"Subject: x\n\nbody\n").unwrap();
         assert_eq!(c.commit(), Ok("Q3".to_string()));
         assert_eq!(server.join().unwrap().len(), 5);

@@ -17,7 +17,8 @@ pub use postern_ipc_proto::codec;
 pub use postern_ipc_proto::{
     AuthReply, AuthRequest, CHUNK_SIZE, CleanupReply, CleanupRequest, DecodeError,
     DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus, EnhancedCode, FrameTooLarge,
-    MAX_FRAME, Message, StatusClass, SubmitContent, SubmitRequest, Trigger, VERSION, cleanup_flags,
+    MAX_FRAME, Mailbox, Message, Notify, Orcpt, ReversePath, StatusClass, SubmitContent,
+    SubmitRequest, SubmitSender, Trigger, VERSION, cleanup_flags,
 };
 
 /// Every message type under the path older code uses

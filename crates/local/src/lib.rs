@@ -43,6 +43,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use postern_ipc::{Mailbox, ReversePath};
 use postern_maps::{
     AliasMaps, AliasTarget, LocalDomains, MailUser, MailUsers, split_map_list, strip_extension,
 };
@@ -176,8 +177,8 @@ impl LocalConfig {
 pub struct Message<'a> {
     /// Queue ID, for logging.
     pub queue_id: &'a str,
-    /// Envelope sender; "" = null sender.
-    pub sender: &'a str,
+    /// Envelope sender.
+    pub sender: &'a ReversePath,
     /// When the message entered the queue (for delay=).
     pub arrival: std::time::SystemTime,
     /// The open queue file.
@@ -205,7 +206,7 @@ pub type Outcome = DeliveryStatus;
 /// by talking to cleanup). sender = original sender (Postfix keeps it), recipients = the addresses.
 pub trait Forwarder {
     /// Queues a copy of `msg` for `recipients`.
-    fn forward(&mut self, msg: &Message, recipients: &[String]) -> Result<(), Outcome>;
+    fn forward(&mut self, msg: &Message, recipients: &[Mailbox]) -> Result<(), Outcome>;
 
     /// Like [`Forwarder::forward`], but told which local address is being
     /// forwarded: an implementation should prepend "Delivered-To: ADDRESS" to
@@ -214,7 +215,7 @@ pub trait Forwarder {
     fn forward_delivered_to(
         &mut self,
         msg: &Message,
-        recipients: &[String],
+        recipients: &[Mailbox],
         delivered_to: &str,
     ) -> Result<(), Outcome> {
         let _ = delivered_to;
@@ -296,7 +297,7 @@ struct Rcpt {
     base: String,
     /// Extension (without delimiter), "" if none.
     ext: String,
-    /// Domain ("" if none).
+    /// Domain, lower-cased.
     domain: String,
 }
 
@@ -514,7 +515,7 @@ impl LocalDelivery {
     pub fn deliver(
         &mut self,
         msg: &Message,
-        address: &str,
+        address: &Mailbox,
         original: &str,
         fwd: &mut dyn Forwarder,
     ) -> Outcome {
@@ -532,7 +533,7 @@ impl LocalDelivery {
     pub fn deliver_once(
         &mut self,
         msg: &Message,
-        address: &str,
+        address: &Mailbox,
         original: &str,
         fwd: &mut dyn Forwarder,
         delivered: &mut HashSet<String>,
@@ -548,7 +549,7 @@ impl LocalDelivery {
     fn deliver_with(
         &mut self,
         msg: &Message,
-        address: &str,
+        address: &Mailbox,
         original: &str,
         fwd: &mut dyn Forwarder,
         done: &mut HashSet<String>,
@@ -567,7 +568,7 @@ impl LocalDelivery {
                 };
                 self.record(
                     &mut run,
-                    address,
+                    &address.to_string(),
                     Err(DeliveryError::temp(
                         EnhancedCode(4, 3, 0),
                         format!("cannot read queue file: {e}"),
@@ -590,32 +591,30 @@ impl LocalDelivery {
         outcome
     }
 
-    fn deliver_run(&mut self, run: &mut Run<'_, '_>, address: &str) -> Outcome {
+    fn deliver_run(&mut self, run: &mut Run<'_, '_>, address: &Mailbox) -> Outcome {
+        let shown = address.to_string();
         if let Err(e) = self.refresh_users() {
             self.record(
                 run,
-                address,
+                &shown,
                 Err(DeliveryError::temp(EnhancedCode(4, 3, 0), e)),
             );
             return aggregate(std::mem::take(&mut run.outcomes));
         }
-        let (local, domain) = match address.rsplit_once('@') {
-            Some((l, d)) => (l, d),
-            None => (address, ""),
-        };
-        let domain = if domain.is_empty() {
-            self.config.myhostname.to_lowercase()
-        } else {
-            domain.to_lowercase()
-        };
         let mut stack = Vec::new();
-        self.recipient(run, &local.to_lowercase(), &domain, 0, &mut stack);
+        self.recipient(
+            run,
+            &address.local_part.to_lowercase(),
+            &address.domain_lowercase(),
+            0,
+            &mut stack,
+        );
         if run.outcomes.is_empty() {
             // Every destination of this recipient already has the message
             // (an earlier recipient of it resolved to the same mailboxes).
             self.record(
                 run,
-                address,
+                &shown,
                 Ok("duplicate of an earlier recipient of this message: delivered once".into()),
             );
         }
@@ -639,11 +638,7 @@ impl LocalDelivery {
     fn rcpt(&self, local: &str, domain: &str) -> Rcpt {
         let (base, ext) = strip_extension(local, &self.config.recipient_delimiter);
         Rcpt {
-            address: if domain.is_empty() {
-                local.to_string()
-            } else {
-                format!("{local}@{domain}")
-            },
+            address: format!("{local}@{domain}"),
             local: local.to_string(),
             base: base.to_string(),
             ext: ext.map(|(_, e)| e.to_string()).unwrap_or_default(),
@@ -933,7 +928,7 @@ impl LocalDelivery {
             append_mbox(
                 path,
                 child_dotlock,
-                run.msg.sender,
+                &run.msg.sender.bare(),
                 SystemTime::now(),
                 prefix.as_bytes(),
                 run.msg.reader(),
@@ -1007,7 +1002,8 @@ impl LocalDelivery {
         Ok(None)
     }
 
-    /// Delivers to every target of an alias, .forward or :include: file.
+    /// Delivers to every target of an alias, .forward or :include: file;
+    /// the non-local addresses among them are forwarded in one copy.
     #[allow(clippy::too_many_arguments)]
     fn targets(
         &mut self,
@@ -1023,143 +1019,15 @@ impl LocalDelivery {
         for t in targets {
             match t {
                 AliasTarget::Address(a) => {
-                    let (lp, dom) = match a.rsplit_once('@') {
-                        Some((l, d)) => (l.to_string(), d.to_lowercase()),
-                        None => (a.clone(), r.domain.clone()),
-                    };
-                    let dom_local =
-                        dom.is_empty() || dom == r.domain || self.domains.contains(&dom);
-                    if dom_local {
-                        self.recipient(run, &lp.to_lowercase(), &dom, depth + 1, stack);
-                    } else if run.done.insert(format!("forward:{}", a.to_lowercase())) {
-                        remote.push(a.clone());
+                    if let Some(m) = self.target_address(run, r, a, depth, stack) {
+                        remote.push(m);
                     }
                 }
-                AliasTarget::Command(cmd) => {
-                    if !self
-                        .config
-                        .allow_mail_to_commands
-                        .iter()
-                        .any(|c| c == class.name())
-                    {
-                        self.record(
-                            run,
-                            &r.address,
-                            Err(DeliveryError::perm(
-                                EnhancedCode(5, 7, 1),
-                                "mail to command is restricted",
-                            )),
-                        );
-                        continue;
-                    }
-                    if !run.done.insert(format!("command:{cmd}")) {
-                        continue;
-                    }
-                    let result = self
-                        .command(run, r, run_as, cmd)
-                        .map(|_| format!("delivered to command: {cmd}"));
-                    self.record(run, &r.address, result);
-                }
-                AliasTarget::File(path) => {
-                    if !self
-                        .config
-                        .allow_mail_to_files
-                        .iter()
-                        .any(|c| c == class.name())
-                    {
-                        self.record(
-                            run,
-                            &r.address,
-                            Err(DeliveryError::perm(
-                                EnhancedCode(5, 7, 1),
-                                "mail to file is restricted",
-                            )),
-                        );
-                        continue;
-                    }
-                    if !run.done.insert(format!("file:{}", path.display())) {
-                        continue;
-                    }
-                    let result = if path.as_os_str().to_string_lossy().ends_with('/') {
-                        self.write_maildir(run, r, run_as, path)
-                            .map(|_| format!("delivered to maildir: {}", path.display()))
-                    } else {
-                        self.write_mbox(run, r, run_as, path, false)
-                            .map(|_| format!("delivered to file: {}", path.display()))
-                    };
-                    self.record(run, &r.address, result);
-                }
+                AliasTarget::Command(cmd) => self.target_command(run, r, run_as, cmd, class),
+                AliasTarget::File(path) => self.target_file(run, r, run_as, path, class),
                 AliasTarget::Include(path) => {
-                    if depth + 1 > MAX_EXPANSION_DEPTH {
-                        self.record(
-                            run,
-                            &r.address,
-                            Err(DeliveryError::perm(
-                                EnhancedCode(5, 4, 6),
-                                format!("alias expansion too deep for {}", r.address),
-                            )),
-                        );
-                        continue;
-                    }
-                    let owner = self.file_owner(run_as);
-                    let text =
-                        match self.as_recipient(run_as, || privsep::read_user_file(path, owner)) {
-                            Report::Done(t) => t,
-                            Report::Skipped(why) if why.is_empty() => {
-                                self.record(
-                                    run,
-                                    &r.address,
-                                    Err(DeliveryError::temp(
-                                        EnhancedCode(4, 3, 0),
-                                        format!(
-                                            "cannot open include file {}: not found",
-                                            path.display()
-                                        ),
-                                    )),
-                                );
-                                continue;
-                            }
-                            Report::Skipped(why) => {
-                                // Postfix bounces an unsafe include file as a
-                                // configuration error (5.3.5), with a warning.
-                                tracing::warn!("include file for {}: {why}", r.address);
-                                self.record(
-                                    run,
-                                    &r.address,
-                                    Err(DeliveryError::perm(
-                                        EnhancedCode(5, 3, 5),
-                                        format!(
-                                            "mail system configuration error: include file {}",
-                                            why
-                                        ),
-                                    )),
-                                );
-                                continue;
-                            }
-                            Report::Failed(e) => {
-                                self.record(
-                                    run,
-                                    &r.address,
-                                    Err(DeliveryError {
-                                        reason: format!("include file: {}", e.reason),
-                                        ..e
-                                    }),
-                                );
-                                continue;
-                            }
-                        };
-                    match postern_maps::parse_targets(&text) {
-                        Ok(inc) => {
-                            self.targets(run, r, run_as, &inc, Class::Include, depth + 1, stack)
-                        }
-                        Err(e) => self.record(
-                            run,
-                            &r.address,
-                            Err(DeliveryError::temp(
-                                EnhancedCode(4, 3, 0),
-                                format!("include file {}: {e}", path.display()),
-                            )),
-                        ),
+                    if let Some(inc) = self.target_include(run, r, run_as, path, depth) {
+                        self.targets(run, r, run_as, &inc, Class::Include, depth + 1, stack)
                     }
                 }
             }
@@ -1167,12 +1035,180 @@ impl LocalDelivery {
         if !remote.is_empty() {
             let result = run.fwd.forward_delivered_to(run.msg, &remote, &r.address);
             for a in &remote {
+                let a = a.to_string();
                 match &result {
-                    Ok(()) => self.record(run, a, Ok("forwarded".to_string())),
-                    Err(o) => self.log_outcome(run, a, o.clone()),
+                    Ok(()) => self.record(run, &a, Ok("forwarded".to_string())),
+                    Err(o) => self.log_outcome(run, &a, o.clone()),
                 }
             }
         }
+    }
+
+    /// An address target: a bare name or an address in a local domain is
+    /// expanded here; any other mailbox is returned, to forward (once per
+    /// message). A target that is not a valid address bounces.
+    fn target_address(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        r: &Rcpt,
+        target: &str,
+        depth: usize,
+        stack: &mut Vec<(String, Class)>,
+    ) -> Option<Mailbox> {
+        let qualified = if target.contains('@') {
+            target.to_string()
+        } else {
+            format!("{target}@{}", r.domain)
+        };
+        let m = match Mailbox::parse(&qualified) {
+            Ok(m) => m,
+            Err(e) => {
+                self.record(
+                    run,
+                    &r.address,
+                    Err(DeliveryError::perm(
+                        EnhancedCode(5, 1, 3),
+                        format!("bad address syntax in alias or forward target {target:?}: {e}"),
+                    )),
+                );
+                return None;
+            }
+        };
+        let dom = m.domain_lowercase();
+        if dom == r.domain || self.domains.contains(&dom) {
+            self.recipient(run, &m.local_part.to_lowercase(), &dom, depth + 1, stack);
+            None
+        } else if run
+            .done
+            .insert(format!("forward:{}", m.key().to_lowercase()))
+        {
+            Some(m)
+        } else {
+            None
+        }
+    }
+
+    /// A `|command` target, where allow_mail_to_commands permits it.
+    fn target_command(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        cmd: &str,
+        class: Class,
+    ) {
+        if !self
+            .config
+            .allow_mail_to_commands
+            .iter()
+            .any(|c| c == class.name())
+        {
+            return self.record(
+                run,
+                &r.address,
+                Err(DeliveryError::perm(
+                    EnhancedCode(5, 7, 1),
+                    "mail to command is restricted",
+                )),
+            );
+        }
+        if !run.done.insert(format!("command:{cmd}")) {
+            return;
+        }
+        let result = self
+            .command(run, r, run_as, cmd)
+            .map(|_| format!("delivered to command: {cmd}"));
+        self.record(run, &r.address, result);
+    }
+
+    /// A `/file` (mbox) or `/dir/` (Maildir) target, where
+    /// allow_mail_to_files permits it.
+    fn target_file(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        path: &Path,
+        class: Class,
+    ) {
+        if !self
+            .config
+            .allow_mail_to_files
+            .iter()
+            .any(|c| c == class.name())
+        {
+            return self.record(
+                run,
+                &r.address,
+                Err(DeliveryError::perm(
+                    EnhancedCode(5, 7, 1),
+                    "mail to file is restricted",
+                )),
+            );
+        }
+        if !run.done.insert(format!("file:{}", path.display())) {
+            return;
+        }
+        let result = if path.as_os_str().to_string_lossy().ends_with('/') {
+            self.write_maildir(run, r, run_as, path)
+                .map(|_| format!("delivered to maildir: {}", path.display()))
+        } else {
+            self.write_mbox(run, r, run_as, path, false)
+                .map(|_| format!("delivered to file: {}", path.display()))
+        };
+        self.record(run, &r.address, result);
+    }
+
+    /// Reads an `:include:` file as the recipient: its targets, or None
+    /// when it failed (the failure is recorded).
+    fn target_include(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        r: &Rcpt,
+        run_as: &RunAs,
+        path: &Path,
+        depth: usize,
+    ) -> Option<Vec<AliasTarget>> {
+        if depth + 1 > MAX_EXPANSION_DEPTH {
+            self.record(
+                run,
+                &r.address,
+                Err(DeliveryError::perm(
+                    EnhancedCode(5, 4, 6),
+                    format!("alias expansion too deep for {}", r.address),
+                )),
+            );
+            return None;
+        }
+        let owner = self.file_owner(run_as);
+        let failure = match self.as_recipient(run_as, || privsep::read_user_file(path, owner)) {
+            Report::Done(text) => match postern_maps::parse_targets(&text) {
+                Ok(inc) => return Some(inc),
+                Err(e) => DeliveryError::temp(
+                    EnhancedCode(4, 3, 0),
+                    format!("include file {}: {e}", path.display()),
+                ),
+            },
+            Report::Skipped(why) if why.is_empty() => DeliveryError::temp(
+                EnhancedCode(4, 3, 0),
+                format!("cannot open include file {}: not found", path.display()),
+            ),
+            Report::Skipped(why) => {
+                // Postfix bounces an unsafe include file as a
+                // configuration error (5.3.5), with a warning.
+                tracing::warn!("include file for {}: {why}", r.address);
+                DeliveryError::perm(
+                    EnhancedCode(5, 3, 5),
+                    format!("mail system configuration error: include file {why}"),
+                )
+            }
+            Report::Failed(e) => DeliveryError {
+                reason: format!("include file: {}", e.reason),
+                ..e
+            },
+        };
+        self.record(run, &r.address, Err(failure));
+        None
     }
 
     fn command(
@@ -1186,7 +1222,7 @@ impl LocalDelivery {
             ("HOME", run_as.home.display().to_string()),
             ("USER", run_as.name.clone()),
             ("LOGNAME", run_as.name.clone()),
-            ("SENDER", run.msg.sender.to_string()),
+            ("SENDER", run.msg.sender.bare()),
             ("RECIPIENT", r.address.clone()),
             ("LOCAL", r.local.clone()),
             ("DOMAIN", r.domain.clone()),

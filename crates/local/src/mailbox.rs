@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use postern_ipc::ReversePath;
 use postern_mailbox::{Maildir, Op, mbox};
 
 pub use postern_mailbox::mbox::DotLock;
@@ -181,8 +182,12 @@ pub fn delivered_to_values(content: ContentReader<'_>) -> io::Result<Vec<String>
 
 /// The header lines local prepends, in Postfix's order: Return-Path,
 /// X-Original-To (when the original recipient is known), Delivered-To.
-pub fn prepended_headers(sender: &str, original: Option<&str>, delivered_to: &str) -> String {
-    let mut s = format!("Return-Path: <{}>\n", clean(sender));
+pub fn prepended_headers(
+    sender: &ReversePath,
+    original: Option<&str>,
+    delivered_to: &str,
+) -> String {
+    let mut s = format!("Return-Path: {}\n", clean(&sender.to_string()));
     if let Some(o) = original.filter(|o| !o.is_empty()) {
         s.push_str(&format!("X-Original-To: {}\n", clean(o)));
     }
@@ -308,7 +313,7 @@ mod tests {
         let body = b"Subject: hi\n\nline1\r\nFrom me\n\x00\xff binary\n";
         let (f, len) = content(body);
         let md = d.path().join("Maildir");
-        let prefix = prepended_headers("s@x", Some("orig@x"), "joe@x");
+        let prefix = prepended_headers(&"s@x".parse().unwrap(), Some("orig@x"), "joe@x");
         let p1 = deliver_maildir(
             &md,
             "h/o:st",
@@ -344,8 +349,8 @@ mod tests {
     #[test]
     fn header_values_cannot_inject_lines() {
         assert_eq!(
-            prepended_headers("a\r\nX: y", None, "b"),
-            "Return-Path: <aX: y>\nDelivered-To: b\n"
+            prepended_headers(&ReversePath::Null, Some("o\r\nX: y"), "b\nZ: w"),
+            "Return-Path: <>\nX-Original-To: oX: y\nDelivered-To: bZ: w\n"
         );
     }
 

@@ -9,7 +9,7 @@
 use crate::{LocalConfig, LocalDelivery, Message, Outcome};
 use postern_ipc::{
     BlockingCleanupClient, CHUNK_SIZE, Channel, CleanupError, DeliveryReply, DeliveryRequest,
-    DeliveryStatus,
+    DeliveryStatus, Mailbox,
 };
 use std::cell::RefCell;
 use std::io::Read;
@@ -36,7 +36,7 @@ impl CleanupForwarder {
     fn try_forward(
         &self,
         msg: &Message,
-        recipients: &[String],
+        recipients: &[Mailbox],
         delivered_to: Option<&str>,
     ) -> Result<String, CleanupError> {
         let mut c = BlockingCleanupClient::open(
@@ -51,7 +51,7 @@ impl CleanupForwarder {
         )?;
         c.sender(msg.sender)?;
         for r in recipients {
-            c.recipient(r, r)?;
+            c.recipient(r, &r.to_string())?;
         }
         if let Some(d) = delivered_to {
             // Lets the next hop (or we, when it comes back) see the loop.
@@ -75,14 +75,14 @@ impl CleanupForwarder {
 }
 
 impl crate::Forwarder for CleanupForwarder {
-    fn forward(&mut self, msg: &Message, recipients: &[String]) -> Result<(), Outcome> {
+    fn forward(&mut self, msg: &Message, recipients: &[Mailbox]) -> Result<(), Outcome> {
         self.forward_delivered_to_opt(msg, recipients, None)
     }
 
     fn forward_delivered_to(
         &mut self,
         msg: &Message,
-        recipients: &[String],
+        recipients: &[Mailbox],
         delivered_to: &str,
     ) -> Result<(), Outcome> {
         self.forward_delivered_to_opt(msg, recipients, Some(delivered_to))
@@ -93,7 +93,7 @@ impl CleanupForwarder {
     fn forward_delivered_to_opt(
         &mut self,
         msg: &Message,
-        recipients: &[String],
+        recipients: &[Mailbox],
         d: Option<&str>,
     ) -> Result<(), Outcome> {
         match self.try_forward(msg, recipients, d) {

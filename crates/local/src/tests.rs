@@ -8,6 +8,31 @@ struct Env {
     dir: tempfile::TempDir,
     queue: tempfile::NamedTempFile,
     len: u64,
+    sender: ReversePath,
+}
+
+/// Tests name recipients as text.
+trait DeliverText {
+    fn deliver_text(
+        &mut self,
+        msg: &Message,
+        address: &str,
+        original: &str,
+        fwd: &mut dyn Forwarder,
+    ) -> Outcome;
+}
+
+impl DeliverText for LocalDelivery {
+    fn deliver_text(
+        &mut self,
+        msg: &Message,
+        address: &str,
+        original: &str,
+        fwd: &mut dyn Forwarder,
+    ) -> Outcome {
+        let address = Mailbox::parse(address).expect("test address");
+        self.deliver(msg, &address, original, fwd)
+    }
 }
 
 const BODY: &[u8] = b"Subject: test\n\nFrom the body\nbye\n";
@@ -60,6 +85,7 @@ fn env_body(
             dir,
             queue,
             len: body.len() as u64,
+            sender: "sender@remote.example".parse().unwrap(),
         },
         ld,
     )
@@ -69,7 +95,7 @@ impl Env {
     fn msg(&self) -> Message<'_> {
         Message {
             queue_id: "4ABCDEF",
-            sender: "sender@remote.example",
+            sender: &self.sender,
             arrival: SystemTime::now(),
             content: self.queue.as_file(),
             content_offset: 9,
@@ -99,18 +125,19 @@ struct Recorder {
 }
 
 impl Forwarder for Recorder {
-    fn forward(&mut self, _msg: &Message, recipients: &[String]) -> Result<(), Outcome> {
-        self.calls.push((recipients.to_vec(), String::new()));
+    fn forward(&mut self, _msg: &Message, recipients: &[Mailbox]) -> Result<(), Outcome> {
+        let rcpts = recipients.iter().map(|m| m.to_string()).collect();
+        self.calls.push((rcpts, String::new()));
         Ok(())
     }
     fn forward_delivered_to(
         &mut self,
         _msg: &Message,
-        recipients: &[String],
+        recipients: &[Mailbox],
         delivered_to: &str,
     ) -> Result<(), Outcome> {
-        self.calls
-            .push((recipients.to_vec(), delivered_to.to_string()));
+        let rcpts = recipients.iter().map(|m| m.to_string()).collect();
+        self.calls.push((rcpts, delivered_to.to_string()));
         match &self.fail {
             Some(o) => Err(o.clone()),
             None => Ok(()),
@@ -126,7 +153,7 @@ fn sent(o: &Outcome) -> bool {
 fn virtual_user_maildir_with_headers() {
     let (e, mut ld) = env("", "joe:{PLAIN}x\n", &[("recipient_delimiter", "+")]);
     let mut f = Recorder::default();
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "Joe+News@mail.example.org",
         "Joe+News@Mail.Example.org",
@@ -147,7 +174,7 @@ fn alias_fan_out_nested_self_reference_and_dedup() {
     let aliases = "team: joe, ann, sub\nsub: joe, bob@remote.example, \"Carl@Remote.Example\"\nann: ann, joe\n";
     let (e, mut ld) = env(aliases, "joe:x\nann:x\n", &[]);
     let mut f = Recorder::default();
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "team@mail.example.org",
         "team@mail.example.org",
@@ -179,7 +206,7 @@ fn alias_fan_out_nested_self_reference_and_dedup() {
 #[test]
 fn alias_loop_delivers_to_earliest_name() {
     let (e, mut ld) = env("a: b\nb: c\nc: a\n", "a:x\nb:x\nc:x\n", &[]);
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "a@mail.example.org",
         "a@mail.example.org",
@@ -197,7 +224,7 @@ fn depth_limit_bounces() {
         aliases.push_str(&format!("l{i}: l{}\n", i + 1));
     }
     let (e, mut ld) = env(&aliases, "", &[]);
-    match ld.deliver(
+    match ld.deliver_text(
         &e.msg(),
         "l0@mail.example.org",
         "",
@@ -216,7 +243,7 @@ fn depth_limit_bounces() {
 #[test]
 fn unknown_user_bounces_and_other_local_domain_is_local() {
     let (e, mut ld) = env("x: nosuch@other.example.org\n", "", &[]);
-    let o = ld.deliver(&e.msg(), "x@mail.example.org", "", &mut Recorder::default());
+    let o = ld.deliver_text(&e.msg(), "x@mail.example.org", "", &mut Recorder::default());
     assert_eq!(o, Outcome::permanent(1, 1, "unknown user: \"nosuch\""));
 }
 
@@ -224,7 +251,7 @@ fn unknown_user_bounces_and_other_local_domain_is_local() {
 fn delivered_to_loop_is_bounced() {
     let body = b"Delivered-To: joe@mail.example.org\nSubject: x\n\nhi\n";
     let (e, mut ld) = env_body("", "joe:x\n", &[], body);
-    match ld.deliver(
+    match ld.deliver_text(
         &e.msg(),
         "joe@mail.example.org",
         "",
@@ -249,7 +276,7 @@ fn command_targets_and_exit_codes() {
         out.display()
     );
     std::fs::write(e.path("aliases"), aliases).unwrap();
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "ok@mail.example.org",
         "",
@@ -268,7 +295,7 @@ fn command_targets_and_exit_codes() {
         text.ends_with("bye\nok@mail.example.org ok mail.example.org\n"),
         "{text}"
     );
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "temp@mail.example.org",
         "",
@@ -278,7 +305,7 @@ fn command_targets_and_exit_codes() {
         o.is_temporary() && o.code() == EnhancedCode(4, 3, 0),
         "{o:?}"
     );
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "perm@mail.example.org",
         "",
@@ -306,14 +333,14 @@ fn restrictions_and_file_targets() {
         format!("cmd: |/bin/true\nfile: {}\n", file.display()),
     )
     .unwrap();
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "cmd@mail.example.org",
         "",
         &mut Recorder::default(),
     );
     assert_eq!(o, Outcome::permanent(7, 1, "mail to command is restricted"));
-    let o = ld.deliver(
+    let o = ld.deliver_text(
         &e.msg(),
         "file@mail.example.org",
         "",
@@ -344,7 +371,7 @@ fn include_files() {
     )
     .unwrap();
     let mut f = Recorder::default();
-    assert!(sent(&ld.deliver(
+    assert!(sent(&ld.deliver_text(
         &e.msg(),
         "list@mail.example.org",
         "",
@@ -352,7 +379,7 @@ fn include_files() {
     )));
     assert_eq!((e.maildir("joe").len(), e.maildir("ann").len()), (1, 1));
     assert_eq!(f.calls[0].0, vec!["far@remote.example".to_string()]);
-    let o = ld.deliver(&e.msg(), "broken@mail.example.org", "", &mut f);
+    let o = ld.deliver_text(&e.msg(), "broken@mail.example.org", "", &mut f);
     assert!(o.is_temporary() && o.text().contains("include"), "{o:?}");
 }
 
@@ -364,7 +391,7 @@ fn forwarder_failure_is_the_outcome() {
         ..Default::default()
     };
     assert_eq!(
-        ld.deliver(&e.msg(), "x@mail.example.org", "", &mut f),
+        ld.deliver_text(&e.msg(), "x@mail.example.org", "", &mut f),
         Outcome::temporary(3, 0, "cleanup down")
     );
 }
@@ -377,7 +404,7 @@ fn system_user_mbox_and_forward() {
     let (e, mut ld) = env("", "", &[("recipient_delimiter", "+")]);
     let addr = format!("{}@mail.example.org", me.name);
     // No .forward: mbox in the spool directory.
-    assert!(sent(&ld.deliver(
+    assert!(sent(&ld.deliver_text(
         &e.msg(),
         &addr,
         "",
@@ -390,7 +417,7 @@ fn system_user_mbox_and_forward() {
     let fwd = e.path(&format!("fwd/{}", me.name));
     std::fs::write(&fwd, format!("\\{}, away@remote.example\n", me.name)).unwrap();
     let mut f = Recorder::default();
-    assert!(sent(&ld.deliver(&e.msg(), &addr, "", &mut f)));
+    assert!(sent(&ld.deliver_text(&e.msg(), &addr, "", &mut f)));
     assert_eq!(
         f.calls,
         vec![(vec!["away@remote.example".to_string()], addr.clone())]
@@ -404,7 +431,7 @@ fn system_user_mbox_and_forward() {
     )
     .unwrap();
     let mut f = Recorder::default();
-    assert!(sent(&ld.deliver(
+    assert!(sent(&ld.deliver_text(
         &e.msg(),
         &format!("{}+list@mail.example.org", me.name),
         "",
@@ -415,7 +442,7 @@ fn system_user_mbox_and_forward() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fwd, std::fs::Permissions::from_mode(0o666)).unwrap();
     let mut f = Recorder::default();
-    assert!(sent(&ld.deliver(&e.msg(), &addr, "", &mut f)));
+    assert!(sent(&ld.deliver_text(&e.msg(), &addr, "", &mut f)));
     assert!(f.calls.is_empty());
     let mbox = std::fs::read_to_string(e.path(&format!("spool/{}", me.name))).unwrap();
     assert_eq!(mbox.matches("\nDelivered-To:").count(), 3);
@@ -424,14 +451,14 @@ fn system_user_mbox_and_forward() {
 #[test]
 fn aliases_reload_when_changed() {
     let (e, mut ld) = env("x: joe\n", "joe:x\nann:x\n", &[]);
-    assert!(sent(&ld.deliver(
+    assert!(sent(&ld.deliver_text(
         &e.msg(),
         "x@mail.example.org",
         "",
         &mut Recorder::default()
     )));
     std::fs::write(e.path("aliases"), "x: ann, joe\n#longer\n").unwrap();
-    assert!(sent(&ld.deliver(
+    assert!(sent(&ld.deliver_text(
         &e.msg(),
         "x@mail.example.org",
         "",
@@ -440,7 +467,7 @@ fn aliases_reload_when_changed() {
     assert_eq!((e.maildir("joe").len(), e.maildir("ann").len()), (2, 1));
     std::fs::write(e.path("aliases"), "broken\n").unwrap();
     assert!(
-        ld.deliver(&e.msg(), "x@mail.example.org", "", &mut Recorder::default())
+        ld.deliver_text(&e.msg(), "x@mail.example.org", "", &mut Recorder::default())
             .is_temporary()
     );
 }

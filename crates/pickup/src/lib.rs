@@ -11,9 +11,11 @@
 //! one of the two queues (at worst in both: a duplicate, never a loss). It
 //! logs `NEWID: uid=1000 from=<user>` with cleanup's queue ID.
 //!
-//! Envelope rules (Postfix's): sender "" means the submitting user's own
-//! address `login@myorigin`, "<>" is the null sender, and a sender or
-//! recipient without `@` gets `@myorigin` appended.
+//! Envelope: postdrop already qualified every address (bare names get
+//! `@myorigin`, no -f means `login@myorigin`), so a maildrop file's
+//! envelope means what a queue file's does and pickup passes it on; only a
+//! version 1 file (an older postdrop) still means "the submitting user" by
+//! an empty sender ([`envelope_sender`]).
 //!
 //! Failures: a file that does not parse is logged and removed (pickup may
 //! not write `corrupt/`, docs/security.md); a temporary cleanup failure
@@ -41,7 +43,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use postern_config::MainCf;
-use postern_ipc::{CHUNK_SIZE, CleanupClient, CleanupError, cleanup_flags};
+use postern_ipc::{CHUNK_SIZE, CleanupClient, CleanupError, Mailbox, ReversePath, cleanup_flags};
 use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId, TEMP_PREFIX, sync_dir};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -104,23 +106,21 @@ pub struct Submitter {
     pub login: String,
 }
 
-/// Appends `@myorigin` to a bare local name.
-pub fn qualify(address: &str, myorigin: &str) -> String {
-    if address.contains('@') {
-        address.to_string()
-    } else {
-        format!("{address}@{myorigin}")
-    }
-}
-
-/// The envelope sender pickup gives cleanup for a maildrop sender:
-/// "" = the user's own address, "<>" = the null sender, bare names
-/// qualified with myorigin.
-pub fn resolve_sender(sender: &str, login: &str, myorigin: &str) -> String {
+/// The envelope sender pickup gives cleanup: the file's own. A version 1
+/// maildrop file (written by an older postdrop) meant the submitting user
+/// by an empty sender; that meaning is kept for such files, so mail
+/// dropped just before an upgrade keeps its sender.
+pub fn envelope_sender(
+    file_version: u8,
+    sender: &ReversePath,
+    login: &str,
+    myorigin: &str,
+) -> ReversePath {
     match sender {
-        "" => qualify(login, myorigin),
-        "<>" => String::new(),
-        s => qualify(s, myorigin),
+        ReversePath::Null if file_version == 1 => Mailbox::parse(&format!("{login}@{myorigin}"))
+            .map(ReversePath::Mailbox)
+            .unwrap_or(ReversePath::Null),
+        s => s.clone(),
     }
 }
 
@@ -209,17 +209,11 @@ async fn cleanup_conversation(
         settings.ipc_timeout,
     )
     .await?;
-    let sender = resolve_sender(&env.sender, &who.login, &settings.myorigin);
-    let shown = match env.sender.as_str() {
-        "" => who.login.clone(),
-        "<>" => String::new(),
-        s => s.to_string(),
-    };
-    info!("{}: uid={} from=<{shown}>", c.queue_id(), who.uid);
+    let sender = envelope_sender(qf.version(), &env.sender, &who.login, &settings.myorigin);
+    info!("{}: uid={} from={sender}", c.queue_id(), who.uid);
     c.sender(&sender).await?;
     for r in env.recipients.iter().filter(|r| !r.done) {
-        c.recipient(&qualify(&r.address, &settings.myorigin), &r.original)
-            .await?;
+        c.recipient(&r.address, &r.original).await?;
     }
     let mut reader = qf.content_reader();
     let mut buf = vec![0u8; CHUNK_SIZE];

@@ -2,23 +2,24 @@
 //! cleanup on a real Unix socket.
 
 use super::*;
-use postern_ipc::{Channel, CleanupReply, CleanupRequest, DeliveryStatus};
+use postern_ipc::{Channel, CleanupReply, CleanupRequest, DeliveryStatus, ReversePath};
 use postern_queue::{Envelope, QueueFileWriter, Recipient};
 
 #[test]
 fn envelope_rules() {
-    assert_eq!(qualify("bob", "example.test"), "bob@example.test");
-    assert_eq!(qualify("bob@x.test", "example.test"), "bob@x.test");
+    let a: ReversePath = "a@b.test".parse().unwrap();
+    // Version 2 files mean what they say.
+    assert_eq!(envelope_sender(2, &a, "alice", "o.test"), a);
     assert_eq!(
-        resolve_sender("", "alice", "example.test"),
-        "alice@example.test"
+        envelope_sender(2, &ReversePath::Null, "alice", "o.test"),
+        ReversePath::Null
     );
-    assert_eq!(resolve_sender("<>", "alice", "example.test"), "");
+    // A version 1 file's empty sender was "the submitting user".
     assert_eq!(
-        resolve_sender("list-owner", "alice", "o.test"),
-        "list-owner@o.test"
+        envelope_sender(1, &ReversePath::Null, "alice", "o.test").bare(),
+        "alice@o.test"
     );
-    assert_eq!(resolve_sender("a@b.test", "alice", "o.test"), "a@b.test");
+    assert_eq!(envelope_sender(1, &a, "alice", "o.test"), a);
 }
 
 #[test]
@@ -66,19 +67,16 @@ fn fixture() -> Fixture {
     }
 }
 
-fn drop_file(dirs: &QueueDirs, sender: &str, rcpts: &[&str], content: &[u8]) -> QueueId {
+/// A maildrop file as postdrop writes it: `rcpts` are (address, as given).
+fn drop_file(dirs: &QueueDirs, sender: &str, rcpts: &[(&str, &str)], content: &[u8]) -> QueueId {
     let mut w = QueueFileWriter::create_in(dirs, Queue::Maildrop).unwrap();
     let uid = nix::unistd::getuid().as_raw().to_string();
     w.write_envelope(&Envelope {
         arrival: SystemTime::now(),
-        sender: sender.into(),
+        sender: sender.parse().unwrap(),
         recipients: rcpts
             .iter()
-            .map(|r| Recipient {
-                address: r.to_string(),
-                original: r.to_string(),
-                done: false,
-            })
+            .map(|(a, o)| Recipient::new(a.parse().unwrap(), *o))
             .collect(),
         attributes: vec![
             ("origin".into(), "sendmail".into()),
@@ -132,8 +130,11 @@ async fn a_maildrop_file_goes_to_cleanup_and_is_removed() {
     let f = fixture();
     let id = drop_file(
         &f.dirs,
-        "",
-        &["bob", "carol@else.test"],
+        "list-owner@example.test",
+        &[
+            ("bob@example.test", "bob"),
+            ("carol@else.test", "carol@else.test"),
+        ],
         b"Subject: hi\n\nhello\n",
     );
     let cleanup = fake_cleanup(
@@ -164,21 +165,25 @@ async fn a_maildrop_file_goes_to_cleanup_and_is_removed() {
     assert_eq!(
         c[1],
         CleanupRequest::Sender {
-            address: format!("{me}@example.test")
+            address: "list-owner@example.test".parse().unwrap()
         }
     );
     assert_eq!(
         c[2],
         CleanupRequest::Recipient {
-            address: "bob@example.test".into(),
-            original: "bob".into()
+            address: "bob@example.test".parse().unwrap(),
+            original: "bob".into(),
+            notify: None,
+            orcpt: None,
         }
     );
     assert_eq!(
         c[3],
         CleanupRequest::Recipient {
-            address: "carol@else.test".into(),
-            original: "carol@else.test".into()
+            address: "carol@else.test".parse().unwrap(),
+            original: "carol@else.test".into(),
+            notify: None,
+            orcpt: None,
         }
     );
     assert_eq!(
@@ -190,10 +195,55 @@ async fn a_maildrop_file_goes_to_cleanup_and_is_removed() {
     assert_eq!(c[5], CleanupRequest::End);
 }
 
+/// A maildrop file from an older postdrop (queue file version 1), where an
+/// empty sender meant "the submitting user".
+fn drop_v1_file(dirs: &QueueDirs, id: &QueueId) {
+    let rec = |kind: u8, data: &[u8]| {
+        let mut v = vec![kind];
+        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    };
+    let mut f = b"POSTERNQ\x01".to_vec();
+    f.extend(rec(b'T', b"1700000000.000000"));
+    f.extend(rec(b'S', b""));
+    f.extend(rec(b'R', b"bob@example.test\0bob"));
+    let body = b"Subject: old\n\nhi\n";
+    f.push(b'M');
+    f.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    f.extend_from_slice(body);
+    f.extend_from_slice(&[b'E', 0, 0, 0, 0]);
+    fs::write(dirs.file(Queue::Maildrop, id), f).unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_maildrop_file_keeps_its_sender() {
+    let f = fixture();
+    let id = QueueId::parse("1AAAAAAAAAAOLD").unwrap();
+    drop_v1_file(&f.dirs, &id);
+    let cleanup = fake_cleanup(
+        &f.settings,
+        CleanupReply::Queued {
+            queue_id: "NEWID123".into(),
+        },
+    );
+    let out = scan(&f.settings).await;
+    assert_eq!(out, vec![(id, Outcome::Queued("NEWID123".into()))]);
+    let convs = cleanup.await.unwrap();
+    let me = passwd_name(nix::unistd::getuid().as_raw()).unwrap_or_default();
+    assert_eq!(
+        convs[0][1],
+        CleanupRequest::Sender {
+            address: format!("{me}@example.test").parse().unwrap()
+        },
+        "not the null sender"
+    );
+}
+
 #[tokio::test]
 async fn temporary_failures_leave_the_file() {
     let f = fixture();
-    let id = drop_file(&f.dirs, "<>", &["bob"], b"x\n");
+    let id = drop_file(&f.dirs, "", &[("bob@example.test", "bob")], b"x\n");
     // No cleanup at all.
     let out = scan(&f.settings).await;
     assert!(matches!(out[0].1, Outcome::Retry(_)), "{out:?}");
@@ -216,7 +266,7 @@ async fn temporary_failures_leave_the_file() {
     assert_eq!(
         convs[0][1],
         CleanupRequest::Sender {
-            address: String::new()
+            address: ReversePath::Null
         }
     );
 }
@@ -226,7 +276,7 @@ async fn corrupt_and_rejected_files_are_removed() {
     let f = fixture();
     let bad = QueueId::parse("1AAAAAAAAAABAD").unwrap();
     fs::write(f.dirs.file(Queue::Maildrop, &bad), b"POSTERNQ\x01garbage").unwrap();
-    let good = drop_file(&f.dirs, "", &["bob"], b"x\n");
+    let good = drop_file(&f.dirs, "", &[("bob@example.test", "bob")], b"x\n");
     let cleanup = fake_cleanup(
         &f.settings,
         CleanupReply::Rejected {

@@ -30,14 +30,16 @@
 //!   database, never from the input; caller attributes are limited to
 //!   [`ALLOWED_ATTRIBUTES`] and may not contain NUL or line breaks;
 //! - every address is checked with postern-smtp-proto's `Mailbox::parse`
-//!   (or as a bare local name), NUL, CR and LF are refused;
+//!   after a bare local name gets `@myorigin`, and "no -f" becomes the
+//!   caller's `login@myorigin`, so the maildrop file's envelope means what
+//!   a queue file's does; NUL, CR and LF are refused;
 //! - content is bounded by `message_size_limit` and framed (each frame at
 //!   most `MAX_FRAME` bytes), so memory use is bounded;
 //! - the maildrop file is made group-readable (0640, group postdrop) so
 //!   pickup can read it, and is owned by the caller: pickup takes the
 //!   submitter's identity from the file owner, not from its content.
 //!
-//! PARAMETERS: queue_directory, message_size_limit.
+//! PARAMETERS: queue_directory, message_size_limit, myorigin.
 
 #![deny(unsafe_code)]
 
@@ -51,9 +53,9 @@ use std::time::SystemTime;
 
 use postern_config::MainCf;
 use postern_ipc_proto::codec::{Decoder, MAX_FRAME, split_frame};
-use postern_ipc_proto::{Message, SubmitContent, SubmitRequest, Trigger};
+use postern_ipc_proto::{Message, SubmitContent, SubmitRequest, SubmitSender, Trigger};
 use postern_queue::{Envelope, Queue, QueueDirs, QueueFileWriter, QueueId, Recipient};
-use postern_smtp_proto::Mailbox;
+use postern_smtp_proto::{Mailbox, ReversePath};
 
 /// The sysexits statuses postdrop exits with, from the one table
 /// (postern-status): `EX_DATAERR` bad input, `EX_NOUSER` the real user has
@@ -172,10 +174,11 @@ pub fn admin_owned(dir: &std::path::Path) -> bool {
     safe(dir) && safe(&dir.join("main.cf"))
 }
 
-/// Checks one envelope address: an address `local@domain` that
-/// `Mailbox::parse` accepts, or a bare local name (pickup appends
-/// @myorigin). NUL, CR and LF are always refused.
-pub fn check_address(what: &str, address: &str) -> Result<(), String> {
+/// Checks one envelope address and qualifies it: an address
+/// `local@domain` that `Mailbox::parse` accepts, or a bare local name, to
+/// which `@myorigin` is appended (as Postfix's append_at_myorigin does).
+/// NUL, CR and LF are always refused.
+pub fn check_address(what: &str, address: &str, myorigin: &str) -> Result<Mailbox, String> {
     if address.is_empty() {
         return Err(format!("empty {what} address"));
     }
@@ -188,9 +191,9 @@ pub fn check_address(what: &str, address: &str) -> Result<(), String> {
     let parsed = if address.contains('@') {
         Mailbox::parse(address)
     } else {
-        Mailbox::parse(&format!("{address}@localhost"))
+        Mailbox::parse(&format!("{address}@{myorigin}"))
     };
-    parsed.map(|_| ()).map_err(|e| {
+    parsed.map_err(|e| {
         format!(
             "bad {what} address syntax: <{}>: {e}",
             address.escape_debug()
@@ -198,19 +201,45 @@ pub fn check_address(what: &str, address: &str) -> Result<(), String> {
     })
 }
 
-/// Validates a submission envelope: sender ("" = the user, "<>" = null
-/// sender, or an address), at least one recipient, every address well
-/// formed, only allowed attributes with clean values.
-pub fn validate(req: &SubmitRequest) -> Result<(), Failure> {
+/// A submission's envelope as it is written to maildrop/: every address
+/// qualified, "the caller" resolved, so the file means what a queue file
+/// means.
+#[derive(Debug)]
+pub struct Submission {
+    /// The envelope sender.
+    pub sender: ReversePath,
+    /// Each recipient, qualified, with the text the caller gave.
+    pub recipients: Vec<(Mailbox, String)>,
+}
+
+/// Validates a submission envelope and qualifies it: the sender (the
+/// caller's own `login@myorigin`, the null sender, or an address), at least
+/// one recipient, every address well formed, only allowed attributes with
+/// clean values.
+pub fn validate(
+    req: &SubmitRequest,
+    caller: &Caller,
+    myorigin: &str,
+) -> Result<Submission, Failure> {
     let bad = |m: String| Failure::new(EX_DATAERR, m);
-    if !req.sender.is_empty() && req.sender != "<>" {
-        check_address("sender", &req.sender).map_err(bad)?;
-    }
+    let sender = match &req.sender {
+        SubmitSender::Caller => {
+            ReversePath::Mailbox(check_address("sender", &caller.login, myorigin).map_err(bad)?)
+        }
+        SubmitSender::Null => ReversePath::Null,
+        SubmitSender::Given(a) => {
+            ReversePath::Mailbox(check_address("sender", a, myorigin).map_err(bad)?)
+        }
+    };
     if req.recipients.is_empty() {
         return Err(bad("no recipient addresses".into()));
     }
+    let mut recipients = Vec::with_capacity(req.recipients.len());
     for r in &req.recipients {
-        check_address("recipient", r).map_err(bad)?;
+        recipients.push((
+            check_address("recipient", r, myorigin).map_err(bad)?,
+            r.clone(),
+        ));
     }
     for (name, value) in &req.attributes {
         if !ALLOWED_ATTRIBUTES.contains(&name.as_str()) {
@@ -223,7 +252,7 @@ pub fn validate(req: &SubmitRequest) -> Result<(), Failure> {
             return Err(bad(format!("bad value for attribute {name}")));
         }
     }
-    Ok(())
+    Ok(Submission { sender, recipients })
 }
 
 /// Reads exactly one frame of message family `M` from a byte stream.
@@ -273,10 +302,11 @@ pub fn submit<R: Read>(
     input: &mut R,
     dirs: &QueueDirs,
     caller: &Caller,
+    myorigin: &str,
     size_limit: u64,
 ) -> Result<QueueId, Failure> {
     let req: SubmitRequest = read_frame(input)?;
-    validate(&req)?;
+    let submission = validate(&req, caller, myorigin)?;
     let mut attributes = vec![
         ("origin".to_string(), "sendmail".to_string()),
         ("local_user".to_string(), caller.login.clone()),
@@ -285,15 +315,11 @@ pub fn submit<R: Read>(
     attributes.extend(req.attributes);
     let envelope = Envelope {
         arrival: SystemTime::now(),
-        sender: req.sender,
-        recipients: req
+        sender: submission.sender,
+        recipients: submission
             .recipients
             .into_iter()
-            .map(|r| Recipient {
-                original: r.clone(),
-                address: r,
-                done: false,
-            })
+            .map(|(address, original)| Recipient::new(address, original))
             .collect(),
         attributes,
     };
@@ -370,7 +396,8 @@ fn run() -> Result<QueueId, Failure> {
         .map_err(|e| Failure::new(EX_CONFIG, e.to_string()))?;
     let caller = Caller::current()?;
     let dirs = QueueDirs::new(main.path("queue_directory"));
-    let id = submit(&mut io::stdin().lock(), &dirs, &caller, limit)?;
+    let myorigin = main.str("myorigin");
+    let id = submit(&mut io::stdin().lock(), &dirs, &caller, &myorigin, limit)?;
     // A lost trigger only delays the mail until pickup's next wakeup.
     let _ = wake_pickup(&pickup_socket(dirs.root()));
     Ok(id)

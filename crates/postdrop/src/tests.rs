@@ -17,7 +17,11 @@ fn frames(req: &SubmitRequest, chunks: &[&[u8]], end: bool) -> Vec<u8> {
 
 fn req(sender: &str, rcpts: &[&str]) -> SubmitRequest {
     SubmitRequest {
-        sender: sender.into(),
+        sender: match sender {
+            "" => SubmitSender::Caller,
+            "<>" => SubmitSender::Null,
+            s => SubmitSender::Given(s.into()),
+        },
         recipients: rcpts.iter().map(|r| r.to_string()).collect(),
         attributes: vec![],
     }
@@ -102,8 +106,17 @@ fn admin_owned_directories_only() {
 #[test]
 fn addresses_are_checked() {
     for ok in ["alice", "bob@example.test", "x.y+tag@[192.0.2.1]"] {
-        assert!(check_address("recipient", ok).is_ok(), "{ok}");
+        assert!(
+            check_address("recipient", ok, "origin.test").is_ok(),
+            "{ok}"
+        );
     }
+    assert_eq!(
+        check_address("recipient", "alice", "origin.test")
+            .unwrap()
+            .to_string(),
+        "alice@origin.test"
+    );
     for bad in [
         "",
         "a@",
@@ -113,14 +126,28 @@ fn addresses_are_checked() {
         "alice\nRCPT TO:<x@y>",
         "a@b\r",
     ] {
-        assert!(check_address("recipient", bad).is_err(), "{bad:?}");
+        assert!(
+            check_address("recipient", bad, "origin.test").is_err(),
+            "{bad:?}"
+        );
     }
 }
 
 #[test]
 fn validation_refuses_bad_envelopes() {
-    assert!(validate(&req("", &["alice"])).is_ok());
-    assert!(validate(&req("<>", &["alice"])).is_ok());
+    let validate = |r: &SubmitRequest| validate(r, &caller(), "origin.test");
+    let ok = validate(&req("", &["alice"])).unwrap();
+    assert_eq!(
+        ok.sender.bare(),
+        "alice@origin.test",
+        "the caller, qualified"
+    );
+    assert_eq!(ok.recipients[0].0.to_string(), "alice@origin.test");
+    assert_eq!(ok.recipients[0].1, "alice", "the original is as given");
+    let null = validate(&req("<>", &["alice"])).unwrap();
+    assert_eq!(null.sender, ReversePath::Null);
+    let given = validate(&req("bob", &["alice"])).unwrap();
+    assert_eq!(given.sender.bare(), "bob@origin.test");
     assert!(validate(&req("bob@example.test", &["alice"])).is_ok());
     let e = validate(&req("", &[])).unwrap_err();
     assert_eq!(e.status, EX_DATAERR);
@@ -153,16 +180,21 @@ fn submit_writes_a_maildrop_queue_file() {
     let mut r = req("", &["bob", "carol@example.test"]);
     r.attributes.push(("protocol".into(), "ESMTP".into()));
     let input = frames(&r, &[b"Subject: hi\n\n", b"hello\n"], true);
-    let id = submit(&mut input.as_slice(), &dirs, &caller(), 0).unwrap();
+    let id = submit(&mut input.as_slice(), &dirs, &caller(), "origin.test", 0).unwrap();
     assert_eq!(maildrop_names(&dirs), vec![id.to_string()]);
     let path = dirs.file(Queue::Maildrop, &id);
     let meta = fs::metadata(&path).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o640);
     let qf = QueueFile::from_file(fs::File::open(&path).unwrap(), id).unwrap();
     let env = qf.envelope();
-    assert_eq!(env.sender, "");
-    let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
-    assert_eq!(rcpts, ["bob", "carol@example.test"]);
+    assert_eq!(env.sender.bare(), "alice@origin.test");
+    let rcpts: Vec<String> = env
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(rcpts, ["bob@origin.test", "carol@example.test"]);
+    assert_eq!(env.recipients[0].original, "bob");
     assert_eq!(env.attribute("origin"), Some("sendmail"));
     assert_eq!(env.attribute("local_user"), Some("alice"));
     assert_eq!(env.attribute("uid"), Some("4242"));
@@ -175,19 +207,26 @@ fn too_big_or_unfinished_input_leaves_nothing() {
     let (_t, dirs) = queue();
     let r = req("", &["bob"]);
     let input = frames(&r, &[&[b'x'; 600], &[b'y'; 600]], true);
-    let e = submit(&mut input.as_slice(), &dirs, &caller(), 1000).unwrap_err();
+    let e = submit(&mut input.as_slice(), &dirs, &caller(), "origin.test", 1000).unwrap_err();
     assert_eq!(e.status, EX_DATAERR);
     assert!(e.message.contains("too big"), "{e}");
     assert!(maildrop_names(&dirs).is_empty());
 
     // sendmail died (or was interrupted) before End: nothing is queued.
     let input = frames(&r, &[b"Subject: x\n\n"], false);
-    let e = submit(&mut input.as_slice(), &dirs, &caller(), 0).unwrap_err();
+    let e = submit(&mut input.as_slice(), &dirs, &caller(), "origin.test", 0).unwrap_err();
     assert_eq!(e.status, EX_DATAERR);
     assert!(maildrop_names(&dirs).is_empty());
 
     // Garbage instead of frames.
-    let e = submit(&mut &b"hello world, not a frame"[..], &dirs, &caller(), 0).unwrap_err();
+    let e = submit(
+        &mut &b"hello world, not a frame"[..],
+        &dirs,
+        &caller(),
+        "origin.test",
+        0,
+    )
+    .unwrap_err();
     assert_eq!(e.status, EX_DATAERR);
     assert!(maildrop_names(&dirs).is_empty());
 }
@@ -197,6 +236,6 @@ fn missing_maildrop_is_temporary() {
     let t = tempfile::tempdir().unwrap();
     let dirs = QueueDirs::new(t.path().join("nowhere"));
     let input = frames(&req("", &["bob"]), &[b"x\n"], true);
-    let e = submit(&mut input.as_slice(), &dirs, &caller(), 0).unwrap_err();
+    let e = submit(&mut input.as_slice(), &dirs, &caller(), "origin.test", 0).unwrap_err();
     assert_eq!(e.status, EX_TEMPFAIL, "{e}");
 }

@@ -40,10 +40,10 @@
 
 use postern_config::MainCf;
 use postern_ipc::Message;
-use postern_ipc::messages::{SubmitContent, SubmitRequest};
+use postern_ipc::messages::{SubmitContent, SubmitRequest, SubmitSender};
 use postern_queue::{Queue, QueueDirs, QueueFile};
-use postern_smtp_proto::Reply;
 use postern_smtp_proto::server::{self, End, RcptTo, Session};
+use postern_smtp_proto::{Reply, ReversePath};
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
@@ -527,17 +527,18 @@ pub fn from_field(full_name: &str, address: &str) -> String {
     }
 }
 
-/// The envelope sender sendmail passes to postdrop for `-f`: "" (none)
-/// means the user's own address; `<>` or an empty -f is the null sender.
-pub fn envelope_sender(f: Option<&str>) -> String {
+/// The envelope sender sendmail passes to postdrop for `-f`: none means
+/// the user's own address; `<>` or an empty -f is the null sender.
+pub fn envelope_sender(f: Option<&str>) -> SubmitSender {
     match f.map(str::trim) {
-        None => String::new(),
-        Some("") | Some("<>") => "<>".into(),
-        Some(s) => s
-            .strip_prefix('<')
-            .and_then(|s| s.strip_suffix('>'))
-            .unwrap_or(s)
-            .to_string(),
+        None => SubmitSender::Caller,
+        Some("") | Some("<>") => SubmitSender::Null,
+        Some(s) => SubmitSender::Given(
+            s.strip_prefix('<')
+                .and_then(|s| s.strip_suffix('>'))
+                .unwrap_or(s)
+                .to_string(),
+        ),
     }
 }
 
@@ -609,11 +610,11 @@ pub fn deliver(
     if let Some(full) = &opts.full_name
         && !header.has("from")
     {
-        let addr = match sender.as_str() {
-            "" => format!("{}@{}", ctx.login, ctx.myorigin),
-            "<>" => format!("MAILER-DAEMON@{}", ctx.myorigin),
-            s if s.contains('@') => s.to_string(),
-            s => format!("{s}@{}", ctx.myorigin),
+        let addr = match &sender {
+            SubmitSender::Caller => format!("{}@{}", ctx.login, ctx.myorigin),
+            SubmitSender::Null => format!("MAILER-DAEMON@{}", ctx.myorigin),
+            SubmitSender::Given(s) if s.contains('@') => s.to_string(),
+            SubmitSender::Given(s) => format!("{s}@{}", ctx.myorigin),
         };
         head.push_str(&from_field(full, &addr));
     }
@@ -716,6 +717,9 @@ fn session_config(ctx: &Context) -> server::Config {
         error_sleep: std::time::Duration::ZERO,
         junk_limit: u32::MAX,
         content_chunk: CHUNK,
+        postmaster_domain: ctx.myorigin.clone(),
+        // A submission to postdrop carries no DSN parameters.
+        dsn: false,
         ..server::Config::default()
     }
 }
@@ -817,14 +821,14 @@ impl<R: Read, W: Write> server::Driver for BsDriver<'_, '_, R, W> {
         if let Some(name) = s.helo() {
             attributes.push(("helo_name".into(), name.to_string()));
         }
-        // In maildrop files "" means "the caller"; the null sender is "<>".
+        // The SMTP client named its sender (MAIL FROM), so never "the caller".
         let sender = match s.sender() {
-            None | Some("") => "<>".to_string(),
-            Some(a) => a.to_string(),
+            Some(ReversePath::Mailbox(m)) => SubmitSender::Given(m.to_string()),
+            Some(ReversePath::Null) | None => SubmitSender::Null,
         };
         let req = SubmitRequest {
             sender,
-            recipients: s.recipients().to_vec(),
+            recipients: s.recipients().iter().map(|m| m.to_string()).collect(),
             attributes,
         };
         let content = std::mem::take(&mut self.content);
@@ -927,10 +931,13 @@ pub fn mailq(dirs: &QueueDirs, out: &mut impl Write) -> Result<(), (i32, String)
             Queue::Hold => '!',
             _ => ' ',
         };
-        let sender = match env.sender.as_str() {
-            "" if q == Queue::Maildrop => env.attribute("local_user").unwrap_or("").to_string(),
-            "" | "<>" => "MAILER-DAEMON".to_string(),
-            s => s.to_string(),
+        let sender = match &env.sender {
+            // A version 1 maildrop file's empty sender was the submitter.
+            ReversePath::Null if q == Queue::Maildrop && qf.version() == 1 => {
+                env.attribute("local_user").unwrap_or("").to_string()
+            }
+            ReversePath::Null => "MAILER-DAEMON".to_string(),
+            ReversePath::Mailbox(m) => m.to_string(),
         };
         let size = qf.content_len();
         total += size;
@@ -1113,10 +1120,13 @@ mod tests {
 
     #[test]
     fn senders_and_from_fields() {
-        assert_eq!(envelope_sender(None), "");
-        assert_eq!(envelope_sender(Some("")), "<>");
-        assert_eq!(envelope_sender(Some("<>")), "<>");
-        assert_eq!(envelope_sender(Some("<a@b.test>")), "a@b.test");
+        assert_eq!(envelope_sender(None), SubmitSender::Caller);
+        assert_eq!(envelope_sender(Some("")), SubmitSender::Null);
+        assert_eq!(envelope_sender(Some("<>")), SubmitSender::Null);
+        assert_eq!(
+            envelope_sender(Some("<a@b.test>")),
+            SubmitSender::Given("a@b.test".into())
+        );
         assert_eq!(
             from_field("Bob Smith", "bob@x"),
             "From: Bob Smith <bob@x>\n"
@@ -1178,8 +1188,8 @@ mod tests {
         assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
         assert_eq!(got.len(), 1);
         let (req, content) = &got[0];
-        assert_eq!(req.sender, "a@x.test");
-        assert_eq!(req.recipients, ["bob@example.test", "postmaster"]);
+        assert_eq!(req.sender, SubmitSender::Given("a@x.test".into()));
+        assert_eq!(req.recipients, ["bob@example.test", "postmaster@example.test"]);
         assert!(
             req.attributes
                 .contains(&("protocol".into(), "ESMTP".into()))
@@ -1204,7 +1214,7 @@ mod tests {
             out.contains("\r\n500 ") || out.contains("\r\n502 "),
             "{out}"
         );
-        assert_eq!(got[0].0.sender, "<>");
+        assert_eq!(got[0].0.sender, SubmitSender::Null);
         assert_eq!(got[0].1, b"hello\n");
         assert!(
             got[0]
@@ -1244,7 +1254,7 @@ mod tests {
         assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, b"one\n");
-        assert_eq!(got[1].0.sender, "<>");
+        assert_eq!(got[1].0.sender, SubmitSender::Null);
         assert_eq!(got[1].0.recipients, ["c@x"]);
         assert_eq!(got[1].1, b"two\n");
     }
@@ -1273,12 +1283,11 @@ mod tests {
         let mut w = postern_queue::QueueFileWriter::create_in(&dirs, Queue::Incoming).unwrap();
         w.write_envelope(&postern_queue::Envelope {
             arrival: std::time::SystemTime::now(),
-            sender: "a@x.test".into(),
-            recipients: vec![postern_queue::Recipient {
-                address: "b@y.test".into(),
-                original: "b@y.test".into(),
-                done: false,
-            }],
+            sender: "a@x.test".parse().unwrap(),
+            recipients: vec![postern_queue::Recipient::new(
+                "b@y.test".parse().unwrap(),
+                "b@y.test",
+            )],
             attributes: vec![],
         })
         .unwrap();

@@ -6,7 +6,7 @@
 //! back and loop) and enters the queue through cleanup like any mail.
 
 use postern_config::MainCf;
-use postern_ipc::{CleanupClient, DeliveryStatus};
+use postern_ipc::{CleanupClient, DeliveryStatus, Mailbox, ReversePath};
 use postern_queue::{QueueFile, QueueId};
 use std::io::Read;
 use std::path::Path;
@@ -24,7 +24,7 @@ pub fn build(
     main: &MainCf,
     id: &QueueId,
     original: &QueueFile,
-    failed: &[(String, DeliveryStatus)],
+    failed: &[(Mailbox, DeliveryStatus)],
     now: SystemTime,
 ) -> std::io::Result<Vec<u8>> {
     let host = main.str("myhostname");
@@ -36,7 +36,7 @@ pub fn build(
     m.push_str(&format!(
         "From: MAILER-DAEMON@{host} (Mail Delivery System)\n"
     ));
-    m.push_str(&format!("To: {}\n", clean(&env.sender)));
+    m.push_str(&format!("To: {}\n", clean(&env.sender.bare())));
     m.push_str("Subject: Undelivered Mail Returned to Sender\n");
     m.push_str("Auto-Submitted: auto-replied\n");
     m.push_str("MIME-Version: 1.0\n");
@@ -52,7 +52,11 @@ pub fn build(
     m.push_str("For further assistance, please send mail to postmaster.\n\n");
     m.push_str(&format!("                   The {mail_name} program\n\n"));
     for (addr, status) in failed {
-        m.push_str(&format!("<{}>: {}\n", clean(addr), clean(status.text())));
+        m.push_str(&format!(
+            "<{}>: {}\n",
+            clean(&addr.to_string()),
+            clean(status.text())
+        ));
     }
     m.push('\n');
     m.push_str(&format!("--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"));
@@ -60,7 +64,7 @@ pub fn build(
     m.push_str(&format!("X-Postern-Queue-ID: {id}\n"));
     m.push_str(&format!(
         "X-Postern-Sender: rfc822; {}\n",
-        clean(&env.sender)
+        clean(&env.sender.bare())
     ));
     m.push_str(&format!(
         "Arrival-Date: {}\n",
@@ -70,9 +74,12 @@ pub fn build(
         // Returned to the sender means final: a temporary code that ran
         // out of time (4.4.7) is reported as 5.4.7.
         let status = failure.code().permanent();
-        m.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", clean(addr)));
+        m.push_str(&format!(
+            "\nFinal-Recipient: rfc822; {}\n",
+            clean(&addr.to_string())
+        ));
         if let Some(r) = env.recipients.iter().find(|r| &r.address == addr)
-            && r.original != r.address
+            && r.original != r.address.to_string()
         {
             m.push_str(&format!(
                 "Original-Recipient: rfc822; {}\n",
@@ -119,7 +126,7 @@ fn find_header_end(content: &[u8]) -> usize {
 pub async fn send(
     socket: &Path,
     text: Vec<u8>,
-    to: &str,
+    to: &Mailbox,
     timeout: Duration,
 ) -> Result<String, String> {
     let mut c = CleanupClient::open(
@@ -133,8 +140,12 @@ pub async fn send(
     )
     .await
     .map_err(|e| e.to_string())?;
-    c.sender("").await.map_err(|e| e.to_string())?;
-    c.recipient(to, to).await.map_err(|e| e.to_string())?;
+    c.sender(&ReversePath::Null)
+        .await
+        .map_err(|e| e.to_string())?;
+    c.recipient(to, &to.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
     c.content(&text).await.map_err(|e| e.to_string())?;
     c.commit().await.map_err(|e| e.to_string())
 }
@@ -156,14 +167,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dirs = QueueDirs::new(tmp.path().join("queue"));
         dirs.create_all().unwrap();
-        let rcpt = |a: &str, o: &str| Recipient {
-            address: a.into(),
-            original: o.into(),
-            done: false,
-        };
+        let rcpt = |a: &str, o: &str| Recipient::new(a.parse().unwrap(), o);
         let env = Envelope {
             arrival: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            sender: "s@example.org".into(),
+            sender: "s@example.org".parse().unwrap(),
             recipients: vec![
                 rcpt("late@x.test", "late@x.test"),
                 rcpt("gone@x.test", "Gone@x.test"),
@@ -178,11 +185,11 @@ mod tests {
             QueueFile::open(&dirs.file(postern_queue::Queue::Incoming, &id), id.clone()).unwrap();
         let failed = [
             (
-                "late@x.test".to_string(),
+                "late@x.test".parse().unwrap(),
                 DeliveryStatus::temporary(4, 7, "message delivery timed out"),
             ),
             (
-                "gone@x.test".to_string(),
+                "gone@x.test".parse().unwrap(),
                 DeliveryStatus::permanent(1, 1, "unknown user: \"gone\""),
             ),
         ];

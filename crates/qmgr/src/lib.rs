@@ -31,8 +31,8 @@ pub mod transport;
 
 use postern_config::MainCf;
 use postern_ipc::{
-    Channel, DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus, StatusClass,
-    Trigger,
+    Channel, DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus, Mailbox,
+    StatusClass, Trigger,
 };
 use postern_queue::{Queue, QueueDirs, QueueError, QueueFile, QueueId};
 use std::cell::RefCell;
@@ -111,7 +111,7 @@ struct Active {
     deferred: bool,
     /// Recipients that bounced this round: (address, status). An expired
     /// recipient's status is the temporary 4.4.7 (the bounce reports 5.4.7).
-    bounced: Vec<(String, DeliveryStatus)>,
+    bounced: Vec<(Mailbox, DeliveryStatus)>,
     /// Destinations local has delivered this message to (its duplicate
     /// filter across requests; see docs/ipc.md), at most
     /// duplicate_filter_limit of them.
@@ -335,7 +335,7 @@ impl Qmgr {
             return;
         }
         info!(
-            "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+            "{id}: from={}, size={}, nrcpt={} (queue active)",
             env.sender,
             file.content_len(),
             env.recipients.len()
@@ -344,7 +344,7 @@ impl Qmgr {
         let age = SystemTime::now()
             .duration_since(arrival)
             .unwrap_or_default();
-        let lifetime = if env.sender.is_empty() {
+        let lifetime = if env.sender.is_null() {
             self.settings.bounce_lifetime
         } else {
             self.settings.max_lifetime
@@ -497,6 +497,8 @@ impl Qmgr {
                     index: i as u32,
                     address: env.recipients[i].address.clone(),
                     original: env.recipients[i].original.clone(),
+                    notify: env.recipients[i].notify,
+                    orcpt: env.recipients[i].orcpt.clone(),
                 })
                 .collect(),
             attributes: env.attributes.clone(),
@@ -585,14 +587,9 @@ impl Qmgr {
                 StatusClass::Success => finished.push(i),
                 StatusClass::Permanent => {
                     finished.push(i);
-                    let addr = active
-                        .file
-                        .envelope()
-                        .recipients
-                        .get(i)
-                        .map(|r| r.address.clone())
-                        .unwrap_or_default();
-                    active.bounced.push((addr, status));
+                    if let Some(r) = active.file.envelope().recipients.get(i) {
+                        active.bounced.push((r.address.clone(), status));
+                    }
                 }
                 StatusClass::Temporary => active.deferred = true,
             }
@@ -676,7 +673,7 @@ impl Qmgr {
             return;
         };
         if !active.bounced.is_empty() {
-            if active.file.envelope().sender.is_empty() {
+            if active.file.envelope().sender.is_null() {
                 info!("{id}: undeliverable bounce discarded (null sender)");
             } else {
                 match bounce::build(
@@ -690,7 +687,9 @@ impl Qmgr {
                         // cleanup's answer comes back as Event::Bounced, and
                         // settle() finishes the message then.
                         let socket = self.settings.queue_dir.join("private").join("cleanup");
-                        let to = active.file.envelope().sender.clone();
+                        let Some(to) = active.file.envelope().sender.mailbox().cloned() else {
+                            unreachable!("a null sender was handled above");
+                        };
                         let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
                         let tx = self.done_tx.clone();
                         let bid = id.clone();

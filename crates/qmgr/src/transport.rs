@@ -6,6 +6,7 @@
 //! one is set, else to the recipient's domain.
 
 use postern_config::MainCf;
+use postern_ipc::Mailbox;
 
 /// A delivery agent service (master.cf name, socket private/NAME) and the
 /// destination it is asked to deliver to.
@@ -64,20 +65,16 @@ impl Router {
     /// Where mail for `address` goes. Err = mydestination could not be
     /// read, so whether the address is local is unknown: the recipient is
     /// deferred, never sent to the network on a guess.
-    pub fn route(&self, address: &str) -> Result<Route, String> {
-        let (local, domain) = match address.rsplit_once('@') {
-            Some((l, d)) => (l, d),
-            None => (address, ""),
-        };
-        let is_local = domain.is_empty()
-            || self
-                .local_domains
-                .try_contains(domain)
-                .map_err(|e| format!("mydestination lookup failed: {e}"))?;
+    pub fn route(&self, address: &Mailbox) -> Result<Route, String> {
+        let domain = address.domain_lowercase();
+        let is_local = self
+            .local_domains
+            .try_contains(&domain)
+            .map_err(|e| format!("mydestination lookup failed: {e}"))?;
         if is_local {
             return Ok(Route {
                 transport: self.local_transport.clone(),
-                nexthop: local.to_ascii_lowercase(),
+                nexthop: address.local_part.to_ascii_lowercase(),
             });
         }
         let nexthop = if let Some(n) = &self.default_nexthop {
@@ -85,7 +82,7 @@ impl Router {
         } else if !self.relayhost.is_empty() {
             self.relayhost.clone()
         } else {
-            domain.to_ascii_lowercase()
+            domain
         };
         Ok(Route {
             transport: self.default_transport.clone(),
@@ -106,18 +103,22 @@ mod tests {
         Router::from_config(&main).unwrap()
     }
 
+    fn mb(s: &str) -> Mailbox {
+        Mailbox::parse(s).unwrap()
+    }
+
     #[test]
     fn local_domains_go_to_local_per_user() {
         let r = router("");
         assert_eq!(
-            r.route("Joe@Example.TEST").unwrap(),
+            r.route(&mb("Joe@Example.TEST")).unwrap(),
             Route {
                 transport: "local".into(),
                 nexthop: "joe".into()
             }
         );
         assert_eq!(
-            r.route("postmaster").unwrap(),
+            r.route(&mb("postmaster@localhost")).unwrap(),
             Route {
                 transport: "local".into(),
                 nexthop: "postmaster".into()
@@ -128,7 +129,7 @@ mod tests {
     #[test]
     fn remote_domains_go_to_smtp_or_relayhost() {
         assert_eq!(
-            router("").route("a@Remote.example").unwrap(),
+            router("").route(&mb("a@Remote.example")).unwrap(),
             Route {
                 transport: "smtp".into(),
                 nexthop: "remote.example".into()
@@ -136,7 +137,7 @@ mod tests {
         );
         assert_eq!(
             router("relayhost = [smart.example]:587")
-                .route("a@remote.example")
+                .route(&mb("a@remote.example"))
                 .unwrap(),
             Route {
                 transport: "smtp".into(),
@@ -145,7 +146,7 @@ mod tests {
         );
         assert_eq!(
             router("default_transport = relay:[gw.example]")
-                .route("a@remote.example")
+                .route(&mb("a@remote.example"))
                 .unwrap(),
             Route {
                 transport: "relay".into(),
@@ -164,12 +165,15 @@ mod tests {
             "mydestination = localhost, texthash:{}\n",
             table.display()
         ));
-        assert!(r.route("joe@localhost").is_ok(), "names need no table");
-        let e = r.route("joe@example.test").unwrap_err();
+        assert!(r.route(&mb("joe@localhost")).is_ok(), "names need no table");
+        let e = r.route(&mb("joe@example.test")).unwrap_err();
         assert!(e.contains("mydestination lookup failed"), "{e}");
         std::fs::write(&table, "example.test ok\n").unwrap();
-        assert_eq!(r.route("joe@example.test").unwrap().transport, "local");
-        assert_eq!(r.route("joe@remote.example").unwrap().transport, "smtp");
+        assert_eq!(r.route(&mb("joe@example.test")).unwrap().transport, "local");
+        assert_eq!(
+            r.route(&mb("joe@remote.example")).unwrap().transport,
+            "smtp"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }

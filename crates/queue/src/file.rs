@@ -23,6 +23,7 @@ use crate::id::QueueId;
 pub struct QueueFile {
     file: File,
     id: QueueId,
+    version: u8,
     envelope: Envelope,
     rcpt_offsets: Vec<u64>,
     content_offset: u64,
@@ -43,6 +44,7 @@ impl QueueFile {
         Ok(QueueFile {
             file,
             id,
+            version: p.version,
             envelope: p.envelope,
             rcpt_offsets: p.rcpt_offsets,
             content_offset: p.content_offset,
@@ -53,6 +55,12 @@ impl QueueFile {
     /// The message's queue ID (for log lines).
     pub fn id(&self) -> &QueueId {
         &self.id
+    }
+
+    /// The format version the file was written in ([`crate::VERSION`] or
+    /// an older one still read), for readers whose meaning changed.
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     /// Sender, recipients with their done flags, arrival time, attributes.

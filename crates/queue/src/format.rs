@@ -1,9 +1,10 @@
-//! Queue file format v1: the envelope types, the encoder and the strict parser.
+//! Queue file format v2 (and v1, still read): the envelope types, the
+//! encoder and the strict parser.
 //!
 //! Layout (documented byte by byte in docs/queue.md):
 //!
 //! ```text
-//! "POSTERNQ" 0x01
+//! "POSTERNQ" 0x02
 //! [type u8][len u32 BE][data]        T, A*, S, R|D*  (envelope records)
 //! 'M' [len u64 BE][content bytes]    exactly one, after the envelope
 //! 'E' 00 00 00 00                    end marker; nothing may follow
@@ -13,6 +14,7 @@
 //! before anything is read or allocated, and every defect is reported as
 //! [`QueueError::Corrupt`] with a specific reason. It never panics.
 
+use postern_smtp_proto::{Mailbox, Notify, Orcpt, ReversePath};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -21,8 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// First eight bytes of every queue file.
 pub const MAGIC: &[u8; 8] = b"POSTERNQ";
-/// The format version this crate writes and reads.
-pub const VERSION: u8 = 1;
+/// The format version this crate writes. Version 2 added the DSN fields
+/// (NOTIFY, ORCPT) to recipient records; version 1 files are still read.
+pub const VERSION: u8 = 2;
+/// The oldest format version this crate reads.
+pub const OLDEST_VERSION: u8 = 1;
 /// Length of magic + version.
 pub const HEADER_LEN: u64 = 9;
 /// Largest data length of one envelope record; larger ones are refused by
@@ -35,7 +40,8 @@ pub const REC_TIME: u8 = b'T';
 pub const REC_ATTR: u8 = b'A';
 /// Record type: envelope sender.
 pub const REC_SENDER: u8 = b'S';
-/// Record type: recipient still to deliver, "ADDRESS\0ORIGINAL".
+/// Record type: recipient still to deliver, "ADDRESS\0ORIGINAL\0NOTIFY\0ORCPT"
+/// (v1: "ADDRESS\0ORIGINAL").
 pub const REC_RCPT: u8 = b'R';
 /// Record type: recipient done (an `R` whose type byte was overwritten).
 pub const REC_DONE: u8 = b'D';
@@ -48,11 +54,30 @@ pub const REC_END: u8 = b'E';
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recipient {
     /// The address to deliver to (after rewriting).
-    pub address: String,
-    /// The address as the client gave it (for DSN ORCPT and logs).
+    pub address: Mailbox,
+    /// The address as the client gave it (for orig_to= and X-Original-To);
+    /// free text, possibly unqualified.
     pub original: String,
+    /// RFC 3461 NOTIFY= as the client gave it; None = the default
+    /// (failures, and delays if the site sends delay warnings).
+    pub notify: Option<Notify>,
+    /// RFC 3461 ORCPT=, for the Original-Recipient field of notifications.
+    pub orcpt: Option<Orcpt>,
     /// True once a delivery agent reported success (or a final bounce was sent).
     pub done: bool,
+}
+
+impl Recipient {
+    /// A recipient still to deliver, without DSN parameters.
+    pub fn new(address: Mailbox, original: impl Into<String>) -> Recipient {
+        Recipient {
+            address,
+            original: original.into(),
+            notify: None,
+            orcpt: None,
+            done: false,
+        }
+    }
 }
 
 /// Everything about a message except its content.
@@ -60,8 +85,8 @@ pub struct Recipient {
 pub struct Envelope {
     /// When the message was accepted. Stored with microsecond precision.
     pub arrival: SystemTime,
-    /// Envelope sender, "" for the null sender.
-    pub sender: String,
+    /// Envelope sender (stored as "" for the null sender).
+    pub sender: ReversePath,
     /// Recipients in the order they were accepted; at least one.
     pub recipients: Vec<Recipient>,
     /// Opaque name/value pairs (client_name, helo_name, ...), order preserved.
@@ -83,7 +108,7 @@ impl Envelope {
 pub enum QueueError {
     /// The operating system refused (open, read): usually temporary.
     Io(io::Error),
-    /// The file is not a valid v1 queue file; move it to corrupt/.
+    /// The file is not a valid queue file; move it to corrupt/.
     Corrupt(String),
 }
 
@@ -152,13 +177,31 @@ pub(crate) fn encode_envelope(env: &Envelope) -> io::Result<(Vec<u8>, Vec<u64>)>
         }
         push_record(&mut out, REC_ATTR, format!("{name}={value}").as_bytes())?;
     }
-    push_record(&mut out, REC_SENDER, env.sender.as_bytes())?;
+    push_record(&mut out, REC_SENDER, env.sender.bare().as_bytes())?;
     let mut offsets = Vec::with_capacity(env.recipients.len());
     for r in &env.recipients {
-        if r.address.contains('\0') || r.original.contains('\0') {
+        let address = r.address.to_string();
+        let notify = r.notify.map(|n| n.to_string()).unwrap_or_default();
+        let orcpt = r.orcpt.as_ref().map(|o| o.to_string()).unwrap_or_default();
+        if [&address, &r.original, &orcpt]
+            .iter()
+            .any(|f| f.contains('\0'))
+        {
             return Err(invalid("recipient contains a NUL byte"));
         }
-        let data = [r.address.as_bytes(), b"\0", r.original.as_bytes()].concat();
+        if r.orcpt.is_some() && Orcpt::parse_decoded(&orcpt).as_ref() != r.orcpt.as_ref() {
+            return Err(invalid("ORCPT that would not read back"));
+        }
+        let data = [
+            address.as_bytes(),
+            b"\0",
+            r.original.as_bytes(),
+            b"\0",
+            notify.as_bytes(),
+            b"\0",
+            orcpt.as_bytes(),
+        ]
+        .concat();
         offsets.push(out.len() as u64);
         push_record(&mut out, if r.done { REC_DONE } else { REC_RCPT }, &data)?;
     }
@@ -198,6 +241,8 @@ impl Source for [u8] {
 /// A parsed queue file: the envelope plus where things are in the file.
 #[derive(Debug)]
 pub(crate) struct Parsed {
+    /// The format version the file was written in.
+    pub version: u8,
     pub envelope: Envelope,
     /// File offset of each recipient's type byte, same order as `envelope.recipients`.
     pub rcpt_offsets: Vec<u64>,
@@ -281,6 +326,35 @@ fn parse_time(data: &[u8]) -> Result<SystemTime, QueueError> {
         .ok_or_else(bad)
 }
 
+/// One recipient record's text: v1 "ADDRESS\0ORIGINAL", v2 adds
+/// "\0NOTIFY\0ORCPT" (each possibly empty).
+fn parse_recipient(version: u8, text: &str) -> Result<Recipient, QueueError> {
+    let bad = || corrupt("bad recipient record");
+    let fields: Vec<&str> = text.split('\0').collect();
+    let (address, original, notify, orcpt) = match (version, fields.as_slice()) {
+        (1, [a, o]) => (*a, *o, "", ""),
+        (2, [a, o, n, r]) => (*a, *o, *n, *r),
+        _ => return Err(bad()),
+    };
+    let address =
+        Mailbox::parse(address).map_err(|e| corrupt(format!("bad recipient address: {e}")))?;
+    let notify = match notify {
+        "" => None,
+        n => Some(Notify::parse(n).ok_or_else(|| corrupt("bad recipient NOTIFY"))?),
+    };
+    let orcpt = match orcpt {
+        "" => None,
+        o => Some(Orcpt::parse_decoded(o).ok_or_else(|| corrupt("bad recipient ORCPT"))?),
+    };
+    Ok(Recipient {
+        address,
+        original: original.to_owned(),
+        notify,
+        orcpt,
+        done: false,
+    })
+}
+
 /// Parses and validates a whole queue file. Reads the envelope records into
 /// memory, but only checks the bounds of the content.
 pub(crate) fn parse<S: Source + ?Sized>(src: &S) -> Result<Parsed, QueueError> {
@@ -305,8 +379,9 @@ pub(crate) fn parse<S: Source + ?Sized>(src: &S) -> Result<Parsed, QueueError> {
     if head.len() < HEADER_LEN as usize {
         return Err(corrupt("truncated header"));
     }
-    if head[8] != VERSION {
-        return Err(corrupt(format!("unsupported version {}", head[8])));
+    let version = head[8];
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
+        return Err(corrupt(format!("unsupported version {version}")));
     }
 
     let mut pos = HEADER_LEN;
@@ -364,21 +439,17 @@ pub(crate) fn parse<S: Source + ?Sized>(src: &S) -> Result<Parsed, QueueError> {
                 if sender.is_some() {
                     return Err(corrupt("duplicate sender record"));
                 }
-                sender = Some(utf8(kind, data)?);
+                let text = utf8(kind, data)?;
+                let parsed = ReversePath::parse_bare(&text)
+                    .map_err(|e| corrupt(format!("bad sender address: {e}")))?;
+                sender = Some(parsed);
             }
             _ => {
                 let text = utf8(kind, data)?;
-                match text.split_once('\0') {
-                    Some((a, o)) if !o.contains('\0') => {
-                        rcpt_offsets.push(pos);
-                        recipients.push(Recipient {
-                            address: a.to_owned(),
-                            original: o.to_owned(),
-                            done: kind == REC_DONE,
-                        });
-                    }
-                    _ => return Err(corrupt("bad recipient record")),
-                }
+                let mut r = parse_recipient(version, &text)?;
+                r.done = kind == REC_DONE;
+                rcpt_offsets.push(pos);
+                recipients.push(r);
             }
         }
         pos += 5 + u64::from(dlen);
@@ -412,6 +483,7 @@ pub(crate) fn parse<S: Source + ?Sized>(src: &S) -> Result<Parsed, QueueError> {
         return Err(corrupt("no recipient"));
     }
     Ok(Parsed {
+        version,
         envelope: Envelope {
             arrival,
             sender,
@@ -432,21 +504,27 @@ pub(crate) mod tests {
     pub(crate) fn sample_envelope() -> Envelope {
         Envelope {
             arrival: UNIX_EPOCH + Duration::from_micros(1_700_000_000_654_321),
-            sender: "alice@example.org".into(),
+            sender: "alice@example.org".parse().unwrap(),
             recipients: vec![
                 Recipient {
-                    address: "bob@example.net".into(),
+                    address: "bob@example.net".parse().unwrap(),
                     original: "Bob@Example.NET".into(),
+                    notify: None,
+                    orcpt: None,
                     done: false,
                 },
                 Recipient {
-                    address: "carol@example.net".into(),
+                    address: "carol@example.net".parse().unwrap(),
                     original: "".into(),
+                    notify: None,
+                    orcpt: None,
                     done: true,
                 },
                 Recipient {
-                    address: "dave@example.net".into(),
+                    address: "dave@example.net".parse().unwrap(),
                     original: "dave@example.net".into(),
+                    notify: None,
+                    orcpt: None,
                     done: false,
                 },
             ],
@@ -479,10 +557,16 @@ pub(crate) mod tests {
         v
     }
 
+    /// A version 1 file of the given records (the corrupt-file table uses
+    /// v1 recipient records, which also proves v1 files are still read).
     fn file_of(parts: &[&[u8]]) -> Vec<u8> {
+        file_of_version(1, parts)
+    }
+
+    fn file_of_version(version: u8, parts: &[&[u8]]) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(MAGIC);
-        v.push(VERSION);
+        v.push(version);
         for p in parts {
             v.extend_from_slice(p);
         }
@@ -531,8 +615,20 @@ pub(crate) mod tests {
             io::ErrorKind::InvalidInput
         );
         let mut e = sample_envelope();
-        e.recipients[0].address = "a\0b".into();
+        e.recipients[0].orcpt = Some(Orcpt {
+            addr_type: "rfc822".into(),
+            address: "a\0b".into(),
+        });
         assert!(encode_envelope(&e).is_err());
+        let mut e = sample_envelope();
+        e.recipients[0].orcpt = Some(Orcpt {
+            addr_type: "rfc 822".into(),
+            address: "a@b".into(),
+        });
+        assert!(
+            encode_envelope(&e).is_err(),
+            "an ORCPT type that would not read back"
+        );
         let mut e = sample_envelope();
         e.recipients[0].original = "a\0b".into();
         assert!(encode_envelope(&e).is_err());
@@ -543,7 +639,10 @@ pub(crate) mod tests {
         e.attributes.push(("".into(), "c".into()));
         assert!(encode_envelope(&e).is_err());
         let mut e = sample_envelope();
-        e.sender = "x".repeat(MAX_RECORD_LEN as usize + 1);
+        e.sender = ReversePath::Mailbox(Mailbox {
+            local_part: "x".repeat(MAX_RECORD_LEN as usize + 1),
+            domain: "example.org".into(),
+        });
         assert!(encode_envelope(&e).is_err());
         let mut e = sample_envelope();
         e.arrival = UNIX_EPOCH - Duration::from_secs(1);
@@ -553,10 +652,13 @@ pub(crate) mod tests {
     #[test]
     fn null_sender_and_nanoseconds() {
         let mut e = sample_envelope();
-        e.sender = String::new();
+        e.sender = ReversePath::Null;
         e.arrival = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
-        let p = parse(&build(&e, b"")[..]).expect("parse");
-        assert_eq!(p.envelope.sender, "");
+        let bytes = build(&e, b"");
+        let p = parse(&bytes[..]).expect("parse");
+        assert_eq!(p.envelope.sender, ReversePath::Null);
+        // Stored as an empty sender record.
+        assert!(bytes.windows(5).any(|w| w == [REC_SENDER, 0, 0, 0, 0]));
         assert_eq!(
             p.envelope.arrival,
             UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_000)
@@ -574,7 +676,9 @@ pub(crate) mod tests {
         assert!(parse(&ok[..]).is_ok(), "baseline must parse");
 
         let mut bad_version = ok.clone();
-        bad_version[8] = 2;
+        bad_version[8] = 3;
+        let mut version_zero = ok.clone();
+        version_zero[8] = 0;
         let mut bad_end_len = ok.clone();
         let n = bad_end_len.len();
         bad_end_len[n - 1] = 1;
@@ -597,7 +701,36 @@ pub(crate) mod tests {
             ("short magic", b"POST".to_vec(), "truncated header"),
             ("wrong magic", b"POSTFIXQ\x01".to_vec(), "bad magic"),
             ("no version", MAGIC.to_vec(), "truncated header"),
-            ("version 2", bad_version, "unsupported version 2"),
+            ("version 3", bad_version, "unsupported version 3"),
+            ("version 0", version_zero, "unsupported version 0"),
+            (
+                "v1 record in a v2 file",
+                file_of_version(2, &[&t, &s, &r, &m, END]),
+                "bad recipient record",
+            ),
+            (
+                "v2 bad NOTIFY",
+                file_of_version(2, &[&t, &s, &rec(REC_RCPT, b"c@d\0\0SOMETIMES\0"), &m, END]),
+                "bad recipient NOTIFY",
+            ),
+            (
+                "v2 bad ORCPT",
+                file_of_version(
+                    2,
+                    &[&t, &s, &rec(REC_RCPT, b"c@d\0\0\0noseparator"), &m, END],
+                ),
+                "bad recipient ORCPT",
+            ),
+            (
+                "unqualified recipient",
+                file_of(&[&t, &s, &rec(REC_RCPT, b"joe\0joe"), &m, END]),
+                "bad recipient address: address has no domain",
+            ),
+            (
+                "bad sender",
+                file_of(&[&t, &rec(REC_SENDER, b"<a@b>"), &r, &m, END]),
+                "bad sender address: bad address syntax",
+            ),
             ("header only", file_of(&[]), "missing content record"),
             (
                 "unknown type",
@@ -788,20 +921,41 @@ pub(crate) mod tests {
 
         #[test]
         fn encode_parse_round_trip(
-            sender in "[ -~]{0,40}",
-            rcpts in proptest::collection::vec(("[a-z@.]{0,20}", "[^\u{0}]{0,20}", any::<bool>()), 1..6),
+            sender in "([a-z.]{1,10}@[a-z]{1,8}\\.[a-z]{2,3})?",
+            rcpts in proptest::collection::vec((
+                "[a-z.+]{1,10}@[a-z]{1,8}\\.[a-z]{2,3}",
+                "[^\u{0}]{0,20}",
+                any::<bool>(),
+                proptest::option::of((any::<bool>(), any::<bool>(), any::<bool>())),
+                proptest::option::of("[ -~é]{1,20}"),
+            ), 1..6),
             attrs in proptest::collection::vec(("[a-z_]{1,12}", "[^\u{0}]{0,20}"), 0..6),
             micros in 0u64..4_000_000_000_000_000,
             body in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let env = Envelope {
                 arrival: UNIX_EPOCH + Duration::from_micros(micros),
-                sender,
-                recipients: rcpts.into_iter().map(|(address, original, done)| Recipient { address, original, done }).collect(),
+                sender: match Mailbox::parse(&sender) {
+                    Ok(m) => ReversePath::Mailbox(m),
+                    Err(_) => ReversePath::Null,
+                },
+                recipients: rcpts.into_iter().filter_map(|(address, original, done, notify, orcpt)| Some(Recipient {
+                    address: Mailbox::parse(&address).ok()?,
+                    original,
+                    notify: notify.map(|(success, failure, delay)| if success || failure || delay {
+                        Notify::On { success, failure, delay }
+                    } else {
+                        Notify::Never
+                    }),
+                    orcpt: orcpt.map(|address| Orcpt { addr_type: "rfc822".into(), address }),
+                    done,
+                })).collect(),
                 attributes: attrs,
             };
+            prop_assume!(!env.recipients.is_empty());
             let bytes = build(&env, &body);
             let p = parse(&bytes[..]).expect("valid file parses");
+            prop_assert_eq!(p.version, VERSION);
             prop_assert_eq!(p.envelope, env);
             let s = p.content_offset as usize;
             prop_assert_eq!(&bytes[s..s + p.content_len as usize], &body[..]);

@@ -4,7 +4,7 @@
 //! - the queue directories ([`QUEUE_DIRS`], [`QueueDirs`]) and the single
 //!   rename that moves a message from one state to another;
 //! - queue IDs ([`QueueId`]), unique on the host and sortable by time;
-//! - queue file format v1: [`QueueFileWriter`] writes a new file durably
+//! - queue file format v2 (v1 still read): [`QueueFileWriter`] writes a new file durably
 //!   (tmp → fsync → rename without replace → fsync dir), [`QueueFile`] reads
 //!   one strictly and marks recipients done in place.
 //!
@@ -30,8 +30,8 @@ pub use file::{
     next_attempt_marker, set_next_attempt,
 };
 pub use format::{
-    Envelope, HEADER_LEN, MAGIC, MAX_RECORD_LEN, QueueError, REC_ATTR, REC_CONTENT, REC_DONE,
-    REC_END, REC_RCPT, REC_SENDER, REC_TIME, Recipient, VERSION,
+    Envelope, HEADER_LEN, MAGIC, MAX_RECORD_LEN, OLDEST_VERSION, QueueError, REC_ATTR, REC_CONTENT,
+    REC_DONE, REC_END, REC_RCPT, REC_SENDER, REC_TIME, Recipient, VERSION,
 };
 pub use id::{MAX_ID_LEN, MIN_ID_LEN, QueueId};
 pub use writer::QueueFileWriter;

@@ -312,10 +312,12 @@ mod tests {
     fn envelope() -> Envelope {
         Envelope {
             arrival: UNIX_EPOCH + Duration::from_secs(1_712_345_678),
-            sender: "sender@example.org".into(),
+            sender: "sender@example.org".parse().unwrap(),
             recipients: vec![Recipient {
-                address: "a@example.net".into(),
+                address: "a@example.net".parse().unwrap(),
                 original: "a@example.net".into(),
+                notify: None,
+                orcpt: None,
                 done: false,
             }],
             attributes: vec![],

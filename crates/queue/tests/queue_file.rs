@@ -21,21 +21,27 @@ fn setup() -> (tempfile::TempDir, QueueDirs) {
 fn envelope() -> Envelope {
     Envelope {
         arrival: UNIX_EPOCH + Duration::from_micros(1_712_345_678_901_234),
-        sender: "sender@example.org".into(),
+        sender: "sender@example.org".parse().unwrap(),
         recipients: vec![
             Recipient {
-                address: "a@example.net".into(),
+                address: "a@example.net".parse().unwrap(),
                 original: "A@example.net".into(),
+                notify: None,
+                orcpt: None,
                 done: false,
             },
             Recipient {
-                address: "b@example.net".into(),
+                address: "b@example.net".parse().unwrap(),
                 original: "b@example.net".into(),
+                notify: None,
+                orcpt: None,
                 done: false,
             },
             Recipient {
-                address: "c@example.net".into(),
+                address: "c@example.net".parse().unwrap(),
                 original: "".into(),
+                notify: None,
+                orcpt: None,
                 done: false,
             },
         ],
@@ -391,6 +397,20 @@ fn damaged_files_on_disk_are_corrupt_not_panics() {
 
 /// The example in docs/queue.md, byte for byte.
 const DOC_EXAMPLE: &str = "
+504f 5354 4552 4e51 0254 0000 0011 3137
+3132 3334 3536 3738 2e39 3031 3233 3441
+0000 0018 6865 6c6f 5f6e 616d 653d 6d78
+2e65 7861 6d70 6c65 2e6f 7267 5300 0000
+0d61 4065 7861 6d70 6c65 2e6f 7267 5200
+0000 1d62 4065 7861 6d70 6c65 2e6e 6574
+0042 4065 7861 6d70 6c65 2e6e 6574 0000
+4d00 0000 0000 0000 1353 7562 6a65 6374
+3a20 6869 0a0a 6865 6c6c 6f0a 4500 0000
+00";
+
+/// The same message in format version 1 (before the DSN fields), as
+/// postern 0.1 wrote it: still read.
+const V1_EXAMPLE: &str = "
 504f 5354 4552 4e51 0154 0000 0011 3137
 3132 3334 3536 3738 2e39 3031 3233 3441
 0000 0018 6865 6c6f 5f6e 616d 653d 6d78
@@ -414,10 +434,12 @@ fn writer_output_matches_the_documented_example() {
     let (_t, dirs) = setup();
     let env = Envelope {
         arrival: UNIX_EPOCH + Duration::from_micros(1_712_345_678_901_234),
-        sender: "a@example.org".into(),
+        sender: "a@example.org".parse().unwrap(),
         recipients: vec![Recipient {
-            address: "b@example.net".into(),
+            address: "b@example.net".parse().unwrap(),
             original: "B@example.net".into(),
+            notify: None,
+            orcpt: None,
             done: false,
         }],
         attributes: vec![("helo_name".into(), "mx.example.org".into())],
@@ -431,6 +453,31 @@ fn writer_output_matches_the_documented_example() {
     qf.mark_done(&[0]).expect("mark");
     let mut after = expected.clone();
     assert_eq!(after[0x4e], b'R');
+    after[0x4e] = b'D';
+    assert_eq!(fs::read(&path).expect("read"), after);
+}
+
+#[test]
+fn version_1_files_are_still_read_and_marked() {
+    let (_t, dirs) = setup();
+    let id = QueueId::parse("V1EXAMPLE01").expect("id");
+    let path = dirs.file(Queue::Incoming, &id);
+    fs::write(&path, unhex(V1_EXAMPLE)).expect("write");
+    let mut qf = QueueFile::open(&path, id).expect("a v1 file parses");
+    assert_eq!(qf.version(), 1);
+    let env = qf.envelope();
+    assert_eq!(env.sender.bare(), "a@example.org");
+    assert_eq!(env.recipients.len(), 1);
+    assert_eq!(env.recipients[0].address.to_string(), "b@example.net");
+    assert_eq!(env.recipients[0].original, "B@example.net");
+    assert_eq!(env.recipients[0].notify, None);
+    assert_eq!(env.attribute("helo_name"), Some("mx.example.org"));
+    assert_eq!(
+        qf.read_content().expect("content"),
+        b"Subject: hi\n\nhello\n"
+    );
+    qf.mark_done(&[0]).expect("mark");
+    let mut after = unhex(V1_EXAMPLE);
     after[0x4e] = b'D';
     assert_eq!(fs::read(&path).expect("read"), after);
 }

@@ -142,6 +142,27 @@ impl Mailbox {
     pub fn is_address_literal(&self) -> bool {
         self.domain.starts_with('[')
     }
+
+    /// The domain lower-cased: what routing and table lookups compare
+    /// (domains are case-insensitive, local parts are not).
+    pub fn domain_lowercase(&self) -> String {
+        self.domain.to_ascii_lowercase()
+    }
+
+    /// `local@domain` with the domain lower-cased: two mailboxes with equal
+    /// keys are the same mailbox (RFC 5321 leaves local parts' case to the
+    /// receiving host, so it is kept).
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.local_part, self.domain_lowercase())
+    }
+}
+
+impl std::str::FromStr for Mailbox {
+    type Err = AddressError;
+    /// Same as [`Mailbox::parse`].
+    fn from_str(s: &str) -> Result<Mailbox, AddressError> {
+        Mailbox::parse(s)
+    }
 }
 
 impl fmt::Display for Mailbox {
@@ -157,6 +178,50 @@ pub enum ReversePath {
     Null,
     /// `<local@domain>`.
     Mailbox(Mailbox),
+}
+
+impl ReversePath {
+    /// Reads the bare form [`ReversePath::bare`] writes, the one queue files
+    /// and IPC frames carry: `""` is the null sender, anything else must be
+    /// a mailbox ([`Mailbox::parse`]).
+    pub fn parse_bare(s: &str) -> Result<ReversePath, AddressError> {
+        if s.is_empty() {
+            Ok(ReversePath::Null)
+        } else {
+            Mailbox::parse(s).map(ReversePath::Mailbox)
+        }
+    }
+
+    /// The address without angle brackets, `""` for the null sender (the
+    /// stored form; [`Display`](fmt::Display) gives the bracketed wire and
+    /// log form).
+    pub fn bare(&self) -> String {
+        match self {
+            ReversePath::Null => String::new(),
+            ReversePath::Mailbox(m) => m.to_string(),
+        }
+    }
+
+    /// The mailbox, None for the null sender.
+    pub fn mailbox(&self) -> Option<&Mailbox> {
+        match self {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(m) => Some(m),
+        }
+    }
+
+    /// True for `<>`, the sender of notifications that must never bounce.
+    pub fn is_null(&self) -> bool {
+        matches!(self, ReversePath::Null)
+    }
+}
+
+impl std::str::FromStr for ReversePath {
+    type Err = AddressError;
+    /// Same as [`ReversePath::parse_bare`]: `""` is the null sender.
+    fn from_str(s: &str) -> Result<ReversePath, AddressError> {
+        ReversePath::parse_bare(s)
+    }
 }
 
 impl fmt::Display for ReversePath {

@@ -134,6 +134,53 @@ pub enum Notify {
     },
 }
 
+impl Notify {
+    /// Parses a NOTIFY= value (any case): `NEVER`, or SUCCESS, FAILURE and
+    /// DELAY each at most once, comma-separated. None when invalid.
+    pub fn parse(value: &str) -> Option<Notify> {
+        let v = value.to_ascii_uppercase();
+        if v == "NEVER" {
+            return Some(Notify::Never);
+        }
+        let (mut success, mut failure, mut delay) = (false, false, false);
+        for item in v.split(',') {
+            let flag = match item {
+                "SUCCESS" => &mut success,
+                "FAILURE" => &mut failure,
+                "DELAY" => &mut delay,
+                _ => return None,
+            };
+            if *flag {
+                return None;
+            }
+            *flag = true;
+        }
+        Some(Notify::On {
+            success,
+            failure,
+            delay,
+        })
+    }
+}
+
+impl fmt::Display for Notify {
+    /// The NOTIFY= value: `NEVER` or the listed keywords in RFC order.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Notify::Never => f.write_str("NEVER"),
+            Notify::On {
+                success,
+                failure,
+                delay,
+            } => {
+                let words = [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")];
+                let listed: Vec<&str> = words.iter().filter(|w| w.0).map(|w| w.1).collect();
+                f.write_str(&listed.join(","))
+            }
+        }
+    }
+}
+
 /// ORCPT= (RFC 3461): the original recipient, `addr-type;xtext`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Orcpt {
@@ -141,6 +188,29 @@ pub struct Orcpt {
     pub addr_type: String,
     /// The xtext-decoded address.
     pub address: String,
+}
+
+impl Orcpt {
+    /// Reads the decoded form [`Orcpt`]'s Display writes, `type;address`
+    /// (what queue files store). None when there is no `;`, the type is
+    /// not alphanumeric/`-`, or the address is empty or holds a control
+    /// character.
+    pub fn parse_decoded(s: &str) -> Option<Orcpt> {
+        let (t, a) = s.split_once(';')?;
+        let type_ok = !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        (type_ok && !a.is_empty() && !a.chars().any(char::is_control)).then(|| Orcpt {
+            addr_type: t.to_string(),
+            address: a.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Orcpt {
+    /// `type;address` with the address decoded (RFC 3464's
+    /// Original-Recipient field form), not xtext.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{};{}", self.addr_type, self.address)
+    }
 }
 
 /// The MAIL FROM parameters Postern understands, checked and typed.
@@ -278,7 +348,8 @@ impl MailParams {
                 "ENVID" => {
                     let id = v
                         .and_then(xtext_decode)
-                        .filter(|d| d.len() <= 100)
+                        // RFC 3461 section 4.4: printable US-ASCII, at most 100.
+                        .filter(|d| d.len() <= 100 && d.bytes().all(|b| (0x20..0x7f).contains(&b)))
                         .ok_or_else(|| bad(kw))?;
                     set_once(&mut m.envid, id, kw)?;
                 }
@@ -307,29 +378,7 @@ impl RcptParams {
             let v = p.value.as_deref();
             match kw {
                 "NOTIFY" => {
-                    let v = v.ok_or_else(|| bad(kw))?.to_ascii_uppercase();
-                    let n = if v == "NEVER" {
-                        Notify::Never
-                    } else {
-                        let (mut success, mut failure, mut delay) = (false, false, false);
-                        for item in v.split(',') {
-                            let flag = match item {
-                                "SUCCESS" => &mut success,
-                                "FAILURE" => &mut failure,
-                                "DELAY" => &mut delay,
-                                _ => return Err(bad(kw)),
-                            };
-                            if *flag {
-                                return Err(bad(kw));
-                            }
-                            *flag = true;
-                        }
-                        Notify::On {
-                            success,
-                            failure,
-                            delay,
-                        }
-                    };
+                    let n = v.and_then(Notify::parse).ok_or_else(|| bad(kw))?;
                     set_once(&mut r.notify, n, kw)?;
                 }
                 "ORCPT" => {
@@ -337,7 +386,7 @@ impl RcptParams {
                     let type_ok =
                         !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
                     let address = xtext_decode(a)
-                        .filter(|a| !a.is_empty() && type_ok)
+                        .filter(|a| !a.is_empty() && type_ok && !a.chars().any(char::is_control))
                         .ok_or_else(|| bad(kw))?;
                     set_once(
                         &mut r.orcpt,

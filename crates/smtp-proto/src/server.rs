@@ -39,7 +39,8 @@
 
 use crate::{
     ChunkDecoder, Command, CommandError, DataDecoder, DataProgress, EnhancedCode, ForwardPath,
-    Line, LineReader, Param, ParseOptions, Reply, ReversePath, parse_command,
+    Line, LineReader, MailParams, Mailbox, Notify, Orcpt, Param, ParseOptions, RcptParams, Reply,
+    ReversePath, parse_command,
 };
 use std::time::Duration;
 
@@ -96,9 +97,11 @@ pub struct Config {
     pub tls_auth_only: bool,
     /// The mechanisms after "AUTH " in the EHLO reply.
     pub sasl_mechanisms: String,
-    /// The domain that completes `RCPT TO:<Postmaster>` (myorigin); empty
-    /// for a bare "postmaster".
+    /// The domain that completes `RCPT TO:<Postmaster>` (myorigin).
     pub postmaster_domain: String,
+    /// Offer DSN (RFC 3461): RET and ENVID on MAIL, NOTIFY and ORCPT on
+    /// RCPT; without it those parameters are refused (555).
+    pub dsn: bool,
     /// Size of the content pieces handed to [`Driver::content`].
     pub content_chunk: usize,
 }
@@ -126,7 +129,8 @@ impl Default for Config {
             sasl: false,
             tls_auth_only: true,
             sasl_mechanisms: String::new(),
-            postmaster_domain: String::new(),
+            postmaster_domain: "localhost".into(),
+            dsn: true,
             content_chunk: 64 * 1024,
         }
     }
@@ -146,13 +150,11 @@ pub struct SaslLogin {
 pub struct RcptTo {
     /// The address recorded in the envelope (`<Postmaster>` completed with
     /// [`Config::postmaster_domain`]).
-    pub address: String,
-    /// Its local part.
-    pub local_part: String,
-    /// Its domain (empty for a bare "postmaster").
-    pub domain: String,
-    /// The ESMTP parameters (only NOTIFY and ORCPT get this far).
-    pub params: Vec<Param>,
+    pub address: Mailbox,
+    /// RFC 3461 NOTIFY=, when given.
+    pub notify: Option<Notify>,
+    /// RFC 3461 ORCPT=, when given.
+    pub orcpt: Option<Orcpt>,
 }
 
 /// One step of an AUTH exchange, as the driver answers it.
@@ -406,8 +408,10 @@ const UNKNOWN: usize = 13;
 /// The mail transaction.
 #[derive(Debug)]
 struct Transaction {
-    sender: String,
-    recipients: Vec<String>,
+    sender: ReversePath,
+    /// The MAIL parameters, checked (SIZE, BODY, SMTPUTF8, RET, ENVID).
+    params: MailParams,
+    recipients: Vec<Mailbox>,
     /// Set by the first BDAT: the message comes in chunks (and DATA may no
     /// longer be used in this transaction, RFC 3030).
     chunks: Option<Chunks>,
@@ -497,14 +501,20 @@ impl Session {
         self.sasl.as_ref()
     }
 
-    /// The sender of the current transaction ("" for the null sender), or
-    /// None outside a transaction.
-    pub fn sender(&self) -> Option<&str> {
-        self.tx.as_ref().map(|t| t.sender.as_str())
+    /// The sender of the current transaction, or None outside a
+    /// transaction.
+    pub fn sender(&self) -> Option<&ReversePath> {
+        self.tx.as_ref().map(|t| &t.sender)
+    }
+
+    /// The current transaction's MAIL parameters (DSN's RET and ENVID for
+    /// the queue file), or None outside a transaction.
+    pub fn mail_params(&self) -> Option<&MailParams> {
+        self.tx.as_ref().map(|t| &t.params)
     }
 
     /// The recipients accepted so far in the current transaction.
-    pub fn recipients(&self) -> &[String] {
+    pub fn recipients(&self) -> &[Mailbox] {
         self.tx.as_ref().map_or(&[], |t| t.recipients.as_slice())
     }
 
@@ -599,6 +609,9 @@ impl Session {
         }
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("8BITMIME".into());
+        if c.dsn {
+            lines.push("DSN".into());
+        }
         lines.push("CHUNKING".into());
         if c.smtputf8 {
             lines.push("SMTPUTF8".into());
@@ -979,15 +992,16 @@ impl Session {
         if let Some(r) = self.mail_param_error(&params) {
             return self.error(d, r).await;
         }
+        let typed = match MailParams::from_params(&params) {
+            Ok(p) => p,
+            Err(e) => return self.error(d, e.reply()).await,
+        };
         if let Err(r) = d.mail(self, &from, &params).await {
             return self.refuse(d, r).await;
         }
-        let sender = match from {
-            ReversePath::Null => String::new(),
-            ReversePath::Mailbox(m) => m.to_string(),
-        };
         self.tx = Some(Transaction {
-            sender,
+            sender: from,
+            params: typed,
             recipients: Vec::new(),
             chunks: None,
         });
@@ -1017,6 +1031,7 @@ impl Session {
                 // RFC 4954 section 5: accepted when AUTH is offered; the
                 // claimed identity is not trusted, so it is not kept.
                 "AUTH" if self.esmtp && self.config.sasl && p.value.is_some() => {}
+                "RET" | "ENVID" if self.esmtp && self.config.dsn => {}
                 _ => {
                     return Some(reply(
                         555,
@@ -1044,34 +1059,29 @@ impl Session {
             self.send(&reply(452, (4, 5, 3), "Error: too many recipients"));
             return Ok(());
         }
+        let dsn = self.esmtp && self.config.dsn;
         if let Some(p) = params
             .iter()
-            .find(|p| !matches!(p.keyword.as_str(), "NOTIFY" | "ORCPT"))
+            .find(|p| !(dsn && matches!(p.keyword.as_str(), "NOTIFY" | "ORCPT")))
         {
             let r = reply(555, (5, 5, 4), format!("Unsupported option: {}", p.keyword));
             return self.error(d, r).await;
         }
-        let to = match to {
-            ForwardPath::Postmaster => {
-                let domain = self.config.postmaster_domain.clone();
-                let address = if domain.is_empty() {
-                    "postmaster".to_string()
-                } else {
-                    format!("postmaster@{domain}")
-                };
-                RcptTo {
-                    address,
-                    local_part: "postmaster".into(),
-                    domain,
-                    params,
-                }
-            }
-            ForwardPath::Mailbox(m) => RcptTo {
-                address: m.to_string(),
-                local_part: m.local_part.clone(),
-                domain: m.domain.clone(),
-                params,
+        let typed = match RcptParams::from_params(&params) {
+            Ok(p) => p,
+            Err(e) => return self.error(d, e.reply()).await,
+        };
+        let address = match to {
+            ForwardPath::Postmaster => Mailbox {
+                local_part: "postmaster".into(),
+                domain: self.config.postmaster_domain.clone(),
             },
+            ForwardPath::Mailbox(m) => m,
+        };
+        let to = RcptTo {
+            address,
+            notify: typed.notify,
+            orcpt: typed.orcpt,
         };
         if let Err(r) = d.rcpt(self, &to).await {
             return self.refuse(d, r).await;

@@ -162,6 +162,9 @@ impl Settings {
             tls_auth_only: main.bool("smtpd_tls_auth_only").map_err(e)?,
             sasl_mechanisms: Mechanism::advertised(),
             postmaster_domain: main.str("myorigin"),
+            // NOTIFY/ORCPT per recipient and RET/ENVID go into the queue
+            // file (version 2), as Postfix's smtpd always offers them.
+            dsn: true,
             content_chunk: CHUNK_SIZE,
         };
         Ok(Settings {

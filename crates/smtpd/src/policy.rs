@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use postern_config::MainCf;
 use postern_maps::{LocalDomains, LocalRecipients, NetworkList, Table};
+use postern_smtp_proto::Mailbox;
 use std::net::IpAddr;
 
 /// How long smtpd waits for the auth service (connect, each read and write).
@@ -206,9 +207,9 @@ impl Policy {
     /// mydestination): the login `user` or `user@D` owns `user@D` and
     /// `user+ext@D`; addresses in other domains have no owner.
     /// Err = a table failed (temporary).
-    pub fn sender_owners(&self, sender: &str) -> Result<Vec<String>, String> {
-        let (local, domain) = sender.rsplit_once('@').unwrap_or((sender, ""));
-        let local_domain = !domain.is_empty() && self.is_local_domain(domain)?;
+    pub fn sender_owners(&self, sender: &Mailbox) -> Result<Vec<String>, String> {
+        let (local, domain) = (sender.local_part.as_str(), sender.domain.as_str());
+        let local_domain = self.is_local_domain(domain)?;
         if self.sender_logins.is_empty() {
             if !local_domain {
                 return Ok(Vec::new());
@@ -218,16 +219,14 @@ impl Policy {
             return Ok(vec![
                 base.to_string(),
                 format!("{base}@{}", domain.to_lowercase()),
-                sender.to_lowercase(),
+                sender.to_string().to_lowercase(),
             ]);
         }
-        let mut keys = vec![sender.to_lowercase()];
+        let mut keys = vec![sender.to_string().to_lowercase()];
         if local_domain {
             keys.push(local.to_lowercase());
         }
-        if !domain.is_empty() {
-            keys.push(format!("@{}", domain.to_lowercase()));
-        }
+        keys.push(format!("@{}", domain.to_lowercase()));
         for key in &keys {
             for t in &self.sender_logins {
                 if let Some(v) = t.lookup(key).map_err(|e| e.to_string())? {

@@ -27,7 +27,7 @@
 use crate::policy::Policy;
 use postern_config::MainCf;
 use postern_maps::Table;
-use postern_smtp_proto::{EnhancedCode, Reply};
+use postern_smtp_proto::{EnhancedCode, Mailbox, Reply, ReversePath};
 use std::net::IpAddr;
 
 /// One restriction word.
@@ -80,12 +80,12 @@ pub enum Access {
 impl Access {
     /// How a refusal names what was checked, and the value itself:
     /// `<target>: What rejected: ...`.
-    fn subject<'a>(self, req: &Request<'a>) -> (&'static str, &'a str) {
+    fn subject(self, req: &Request<'_>) -> (&'static str, String) {
         match self {
-            Access::Client => ("Client host", req.client),
-            Access::Helo => ("Helo command", req.helo.unwrap_or("")),
-            Access::Sender => ("Sender address", req.sender),
-            Access::Recipient => ("Recipient address", req.recipient),
+            Access::Client => ("Client host", req.client.to_string()),
+            Access::Helo => ("Helo command", req.helo.unwrap_or("").to_string()),
+            Access::Sender => ("Sender address", req.sender.bare()),
+            Access::Recipient => ("Recipient address", req.recipient.to_string()),
         }
     }
 
@@ -197,14 +197,10 @@ pub struct Request<'a> {
     pub helo: Option<&'a str>,
     /// The SASL login, when the client authenticated.
     pub sasl_user: Option<&'a str>,
-    /// MAIL FROM address ("" for the null sender).
-    pub sender: &'a str,
-    /// RCPT TO address as written back in replies.
-    pub recipient: &'a str,
-    /// The recipient's local part.
-    pub rcpt_local: &'a str,
-    /// The recipient's domain.
-    pub rcpt_domain: &'a str,
+    /// MAIL FROM address.
+    pub sender: &'a ReversePath,
+    /// RCPT TO address (`<Postmaster>` already completed with a domain).
+    pub recipient: &'a Mailbox,
 }
 
 /// The outcome for one recipient.
@@ -220,7 +216,7 @@ fn reply(code: u16, ec: (u8, u16, u16), text: String) -> Decision {
     Decision::Refuse(Reply::new(code, Some(EnhancedCode(ec.0, ec.1, ec.2)), text))
 }
 
-fn temp_fail(what: &str) -> Decision {
+fn temp_fail(what: impl std::fmt::Display) -> Decision {
     reply(
         451,
         (4, 3, 0),
@@ -305,7 +301,7 @@ impl Restrictions {
     }
 
     fn unlisted_recipient(&self, policy: &mut Policy, req: &Request<'_>) -> Option<Decision> {
-        match policy.is_local_domain(req.rcpt_domain) {
+        match policy.is_local_domain(&req.recipient.domain) {
             Ok(true) => {}
             Ok(false) => return None,
             Err(why) => {
@@ -317,10 +313,10 @@ impl Restrictions {
                 return Some(temp_fail(req.recipient));
             }
         }
-        if req.rcpt_local.eq_ignore_ascii_case("postmaster") {
+        if req.recipient.local_part.eq_ignore_ascii_case("postmaster") {
             return None;
         }
-        match policy.recipient_exists(req.rcpt_local) {
+        match policy.recipient_exists(&req.recipient.local_part) {
             Ok(true) => None,
             Ok(false) => Some(reply(
                 550,
@@ -344,10 +340,10 @@ impl Restrictions {
     fn apply(&self, w: Word, stage: Stage, policy: &mut Policy, req: &Request<'_>) -> Step {
         // Err = mydestination could not be read: 451, never a relay decision.
         let auth_destination = |p: &Policy| -> Result<bool, Step> {
-            if p.is_relay_domain(req.rcpt_domain) {
+            if p.is_relay_domain(&req.recipient.domain) {
                 return Ok(true);
             }
-            p.is_local_domain(req.rcpt_domain).map_err(|why| {
+            p.is_local_domain(&req.recipient.domain).map_err(|why| {
                 tracing::warn!(
                     "{}: domain lookup for <{}> failed: {why}",
                     req.client,
@@ -385,22 +381,16 @@ impl Restrictions {
                 ))
             }
             Word::RejectSenderLoginMismatch => self.login_mismatch(policy, req),
-            Word::RejectNonFqdnSender => {
-                let domain = req.sender.rsplit_once('@').map(|(_, d)| d);
-                match domain {
-                    Some(d) if !req.sender.is_empty() && !fqdn(d) => Step::Final(reply(
-                        504,
-                        (5, 5, 2),
-                        format!(
-                            "<{}>: Sender address rejected: need fully-qualified address",
-                            req.sender
-                        ),
-                    )),
-                    _ => Step::Next,
-                }
-            }
+            Word::RejectNonFqdnSender => match req.sender.mailbox() {
+                Some(m) if !fqdn(&m.domain) => Step::Final(reply(
+                    504,
+                    (5, 5, 2),
+                    format!("<{m}>: Sender address rejected: need fully-qualified address"),
+                )),
+                _ => Step::Next,
+            },
             Word::RejectNonFqdnRecipient => {
-                if fqdn(req.rcpt_domain) {
+                if fqdn(&req.recipient.domain) {
                     Step::Next
                 } else {
                     Step::Final(reply(
@@ -437,18 +427,17 @@ impl Restrictions {
     /// logged in may not use an address that has an owner. The null sender
     /// is never checked.
     fn login_mismatch(&self, policy: &mut Policy, req: &Request<'_>) -> Step {
-        if req.sender.is_empty() {
+        let Some(sender) = req.sender.mailbox() else {
             return Step::Next;
-        }
-        let owners = match policy.sender_owners(req.sender) {
+        };
+        let owners = match policy.sender_owners(sender) {
             Ok(o) => o,
             Err(why) => {
                 tracing::warn!(
-                    "{}: smtpd_sender_login_maps lookup for <{}> failed: {why}",
+                    "{}: smtpd_sender_login_maps lookup for <{sender}> failed: {why}",
                     req.client,
-                    req.sender
                 );
-                return Step::Final(temp_fail(req.sender));
+                return Step::Final(temp_fail(sender));
             }
         };
         match (req.sasl_user, owners) {
@@ -460,17 +449,14 @@ impl Restrictions {
                     Step::Final(reply(
                         553,
                         (5, 7, 1),
-                        format!(
-                            "<{}>: Sender address rejected: not owned by user {user}",
-                            req.sender
-                        ),
+                        format!("<{sender}>: Sender address rejected: not owned by user {user}"),
                     ))
                 }
             }
             (None, owners) if !owners.is_empty() => Step::Final(reply(
                 553,
                 (5, 7, 1),
-                format!("<{}>: Sender address rejected: not logged in", req.sender),
+                format!("<{sender}>: Sender address rejected: not logged in"),
             )),
             (None, _) => Step::Next,
         }
@@ -517,16 +503,17 @@ fn access_keys(access: Access, req: &Request<'_>) -> Vec<String> {
             keys
         }
         Access::Sender | Access::Recipient => {
-            let (_, address) = access.subject(req);
-            if address.is_empty() {
+            let address = match access {
+                Access::Sender => req.sender.mailbox(),
+                _ => Some(req.recipient),
+            };
+            let Some(m) = address else {
                 // The null sender is looked up as Postfix's smtpd_null_access_lookup_key.
                 return vec!["<>".to_string()];
-            }
-            let mut keys = Vec::new();
-            let (user, domain) = address.rsplit_once('@').unwrap_or((address, ""));
-            keys.push(address.to_lowercase());
-            domain_and_parents(domain, &mut keys);
-            keys.push(format!("{}@", user.to_lowercase()));
+            };
+            let mut keys = vec![m.to_string().to_lowercase()];
+            domain_and_parents(&m.domain, &mut keys);
+            keys.push(format!("{}@", m.local_part.to_lowercase()));
             keys
         }
     }
@@ -659,7 +646,8 @@ mod tests {
     fn check(main: &MainCf, ip: IpAddr, user: Option<&str>, sender: &str, rcpt: &str) -> Decision {
         let r = Restrictions::from_config(main).unwrap();
         let mut p = Policy::from_config(main).unwrap();
-        let (local, domain) = rcpt.rsplit_once('@').unwrap();
+        let sender: ReversePath = sender.parse().unwrap();
+        let rcpt: Mailbox = rcpt.parse().unwrap();
         r.check(
             &mut p,
             &Request {
@@ -667,10 +655,8 @@ mod tests {
                 client: &format!("unknown[{ip}]"),
                 helo: Some("client"),
                 sasl_user: user,
-                sender,
-                recipient: rcpt,
-                rcpt_local: local,
-                rcpt_domain: domain,
+                sender: &sender,
+                recipient: &rcpt,
             },
         )
     }

@@ -20,8 +20,8 @@ use crate::stream::{HandshakeError, Stream};
 use postern_ipc::messages::{AuthReply, AuthRequest};
 use postern_ipc::{Channel, CleanupClient, CleanupError};
 use postern_sasl::{Exchange, Mechanism, SaslError, Step};
-use postern_smtp_proto::Reply;
 use postern_smtp_proto::server::{self, AuthStep, End, Notice, RcptTo, SaslLogin, Session, reply};
+use postern_smtp_proto::{Reply, Ret, ReversePath};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,22 +160,21 @@ impl server::Driver for Driver<'_> {
     }
 
     async fn rcpt(&mut self, s: &Session, to: &RcptTo) -> Result<(), Reply> {
+        let null = ReversePath::Null;
         let request = Request {
             client_ip: self.peer.ip(),
             client: &self.client,
             helo: s.helo(),
             sasl_user: s.sasl().map(|l| l.user.as_str()),
-            sender: s.sender().unwrap_or(""),
+            sender: s.sender().unwrap_or(&null),
             recipient: &to.address,
-            rcpt_local: &to.local_part,
-            rcpt_domain: &to.domain,
         };
         let decision = self
             .smtpd
             .restrictions
             .check(&mut self.smtpd.policy.borrow_mut(), &request);
         if let Decision::Refuse(r) = decision {
-            self.reject_log(s, &r, &to.address);
+            self.reject_log(s, &r, &to.address.to_string());
             return Err(r);
         }
         // First accepted recipient: open the cleanup stream (Postfix's
@@ -187,7 +186,15 @@ impl server::Driver for Driver<'_> {
             return Err(reply(451, (4, 3, 0), "Error: queue file write error"));
         }
         let sent = match self.cleanup.as_mut() {
-            Some(c) => c.recipient(&to.address, &to.address).await.is_ok(),
+            Some(c) => c
+                .recipient_dsn(
+                    &to.address,
+                    &to.address.to_string(),
+                    to.notify,
+                    to.orcpt.clone(),
+                )
+                .await
+                .is_ok(),
             None => false,
         };
         if !sent {
@@ -221,7 +228,7 @@ impl server::Driver for Driver<'_> {
                 info!(
                     "{id}: reject: DATA from {}: {r}; from=<{}>",
                     self.client,
-                    s.sender().unwrap_or("")
+                    s.sender().map(|r| r.bare()).unwrap_or_default()
                 );
                 r
             }
@@ -312,7 +319,7 @@ impl Driver<'_> {
             self.queue_id(),
             self.client,
             r,
-            s.sender().unwrap_or(""),
+            s.sender().map(|r| r.bare()).unwrap_or_default(),
             s.proto(),
             s.helo().unwrap_or("")
         );
@@ -340,9 +347,21 @@ impl Driver<'_> {
                 attributes.push(("sasl_username".to_string(), login.user.clone()));
             }
         }
-        let Some(sender) = s.sender() else {
+        let (Some(sender), Some(params)) = (s.sender(), s.mail_params()) else {
             return Err(CleanupError::Unavailable("no transaction".into()));
         };
+        // RFC 3461's message-level parameters, under Postfix's queue file
+        // attribute names.
+        if let Some(ret) = params.ret {
+            let ret = match ret {
+                Ret::Full => "FULL",
+                Ret::Hdrs => "HDRS",
+            };
+            attributes.push(("dsn_ret".to_string(), ret.to_string()));
+        }
+        if let Some(envid) = &params.envid {
+            attributes.push(("dsn_envid".to_string(), envid.clone()));
+        }
         let mut c = CleanupClient::open(
             &self.settings().cleanup_socket,
             attributes,

@@ -34,6 +34,10 @@ struct Mem {
     refuse: Vec<(String, Reply)>,
     /// The password of user "u" for AUTH PLAIN-ish tests.
     auth_lines: Vec<Vec<u8>>,
+    /// Every recipient the driver was asked about.
+    rcpts: Vec<RcptTo>,
+    /// The MAIL parameters of each committed message.
+    mail_params: Vec<crate::MailParams>,
 }
 
 impl Mem {
@@ -82,7 +86,12 @@ impl Driver for Mem {
         Ok(())
     }
     async fn rcpt(&mut self, _: &Session, to: &RcptTo) -> Result<(), Reply> {
-        match self.refuse.iter().find(|(l, _)| *l == to.local_part) {
+        self.rcpts.push(to.clone());
+        match self
+            .refuse
+            .iter()
+            .find(|(l, _)| *l == to.address.local_part)
+        {
             Some((_, r)) => Err(r.clone()),
             None => Ok(()),
         }
@@ -93,9 +102,10 @@ impl Driver for Mem {
     }
     async fn data_end(&mut self, s: &Session) -> Reply {
         let content = std::mem::take(&mut self.content);
+        self.mail_params.extend(s.mail_params().cloned());
         self.committed.push((
-            s.sender().unwrap_or("?").to_string(),
-            s.recipients().to_vec(),
+            s.sender().map_or("?".into(), |r| r.bare()),
+            s.recipients().iter().map(|m| m.to_string()).collect(),
             content,
         ));
         reply(
@@ -198,6 +208,57 @@ fn a_whole_transaction() {
     assert_eq!(s.stats(), "ehlo=1 mail=1 rcpt=2 data=1 quit=1 commands=6");
     assert_eq!(s.last_command(), "QUIT");
     assert_eq!(s.proto(), "ESMTP");
+}
+
+#[test]
+fn dsn_parameters_arrive_typed() {
+    let (_, m, end) = play(&[
+        b"EHLO c.test\r\n",
+        b"MAIL FROM:<a@c.test> RET=HDRS ENVID=QQ+2B1\r\n",
+        b"RCPT TO:<b@example.test> NOTIFY=success,DELAY ORCPT=rfc822;B+40example.test\r\n",
+        b"RCPT TO:<c@example.test> NOTIFY=SOMETIMES\r\n",
+        b"RCPT TO:<d@example.test> NOTIFY=NEVER\r\n",
+        b"DATA\r\n",
+        b"x\r\n.\r\nQUIT\r\n",
+    ]);
+    assert_eq!(end, Ok(()));
+    let out = m.out();
+    assert!(out.contains("250-8BITMIME\r\n250-DSN\r\n"), "{out}");
+    assert_eq!(m.codes(), [220, 250, 250, 250, 501, 250, 354, 250, 221]);
+    assert_eq!(m.rcpts.len(), 2, "the bad NOTIFY never reached the driver");
+    assert_eq!(
+        m.rcpts[0].notify,
+        Some(crate::Notify::On {
+            success: true,
+            failure: false,
+            delay: true
+        })
+    );
+    let orcpt = m.rcpts[0].orcpt.as_ref().expect("ORCPT");
+    assert_eq!((orcpt.addr_type.as_str(), orcpt.address.as_str()), ("rfc822", "B@example.test"));
+    assert_eq!(m.rcpts[1].notify, Some(crate::Notify::Never));
+    assert_eq!(m.mail_params.len(), 1);
+    assert_eq!(m.mail_params[0].ret, Some(crate::Ret::Hdrs));
+    assert_eq!(m.mail_params[0].envid.as_deref(), Some("QQ+1"));
+}
+
+#[test]
+fn without_dsn_its_parameters_are_refused() {
+    let config = Config {
+        dsn: false,
+        ..config()
+    };
+    let mem = Mem::new(&[
+        b"EHLO c.test\r\n",
+        b"MAIL FROM:<a@c.test> RET=FULL\r\n",
+        b"MAIL FROM:<a@c.test>\r\n",
+        b"RCPT TO:<b@example.test> NOTIFY=NEVER\r\n",
+        b"QUIT\r\n",
+    ]);
+    let (_, m, _) = play_with(config, mem);
+    let out = m.out();
+    assert!(!out.contains("DSN"), "{out}");
+    assert_eq!(m.codes(), [220, 250, 555, 250, 555, 221]);
 }
 
 #[test]
@@ -505,7 +566,8 @@ fn policy_refusals_count_only_when_permanent() {
         out.contains("450 4.1.1 try later\r\n550 5.1.1 no such user\r\n"),
         "{out}"
     );
-    assert_eq!(s.recipients(), ["b@example.test"]);
+    let rcpts: Vec<String> = s.recipients().iter().map(|m| m.to_string()).collect();
+    assert_eq!(rcpts, ["b@example.test"]);
     assert_eq!(s.stats(), "ehlo=1 mail=1 rcpt=1/3 quit=1 commands=4/6");
 }
 
