@@ -106,6 +106,7 @@ fn shipped_master_cf_is_clean() {
             "cleanup/unix",
             "qmgr/unix",
             "local/unix",
+            "smtp/unix",
             "pickup/unix",
             "auth/unix"
         ]

@@ -1276,9 +1276,9 @@ impl LocalDelivery {
             run.msg.queue_id,
             to,
             orig,
-            fmt_delay(total),
-            fmt_delay(before),
-            fmt_delay(xmit),
+            postern_mailtime::log_delay(total),
+            postern_mailtime::log_delay(before),
+            postern_mailtime::log_delay(xmit),
             dsn,
             status,
             text
@@ -1305,20 +1305,6 @@ fn current_user() -> RunAs {
             home: PathBuf::from("/"),
             login: None,
         },
-    }
-}
-
-/// Postfix-style delay text: "0", "0.05", "1.2", "37".
-fn fmt_delay(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 0.005 {
-        "0".into()
-    } else if s < 0.1 {
-        format!("{s:.2}")
-    } else if s < 10.0 {
-        format!("{s:.1}")
-    } else {
-        format!("{s:.0}")
     }
 }
 

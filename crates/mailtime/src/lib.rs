@@ -178,8 +178,33 @@ pub fn asctime_utc(t: SystemTime) -> String {
     )
 }
 
+/// A delay as Postfix's delivery logs write it (`delay=`, `delays=`):
+/// "0" under 5 ms, two decimals under 0.1 s, one under 10 s, whole seconds
+/// above (what pflogsumm and qshape read).
+pub fn log_delay(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 0.005 {
+        "0".into()
+    } else if s < 0.1 {
+        format!("{s:.2}")
+    } else if s < 10.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.0}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn delays_as_postfix_logs_them() {
+        use std::time::Duration;
+        assert_eq!(super::log_delay(Duration::from_millis(1)), "0");
+        assert_eq!(super::log_delay(Duration::from_millis(50)), "0.05");
+        assert_eq!(super::log_delay(Duration::from_millis(1234)), "1.2");
+        assert_eq!(super::log_delay(Duration::from_secs(37)), "37");
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -23,7 +23,7 @@
 //! qmgr_message_active_limit, default_destination_concurrency_limit,
 //! local_destination_concurrency_limit, local_destination_recipient_limit,
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
-//! duplicate_filter_limit, default_destination_recipient_limit.
+//! duplicate_filter_limit, default_destination_recipient_limit, transport_maps.
 #![forbid(unsafe_code)]
 
 pub mod bounce;

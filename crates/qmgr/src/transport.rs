@@ -1,8 +1,12 @@
 //! Which transport (delivery agent service) and next hop a recipient goes to.
 //!
-//! Local domains (mydestination) go to local_transport with the recipient as
-//! the "next hop" (so the per-destination concurrency limit is per user, as
-//! in Postfix); everything else goes to default_transport, to relayhost when
+//! transport_maps (transport(5)) decide first: the domain, then each parent
+//! as `.parent`, then `*`, each answered with `transport:nexthop` where
+//! either half may be empty (an empty transport keeps the default one, an
+//! empty next hop the default next hop). Otherwise local domains
+//! (mydestination) go to local_transport with the recipient as the "next
+//! hop" (so the per-destination concurrency limit is per user, as in
+//! Postfix); everything else goes to default_transport, to relayhost when
 //! one is set, else to the recipient's domain.
 
 use postern_config::MainCf;
@@ -27,6 +31,8 @@ pub struct Router {
     default_transport: String,
     default_nexthop: Option<String>,
     relayhost: String,
+    /// transport_maps, opened once (each re-read when its file changes).
+    transport_maps: Vec<postern_maps::Table>,
 }
 
 /// "transport:nexthop" → (transport, optional nexthop).
@@ -54,6 +60,11 @@ impl Router {
             default_transport,
             default_nexthop,
             relayhost: main.str("relayhost"),
+            transport_maps: postern_maps::split_map_list(&main.str("transport_maps"))
+                .iter()
+                .map(|spec| postern_maps::Table::open_or_unavailable(spec, main.config_dir()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("transport_maps: {e}"))?,
         })
     }
 
@@ -67,6 +78,18 @@ impl Router {
     /// deferred, never sent to the network on a guess.
     pub fn route(&self, address: &Mailbox) -> Result<Route, String> {
         let domain = address.domain_lowercase();
+        if let Some((transport, nexthop)) = self.transport_lookup(&domain)? {
+            let local = transport.as_deref() == Some(self.local_transport.as_str());
+            let nexthop = match nexthop {
+                Some(n) => n,
+                None if local => address.local_part.to_ascii_lowercase(),
+                None => self.default_route_nexthop(&domain),
+            };
+            return Ok(Route {
+                transport: transport.unwrap_or_else(|| self.default_transport.clone()),
+                nexthop,
+            });
+        }
         let is_local = self
             .local_domains
             .try_contains(&domain)
@@ -77,17 +100,57 @@ impl Router {
                 nexthop: address.local_part.to_ascii_lowercase(),
             });
         }
-        let nexthop = if let Some(n) = &self.default_nexthop {
+        Ok(Route {
+            transport: self.default_transport.clone(),
+            nexthop: self.default_route_nexthop(&domain),
+        })
+    }
+
+    /// default_transport's next hop: its own, relayhost, or the domain.
+    fn default_route_nexthop(&self, domain: &str) -> String {
+        if let Some(n) = &self.default_nexthop {
             n.clone()
         } else if !self.relayhost.is_empty() {
             self.relayhost.clone()
         } else {
-            domain
-        };
-        Ok(Route {
-            transport: self.default_transport.clone(),
-            nexthop,
-        })
+            domain.to_string()
+        }
+    }
+
+    /// transport_maps for `domain`: Ok(None) when no table has an entry;
+    /// Ok(Some((transport, nexthop))) with None for an empty half; Err when
+    /// a table cannot be read (the recipient is deferred).
+    #[allow(clippy::type_complexity)]
+    fn transport_lookup(
+        &self,
+        domain: &str,
+    ) -> Result<Option<(Option<String>, Option<String>)>, String> {
+        if self.transport_maps.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = vec![domain.to_string()];
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            keys.push(format!(".{parent}"));
+            rest = parent;
+        }
+        keys.push("*".to_string());
+        for key in &keys {
+            for t in &self.transport_maps {
+                let found = t
+                    .lookup(key)
+                    .map_err(|e| format!("transport_maps lookup failed: {e}"))?;
+                if let Some(value) = found {
+                    let (transport, nexthop) = match value.trim().split_once(':') {
+                        Some((t, n)) => (t.trim(), n.trim()),
+                        None => (value.trim(), ""),
+                    };
+                    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+                    return Ok(Some((some(transport), some(nexthop))));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -175,5 +238,32 @@ mod tests {
             "smtp"
         );
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn transport_maps_decide_first() {
+        let dir = std::env::temp_dir().join(format!("postern-transport-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("transport");
+        std::fs::write(
+            &file,
+            "dest.example smtp:[10.0.0.1]:2525\n.sub.example :[relay.example]\nexample.test smtp:\n*  :backup.example\n",
+        )
+        .unwrap();
+        let r = router(&format!("transport_maps = hash:{}", file.display()));
+        let route = |a: &str| r.route(&mb(a)).unwrap();
+        assert_eq!(
+            route("a@Dest.Example"),
+            Route {
+                transport: "smtp".into(),
+                nexthop: "[10.0.0.1]:2525".into()
+            }
+        );
+        assert_eq!(route("a@x.sub.example").nexthop, "[relay.example]");
+        assert_eq!(route("a@x.sub.example").transport, "smtp");
+        // An entry with an empty next hop keeps the default one (the domain).
+        assert_eq!(route("a@example.test").nexthop, "example.test");
+        assert_eq!(route("a@anything.else").nexthop, "backup.example");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

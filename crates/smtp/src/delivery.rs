@@ -1,0 +1,573 @@
+//! One delivery request: next hop → servers → SMTP sessions → one status
+//! per recipient, each logged the way Postfix's smtp(8) logs it.
+
+use crate::Settings;
+use crate::nexthop::{self, Nexthop};
+use postern_dns::DnsError;
+use postern_ipc::{DeliveryRequest, DeliveryStatus};
+use postern_queue::content_reader_for;
+use postern_smtp_proto::client::{
+    self, Action, Disposition, GreetingVerdict, HeloVerdict, Outcome, RcptResult, ReplyParser,
+    ServerReply, Stage, Transaction, TransactionOptions,
+};
+use std::fs::File;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::info;
+
+/// One address to try, with the name logs give it.
+#[derive(Clone, Debug)]
+struct Target {
+    name: String,
+    addr: SocketAddr,
+}
+
+impl Target {
+    /// `mx.example[192.0.2.1]`, as Postfix names a server in texts.
+    fn server(&self) -> String {
+        format!("{}[{}]", self.name, self.addr.ip())
+    }
+    /// `mx.example[192.0.2.1]:25`, the relay= of the logs.
+    fn relay(&self) -> String {
+        format!("{}:{}", self.server(), self.addr.port())
+    }
+}
+
+/// What is known about a recipient that has no final result yet.
+struct Pending {
+    /// Position in the request's recipient list.
+    slot: usize,
+}
+
+/// Delivers the request and returns (index, status) for every recipient.
+pub async fn deliver(
+    settings: &Settings,
+    req: &DeliveryRequest,
+    file: &File,
+) -> Vec<(u32, DeliveryStatus)> {
+    let started = Instant::now();
+    let queued_for = SystemTime::now()
+        .duration_since(req.arrival)
+        .unwrap_or_default();
+    let mut log = Log {
+        req,
+        queued_for,
+        started,
+        setup: Duration::ZERO,
+        results: Vec::new(),
+    };
+    let nexthop = if req.nexthop.is_empty() {
+        // qmgr names the destination; without one use the first domain.
+        req.recipients
+            .first()
+            .map(|r| r.address.domain_lowercase())
+            .unwrap_or_default()
+    } else {
+        req.nexthop.clone()
+    };
+    let targets = match nexthop::parse(&nexthop, settings.default_port) {
+        Err(nexthop::BadNexthop(why)) => {
+            let all: Vec<usize> = (0..req.recipients.len()).collect();
+            log.finish_all(&all, "none", DeliveryStatus::temporary(3, 5, why));
+            return log.results;
+        }
+        Ok(nh) => match targets(settings, &nh).await {
+            Ok(t) => t,
+            Err(status) => {
+                let all: Vec<usize> = (0..req.recipients.len()).collect();
+                log.finish_all(&all, "none", status);
+                return log.results;
+            }
+        },
+    };
+    let facts = match ContentFacts::read(file, req) {
+        Ok(f) => f,
+        Err(e) => {
+            let all: Vec<usize> = (0..req.recipients.len()).collect();
+            let why = format!("cannot read queue file: {e}");
+            log.finish_all(&all, "none", DeliveryStatus::temporary(3, 0, why));
+            return log.results;
+        }
+    };
+    let mut pending: Vec<Pending> = (0..req.recipients.len())
+        .map(|slot| Pending { slot })
+        .collect();
+    // Why the recipients still pending were not delivered, for the deferral.
+    let mut last_error = String::from("no server reachable");
+    let mut sessions = 0;
+    for target in &targets {
+        if pending.is_empty() || sessions >= settings.session_limit {
+            break;
+        }
+        let setup_start = Instant::now();
+        let mut conn = match Conn::connect(target, settings.connect_timeout).await {
+            Ok(c) => c,
+            Err(why) => {
+                last_error = why;
+                continue;
+            }
+        };
+        sessions += 1;
+        match conn.hello(settings, target).await {
+            Ok(caps) => {
+                log.setup = setup_start.elapsed();
+                let slots: Vec<usize> = pending.iter().map(|p| p.slot).collect();
+                let (results, outcome) = conn
+                    .transaction(settings, target, caps, req, file, &facts, &slots)
+                    .await;
+                let mut still = Vec::new();
+                for (k, result) in results {
+                    let slot = slots[k];
+                    let retry_elsewhere = matches!(outcome, Outcome::TryNextHost(_))
+                        && result.disposition == Disposition::Deferred;
+                    if retry_elsewhere {
+                        last_error = result_text(target, &result);
+                        still.push(Pending { slot });
+                    } else {
+                        log.finish(slot, &target.relay(), status_of(target, &result));
+                    }
+                }
+                pending = still;
+                conn.quit(settings).await;
+            }
+            Err(why) => {
+                last_error = why;
+                conn.quit(settings).await;
+            }
+        }
+    }
+    let slots: Vec<usize> = pending.iter().map(|p| p.slot).collect();
+    log.finish_all(&slots, "none", DeliveryStatus::temporary(4, 1, last_error));
+    log.results
+}
+
+/// The servers to try, in order: MX hosts (or the `[host]`'s addresses)
+/// as postern-dns orders them; a DNS failure is the status for everyone.
+async fn targets(settings: &Settings, nh: &Nexthop) -> Result<Vec<Target>, DeliveryStatus> {
+    let dns_status = |e: DnsError| match e {
+        DnsError::Temporary(m) => DeliveryStatus::temporary(4, 3, m),
+        DnsError::NotFound(m) => DeliveryStatus::permanent(4, 4, m),
+        DnsError::NullMx(m) => DeliveryStatus::permanent(1, 10, m),
+    };
+    let mut out = Vec::new();
+    if nh.mx {
+        let hosts = settings
+            .resolver
+            .mx_hosts(&nh.host, &settings.dns)
+            .await
+            .map_err(dns_status)?;
+        // An MX that is this host: only the better ones may be used, and
+        // if this host is the best there is nowhere to send the mail.
+        let own = hosts
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(&settings.myhostname))
+            .map(|h| h.preference);
+        for h in &hosts {
+            if own.is_some_and(|p| h.preference >= p) {
+                continue;
+            }
+            for ip in &h.addrs {
+                out.push(Target {
+                    name: h.name.clone(),
+                    addr: SocketAddr::new(*ip, nh.port),
+                });
+            }
+        }
+        if out.is_empty() && own.is_some() {
+            return Err(DeliveryStatus::permanent(
+                4,
+                6,
+                format!("mail for {} loops back to myself", nh.host),
+            ));
+        }
+    } else {
+        let addrs: Vec<IpAddr> = settings
+            .resolver
+            .host_addrs(&nh.host, &settings.dns)
+            .await
+            .map_err(dns_status)?;
+        for ip in addrs {
+            out.push(Target {
+                name: nh.host.clone(),
+                addr: SocketAddr::new(ip, nh.port),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The status qmgr gets and the log shows for a recipient's result.
+fn status_of(target: &Target, r: &RcptResult) -> DeliveryStatus {
+    let text = result_text(target, r);
+    let postern_status::EnhancedCode(_, subject, detail) = r.enhanced;
+    match r.disposition {
+        Disposition::Sent => DeliveryStatus::success(subject, detail, text),
+        Disposition::Deferred => DeliveryStatus::temporary(subject, detail, text),
+        Disposition::Bounced => DeliveryStatus::permanent(subject, detail, text),
+    }
+}
+
+/// Postfix's words: the server's reply as is for a success, "host X
+/// said: REPLY (in reply to ... command)" for a refusal, our own text for
+/// what was decided here.
+fn result_text(target: &Target, r: &RcptResult) -> String {
+    match (r.disposition, r.from_server()) {
+        (Disposition::Sent, _) => r.text.clone(),
+        (_, true) => format!("host {} said: {}", target.server(), r.diagnostic()),
+        (_, false) => r.text.clone(),
+    }
+}
+
+/// The facts the MAIL command needs, from one pass over the content.
+struct ContentFacts {
+    /// Octets as sent (each LF becomes CRLF).
+    size: u64,
+    /// Any octet over 127.
+    eight_bit: bool,
+}
+
+impl ContentFacts {
+    fn read(file: &File, req: &DeliveryRequest) -> std::io::Result<ContentFacts> {
+        let mut reader = content_reader_for(file, req.content_offset, req.content_len);
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut lines, mut eight_bit) = (0u64, false);
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            eight_bit |= buf[..n].iter().any(|&b| b >= 0x80);
+        }
+        Ok(ContentFacts {
+            size: req.content_len + lines,
+            eight_bit,
+        })
+    }
+}
+
+/// One SMTP connection.
+struct Conn {
+    stream: TcpStream,
+    parser: ReplyParser,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn connect(target: &Target, timeout: Duration) -> Result<Conn, String> {
+        let what = format!("connect to {}", target.relay());
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(target.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("{what}: {}", io_words(&e))),
+            Err(_) => return Err(format!("{what}: Connection timed out")),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            parser: ReplyParser::new(),
+            buf: vec![0u8; 16 * 1024],
+        })
+    }
+
+    /// Reads one reply within `timeout`.
+    async fn reply(&mut self, stage: Stage, timeout: Duration) -> Result<ServerReply, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.parser.next_reply() {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) => return Err(format!("{e} {}", stage.while_doing())),
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf)).await;
+            match read {
+                Ok(Ok(0)) => return Err(format!("lost connection {}", stage.while_doing())),
+                Ok(Ok(n)) => self.parser.push(&self.buf[..n]),
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "lost connection {}: {}",
+                        stage.while_doing(),
+                        io_words(&e)
+                    ));
+                }
+                Err(_) => return Err(format!("conversation timed out {}", stage.while_doing())),
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8], stage: Stage, timeout: Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!(
+                "lost connection {}: {}",
+                stage.while_doing(),
+                io_words(&e)
+            )),
+            Err(_) => Err(format!("conversation timed out {}", stage.while_doing())),
+        }
+    }
+
+    /// Greeting and EHLO (HELO when EHLO is refused): the server's
+    /// capabilities, or why this server cannot be used.
+    async fn hello(
+        &mut self,
+        settings: &Settings,
+        target: &Target,
+    ) -> Result<client::Capabilities, String> {
+        let refused = |r: &ServerReply| {
+            format!(
+                "host {} refused to talk to me: {}",
+                target.server(),
+                r.full_text()
+            )
+        };
+        let greeting = self
+            .reply(Stage::Greeting, settings.timeout(Stage::Greeting))
+            .await
+            .map_err(|e| format!("{e} with {}", target.server()))?;
+        if let GreetingVerdict::Refused { reply, .. } = client::greeting_verdict(&greeting) {
+            return Err(refused(&reply));
+        }
+        let mut stage = Stage::Ehlo;
+        loop {
+            let mut out = Vec::new();
+            let encoded = match stage {
+                Stage::Ehlo => client::encode::ehlo(&settings.helo_name, &mut out),
+                _ => client::encode::helo(&settings.helo_name, &mut out),
+            };
+            encoded.map_err(|e| format!("bad smtp_helo_name: {e}"))?;
+            let t = settings.timeout(stage);
+            self.send(&out, stage, t).await?;
+            let r = self.reply(stage, t).await?;
+            match client::helo_verdict(stage, &r) {
+                HeloVerdict::Proceed(caps) => return Ok(caps),
+                HeloVerdict::FallBackToHelo => stage = Stage::Helo,
+                HeloVerdict::TryNextHost { reply, .. } => return Err(refused(&reply)),
+            }
+        }
+    }
+
+    /// One mail transaction for the recipients at `slots`: the results
+    /// (indexed like `slots`) and how it ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn transaction(
+        &mut self,
+        settings: &Settings,
+        target: &Target,
+        caps: client::Capabilities,
+        req: &DeliveryRequest,
+        file: &File,
+        facts: &ContentFacts,
+        slots: &[usize],
+    ) -> (Vec<(usize, RcptResult)>, Outcome) {
+        let recipients: Vec<client::transaction::Recipient> = slots
+            .iter()
+            .map(|&s| {
+                let r = &req.recipients[s];
+                client::transaction::Recipient {
+                    address: r.address.clone(),
+                    notify: r.notify,
+                    orcpt: r.orcpt.clone(),
+                }
+            })
+            .collect();
+        let smtputf8 = req.sender.mailbox().is_some_and(|m| !m.is_ascii())
+            || recipients.iter().any(|r| !r.address.is_ascii());
+        let attr = |name: &str| {
+            req.attributes
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let envelope = client::transaction::Envelope {
+            sender: req.sender.clone(),
+            recipients,
+            ret: match attr("dsn_ret") {
+                Some("FULL") => Some(postern_smtp_proto::Ret::Full),
+                Some("HDRS") => Some(postern_smtp_proto::Ret::Hdrs),
+                _ => None,
+            },
+            envid: attr("dsn_envid").map(str::to_string),
+            size: facts.size,
+            eight_bit: facts.eight_bit,
+            smtputf8,
+        };
+        let options = TransactionOptions {
+            server: target.server(),
+            ..TransactionOptions::default()
+        };
+        let mut tx = Transaction::new(caps, envelope, options);
+        let mut content = Content::new(file, req);
+        let mut results = Vec::new();
+        let outcome = loop {
+            let step = match tx.next_action() {
+                Action::Done(outcome) => break outcome,
+                Action::Send(bytes) => {
+                    let stage = tx.stage();
+                    self.send(&bytes, stage, settings.timeout(stage)).await
+                }
+                Action::Read(stage) => match self.reply(stage, settings.timeout(stage)).await {
+                    Ok(r) => tx.on_reply(&r).map_err(|e| format!("{e:?}")),
+                    Err(e) => Err(e),
+                },
+                Action::SendContent => {
+                    let t = settings.timeout(Stage::DataContent);
+                    match self.send_dot_stuffed(&mut content, t).await {
+                        Ok(()) => tx.content_sent().map_err(|e| format!("{e:?}")),
+                        Err(e) => Err(e),
+                    }
+                }
+                Action::SendChunk => {
+                    let t = settings.timeout(Stage::Bdat);
+                    match content.next_chunk() {
+                        Ok((chunk, last)) => match tx.bdat_command(chunk.len() as u64, last) {
+                            Ok(mut cmd) => {
+                                cmd.extend_from_slice(&chunk);
+                                self.send(&cmd, Stage::Bdat, t).await
+                            }
+                            Err(e) => Err(format!("{e:?}")),
+                        },
+                        Err(e) => Err(format!("cannot read queue file: {e}")),
+                    }
+                }
+            };
+            if let Err(why) = step {
+                tx.abort(format!("{why} with {}", target.server()));
+            }
+            results.extend(tx.take_results());
+        };
+        results.extend(tx.take_results());
+        (results, outcome)
+    }
+
+    async fn send_dot_stuffed(
+        &mut self,
+        content: &mut Content<'_>,
+        t: Duration,
+    ) -> Result<(), String> {
+        let mut stuffer = client::stuff::DotStuffer::new();
+        let mut out = Vec::with_capacity(70 * 1024);
+        loop {
+            out.clear();
+            let n = content
+                .read_raw()
+                .map_err(|e| format!("cannot read queue file: {e}"))?;
+            if n == 0 {
+                stuffer.finish(&mut out);
+                return self.send(&out, Stage::DataContent, t).await;
+            }
+            stuffer.feed(&content.buf[..n], &mut out);
+            self.send(&out, Stage::DataContent, t).await?;
+        }
+    }
+
+    /// QUIT, without waiting long for the answer; the connection closes.
+    async fn quit(mut self, settings: &Settings) {
+        let mut out = Vec::new();
+        client::encode::quit(&mut out);
+        let t = settings.timeout(Stage::Quit).min(Duration::from_secs(5));
+        if self.send(&out, Stage::Quit, t).await.is_ok() {
+            let _ = self.reply(Stage::Quit, t).await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// The message, read from the queue file descriptor piece by piece.
+struct Content<'a> {
+    reader: postern_queue::ContentReader<'a>,
+    buf: Vec<u8>,
+    normalizer: Option<client::stuff::CrlfNormalizer>,
+}
+
+impl<'a> Content<'a> {
+    fn new(file: &'a File, req: &DeliveryRequest) -> Content<'a> {
+        Content {
+            reader: content_reader_for(file, req.content_offset, req.content_len),
+            buf: vec![0u8; 64 * 1024],
+            normalizer: Some(client::stuff::CrlfNormalizer::new()),
+        }
+    }
+
+    fn read_raw(&mut self) -> std::io::Result<usize> {
+        self.reader.read(&mut self.buf)
+    }
+
+    /// The next BDAT chunk (CRLF line ends) and whether it is the last.
+    fn next_chunk(&mut self) -> std::io::Result<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        let n = self.reader.read(&mut self.buf)?;
+        match (n, self.normalizer.as_mut()) {
+            (0, _) | (_, None) => {
+                if let Some(norm) = self.normalizer.take() {
+                    norm.finish(&mut out);
+                }
+                Ok((out, true))
+            }
+            (n, Some(norm)) => {
+                norm.feed(&self.buf[..n], &mut out);
+                Ok((out, false))
+            }
+        }
+    }
+}
+
+/// An I/O error in the words Postfix's logs use ("Connection refused").
+fn io_words(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    // "Connection refused (os error 111)" → "Connection refused".
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The results of a request and their log lines.
+struct Log<'a> {
+    req: &'a DeliveryRequest,
+    queued_for: Duration,
+    started: Instant,
+    setup: Duration,
+    results: Vec<(u32, DeliveryStatus)>,
+}
+
+impl Log<'_> {
+    fn finish_all(&mut self, slots: &[usize], relay: &str, status: DeliveryStatus) {
+        for &s in slots {
+            self.finish(s, relay, status.clone());
+        }
+    }
+
+    /// Logs one recipient's final result in Postfix's format and keeps it.
+    fn finish(&mut self, slot: usize, relay: &str, status: DeliveryStatus) {
+        let r = &self.req.recipients[slot];
+        let total = self.queued_for + self.started.elapsed();
+        let xmit = self.started.elapsed().saturating_sub(self.setup);
+        let shown = r.address.to_string();
+        let orig = if r.original.is_empty() || r.original.eq_ignore_ascii_case(&shown) {
+            String::new()
+        } else {
+            format!(", orig_to=<{}>", r.original)
+        };
+        let word = if status.is_success() {
+            "sent"
+        } else if status.is_temporary() {
+            "deferred"
+        } else {
+            "bounced"
+        };
+        info!(
+            "{}: to=<{shown}>{orig}, relay={relay}, delay={}, delays={}/0/{}/{}, dsn={}, status={word} ({})",
+            self.req.queue_id,
+            postern_mailtime::log_delay(total),
+            postern_mailtime::log_delay(self.queued_for),
+            postern_mailtime::log_delay(self.setup),
+            postern_mailtime::log_delay(xmit),
+            status.code(),
+            status.text()
+        );
+        self.results.push((r.index, status));
+    }
+}

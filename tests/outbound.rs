@@ -1,0 +1,203 @@
+//! Outbound delivery, end to end: a Postern instance relays through its
+//! `smtp` agent to a second Postern instance, finding it with MX answers
+//! from a real DNS server on loopback (postern-testdns, on port 53 of a
+//! 127.53.x.y address named in the sender's dns_resolv_conf, so the
+//! resolver reads an ordinary resolv.conf). Needs root (port 53); skipped
+//! otherwise.
+
+use postern_testdns::{TestDns, Zone};
+use postern_tests::*;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(40);
+
+/// A DNS server on 127.53.X.Y:53, distinct per test and per run.
+fn dns(test: u8, zones: Vec<Zone>) -> Option<TestDns> {
+    let pid = std::process::id();
+    let addr = Ipv4Addr::new(127, 53, (pid % 250) as u8 + 1, test);
+    match TestDns::start_on(SocketAddr::from((addr, 53)), zones) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipped: cannot serve DNS on {addr}:53: {e}");
+            None
+        }
+    }
+}
+
+/// The receiving site: dest.test on its own instance.
+fn receiver() -> Instance {
+    let mut b = Instance::new(Options {
+        main_extra: "myhostname = mx.dest.test\nmydomain = dest.test\n".into(),
+        ..Options::default()
+    });
+    b.start();
+    b
+}
+
+/// The sending site: relays for 127.0.0.0/8, routes dest.test to the
+/// receiver's port through transport_maps (MX lookup, then that port).
+fn sender(scratch: &std::path::Path, dns: &TestDns, receiver_port: u16) -> Instance {
+    std::fs::write(
+        scratch.join("resolv.conf"),
+        format!(
+            "nameserver {}\noptions timeout:2 attempts:1\n",
+            dns.addr().ip()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.join("transport"),
+        format!("dest.test smtp:dest.test:{receiver_port}\n"),
+    )
+    .unwrap();
+    let mut a = Instance::new(Options {
+        mynetworks: "127.0.0.0/8".into(),
+        main_extra: format!(
+            "dns_resolv_conf = {d}/resolv.conf\ntransport_maps = hash:{d}/transport\nsmtp_connect_timeout = 5s\n",
+            d = scratch.display()
+        ),
+        master_extra: "smtp unix - - n - - smtp\n".into(),
+    });
+    a.start();
+    a
+}
+
+fn zones() -> Vec<Zone> {
+    vec![
+        // The best MX refuses connections (nothing listens on 127.0.0.2).
+        Zone::new("dest.test.")
+            .mx("@", 10, "down.dest.test.")
+            .mx("@", 20, "mx.dest.test.")
+            .a("down", Ipv4Addr::new(127, 0, 0, 2))
+            .a("mx", Ipv4Addr::new(127, 0, 0, 1)),
+        Zone::new("nullmx.test.").null_mx("@"),
+        Zone::new("broken.test.").servfail("@"),
+    ]
+}
+
+fn log_has(inst: &Instance, want: &str) -> bool {
+    wait_until(T, || inst.log().contains(want))
+}
+
+#[test]
+fn mail_goes_to_the_working_mx_and_each_recipient_gets_its_own_answer() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(1, zones()) else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let b = receiver();
+    let a = sender(scratch.path(), &dns, b.smtp_port);
+
+    let msg = b"From: bob@example.test\r\nTo: alice@dest.test\r\nSubject: outbound\r\n\r\nover the wire\r\n";
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["alice@dest.test", "nosuch@dest.test"],
+        msg,
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+
+    // Delivered to the second MX (the first refused the connection).
+    let got = b.wait_mail("alice", 1, T);
+    assert_eq!(got.len(), 1, "receiver log:\n{}", b.log());
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(text.contains("over the wire"), "{text}");
+    assert!(text.contains("Subject: outbound"), "{text}");
+    let relay = format!("relay=mx.dest.test[127.0.0.1]:{}", b.smtp_port);
+    assert!(
+        log_has(&a, &format!("to=<alice@dest.test>, {relay}, ")),
+        "{}",
+        a.log()
+    );
+    let log = a.log();
+    assert!(
+        log.lines().any(|l| l.contains("to=<alice@dest.test>")
+            && l.contains("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as ")),
+        "{log}"
+    );
+    // The unknown user bounced at RCPT, and only that recipient.
+    assert!(
+        log.lines().any(|l| l.contains("to=<nosuch@dest.test>")
+            && l.contains(&relay)
+            && l.contains("dsn=5.1.1, status=bounced (host mx.dest.test[127.0.0.1] said: 550 5.1.1 <nosuch@dest.test>")
+            && l.contains("(in reply to RCPT TO command))")),
+        "{log}"
+    );
+    // The sender gets the bounce, naming the remote server's answer.
+    let bounces = a.wait_mail("bob", 1, T);
+    assert_eq!(bounces.len(), 1, "{}", a.log());
+    let bounce = String::from_utf8_lossy(&bounces[0]);
+    assert!(
+        bounce.contains("Final-Recipient: rfc822; nosuch@dest.test"),
+        "{bounce}"
+    );
+    assert!(bounce.contains("Status: 5.1.1"), "{bounce}");
+    assert!(
+        bounce.contains("host mx.dest.test[127.0.0.1] said: 550 5.1.1"),
+        "{bounce}"
+    );
+    assert!(!bounce.contains("alice@dest.test>:"), "{bounce}");
+}
+
+#[test]
+fn dns_answers_decide_bounce_or_retry() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(2, zones()) else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let b = receiver();
+    let a = sender(scratch.path(), &dns, b.smtp_port);
+    let msg = b"Subject: nowhere\r\n\r\nx\r\n";
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["x@nullmx.test", "y@nxdomain.test", "z@broken.test"],
+        msg,
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    // Null MX (RFC 7505) and a name that does not exist bounce at once.
+    assert!(
+        log_has(&a, "to=<x@nullmx.test>, relay=none, "),
+        "{}",
+        a.log()
+    );
+    assert!(
+        log_has(&a, "to=<y@nxdomain.test>, relay=none, "),
+        "{}",
+        a.log()
+    );
+    assert!(
+        log_has(&a, "to=<z@broken.test>, relay=none, "),
+        "{}",
+        a.log()
+    );
+    let log = a.log();
+    let line = |who: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("to=<{who}>")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("x@nullmx.test").contains("dsn=5.1.10, status=bounced"),
+        "{log}"
+    );
+    assert!(
+        line("y@nxdomain.test").contains("status=bounced (Host or domain name not found."),
+        "{log}"
+    );
+    // A server failure is temporary: the recipient waits in the queue.
+    assert!(
+        line("z@broken.test").contains("dsn=4.4.3, status=deferred"),
+        "{log}"
+    );
+    let bounces = a.wait_mail("bob", 1, T);
+    let bounce = String::from_utf8_lossy(&bounces[0]);
+    assert!(bounce.contains("x@nullmx.test"), "{bounce}");
+    assert!(bounce.contains("y@nxdomain.test"), "{bounce}");
+    assert!(!bounce.contains("z@broken.test>:"), "{bounce}");
+    drop(b);
+}
