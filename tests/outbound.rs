@@ -201,3 +201,100 @@ fn dns_answers_decide_bounce_or_retry() {
     assert!(!bounce.contains("z@broken.test>:"), "{bounce}");
     drop(b);
 }
+
+/// Parses a notification with Python's `email` package (as the issue
+/// asks: what is sent must parse) and prints what a client would see.
+fn python_view(msg: &[u8]) -> String {
+    let script = r#"
+import sys, email, email.policy
+m = email.message_from_bytes(sys.stdin.buffer.read(), policy=email.policy.default)
+print("type", m.get_content_type(), m.get_param("report-type"))
+parts = list(m.iter_parts())
+print("parts", [p.get_content_type() for p in parts])
+for block in parts[1].get_payload():
+    for k, v in block.items():
+        print("field", k, "=", v)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(msg).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python could not parse:\n{}", String::from_utf8_lossy(msg));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dsn_parameters_travel_and_decide_the_notifications() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(3, zones()) else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let b = receiver();
+    let a = sender(scratch.path(), &dns, b.smtp_port);
+    let mut c = a.smtp();
+    assert!(c.cmd("EHLO client.example").text().contains("DSN"));
+    let r = c.cmd("MAIL FROM:<bob@example.test> RET=FULL ENVID=trip+2B1");
+    assert_eq!(r.code, 250, "{}", r.text());
+    for rcpt in [
+        "RCPT TO:<nosuch@dest.test> NOTIFY=FAILURE ORCPT=rfc822;Nosuch+40dest.test",
+        "RCPT TO:<never@dest.test> NOTIFY=NEVER",
+        "RCPT TO:<alice@example.test> NOTIFY=SUCCESS",
+    ] {
+        let r = c.cmd(rcpt);
+        assert_eq!(r.code, 250, "{rcpt}: {}", r.text());
+    }
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.raw(b"Subject: with dsn\r\n\r\nthe whole body\r\n.\r\n");
+    assert_eq!(c.read_reply().code, 250);
+
+    // bob hears of the failure (not of never@, who asked for silence) and
+    // of alice's delivery.
+    let got = a.wait_mail("bob", 2, T);
+    assert_eq!(got.len(), 2, "{}", a.log());
+    assert!(
+        log_has(&a, "<never@dest.test>: no non-delivery notification (NOTIFY)"),
+        "{}",
+        a.log()
+    );
+    let (mut failure, mut success) = (None, None);
+    for m in &got {
+        let t = String::from_utf8_lossy(m).into_owned();
+        if t.contains("Subject: Undelivered Mail Returned to Sender") {
+            failure = Some(m.clone());
+        } else if t.contains("Subject: Successful Mail Delivery Report") {
+            success = Some(m.clone());
+        }
+    }
+    let failure = python_view(&failure.expect("a bounce"));
+    assert!(
+        failure.contains("type multipart/report delivery-status"),
+        "{failure}"
+    );
+    assert!(
+        failure.contains("parts ['text/plain', 'message/delivery-status', 'message/rfc822']"),
+        "RET=FULL returns the message: {failure}"
+    );
+    for want in [
+        "field Original-Envelope-Id = trip+1",
+        "field Final-Recipient = rfc822; nosuch@dest.test",
+        "field Original-Recipient = rfc822; Nosuch@dest.test",
+        "field Action = failed",
+        "field Status = 5.1.1",
+        "field Remote-MTA = dns; mx.dest.test",
+        "field Diagnostic-Code = smtp; 550 5.1.1",
+    ] {
+        assert!(failure.contains(want), "{want:?} not in {failure}");
+    }
+    assert!(!failure.contains("never@dest.test"), "{failure}");
+    let success = python_view(&success.expect("a success report"));
+    assert!(success.contains("field Final-Recipient = rfc822; alice@example.test"), "{success}");
+    assert!(success.contains("field Action = delivered"), "{success}");
+    assert!(success.contains("field Status = 2.0.0"), "{success}");
+}

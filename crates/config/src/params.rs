@@ -216,6 +216,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("auth_failure_limit", "10", Int, "Failed logins from one client address within auth_failure_window before auth refuses it for a while; 0 = no limit."),
     p!("auth_failure_window", "10m", Time(S), "The period over which the auth service counts a client address's failed logins."),
     p!("bounce_queue_lifetime", "5d", Time(D), "How long a bounce message stays queued before it is given up."),
+    p!("bounce_size_limit", "50000", Size, "Largest original (in bytes) a non-delivery notification returns whole; a larger one is returned as its headers only."),
     p!("command_directory", "/usr/sbin", Str, "Where the administrative command (postern) is installed."),
     p!("command_time_limit", "1000s", Time(S), "Time limit for a delivery by local to a `|command`."),
     p!("config_directory", "/etc/postern", Str, "Directory of main.cf and master.cf (set by the -c option or MAIL_CONFIG)."),

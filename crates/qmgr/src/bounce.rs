@@ -6,20 +6,16 @@
 //! back and loop) and enters the queue through cleanup like any mail.
 
 use postern_config::MainCf;
+use postern_dsn::{Action, Kind, Recipient, Report, Ret, Typed};
 use postern_ipc::{CleanupClient, DeliveryStatus, Mailbox, ReversePath};
 use postern_queue::{QueueFile, QueueId};
-use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-/// Strips characters that could break a header or a report line.
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// Builds the notification text (LF line endings).
+/// Builds the notification (LF line endings) with postern-dsn: the
+/// failed recipients with their statuses, the DSN parameters the queue file
+/// kept (ENVID, RET, each ORCPT), and the original returned whole or as
+/// headers as RET and bounce_size_limit say (Postfix's rules).
 pub fn build(
     main: &MainCf,
     id: &QueueId,
@@ -27,97 +23,91 @@ pub fn build(
     failed: &[(Mailbox, DeliveryStatus)],
     now: SystemTime,
 ) -> std::io::Result<Vec<u8>> {
-    let host = main.str("myhostname");
-    let mail_name = main.str("mail_name");
+    build_report(main, id, original, Kind::Failure, failed, now)
+}
+
+/// Builds a notification of `kind` for `entries`: a bounce
+/// ([`Kind::Failure`], action failed) or a NOTIFY=SUCCESS report
+/// ([`Kind::Success`], action delivered).
+pub fn build_report(
+    main: &MainCf,
+    id: &QueueId,
+    original: &QueueFile,
+    kind: Kind,
+    failed: &[(Mailbox, DeliveryStatus)],
+    now: SystemTime,
+) -> std::io::Result<Vec<u8>> {
+    let action = match kind {
+        Kind::Success => Action::Delivered,
+        Kind::Delay => Action::Delayed,
+        Kind::Failure => Action::Failed,
+    };
     let env = original.envelope();
-    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let boundary = format!("{id}.{secs}/{host}");
-    let mut m = String::new();
-    m.push_str(&format!(
-        "From: MAILER-DAEMON@{host} (Mail Delivery System)\n"
-    ));
-    m.push_str(&format!("To: {}\n", clean(&env.sender.bare())));
-    m.push_str("Subject: Undelivered Mail Returned to Sender\n");
-    m.push_str("Auto-Submitted: auto-replied\n");
-    m.push_str("MIME-Version: 1.0\n");
-    m.push_str(&format!(
-        "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\"\n"
-    ));
-    m.push_str("Content-Transfer-Encoding: 8bit\n\n");
-    m.push_str("This is a MIME-encapsulated message.\n\n");
-    m.push_str(&format!("--{boundary}\nContent-Description: Notification\nContent-Type: text/plain; charset=utf-8\n\n"));
-    m.push_str(&format!("This is the mail system at host {host}.\n\n"));
-    m.push_str("I'm sorry to have to inform you that your message could not\n");
-    m.push_str("be delivered to one or more recipients. It's attached below.\n\n");
-    m.push_str("For further assistance, please send mail to postmaster.\n\n");
-    m.push_str(&format!("                   The {mail_name} program\n\n"));
+    let mut report = Report::new(
+        kind,
+        main.str("myhostname"),
+        id.to_string(),
+        env.sender.bare(),
+        env.arrival,
+        now,
+    );
+    report.mail_name = main.str("mail_name");
+    report.envid = env.attribute("dsn_envid").map(str::to_string);
+    report.ret = match env.attribute("dsn_ret") {
+        Some("FULL") => Some(Ret::Full),
+        Some("HDRS") => Some(Ret::Headers),
+        _ => None,
+    };
+    report.original_size = Some(original.content_len());
+    report.bounce_size_limit = main.size("bounce_size_limit").ok().filter(|&l| l > 0);
     for (addr, status) in failed {
-        m.push_str(&format!(
-            "<{}>: {}\n",
-            clean(&addr.to_string()),
-            clean(status.text())
-        ));
-    }
-    m.push('\n');
-    m.push_str(&format!("--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"));
-    m.push_str(&format!("Reporting-MTA: dns; {host}\n"));
-    m.push_str(&format!("X-Postern-Queue-ID: {id}\n"));
-    m.push_str(&format!(
-        "X-Postern-Sender: rfc822; {}\n",
-        clean(&env.sender.bare())
-    ));
-    m.push_str(&format!(
-        "Arrival-Date: {}\n",
-        postern_mailtime::rfc5322(env.arrival)
-    ));
-    for (addr, failure) in failed {
-        // Returned to the sender means final: a temporary code that ran
-        // out of time (4.4.7) is reported as 5.4.7.
-        let status = failure.code().permanent();
-        m.push_str(&format!(
-            "\nFinal-Recipient: rfc822; {}\n",
-            clean(&addr.to_string())
-        ));
-        if let Some(r) = env.recipients.iter().find(|r| &r.address == addr)
-            && r.original != r.address.to_string()
-        {
-            m.push_str(&format!(
-                "Original-Recipient: rfc822; {}\n",
-                clean(&r.original)
-            ));
+        let mut r = Recipient::new(addr.to_string(), action, status);
+        if let Some(q) = env.recipients.iter().find(|r| &r.address == addr) {
+            if !q.original.is_empty() && q.original != addr.to_string() {
+                r.original = Some(q.original.clone());
+            }
+            r.orcpt = q
+                .orcpt
+                .as_ref()
+                .map(|o| Typed::new(o.addr_type.clone(), o.address.clone()));
         }
-        m.push_str(&format!(
-            "Action: failed\nStatus: {status}\nDiagnostic-Code: X-Postern; {}\n",
-            clean(failure.text())
-        ));
+        if let Some((mta, reply)) = remote_reply(status.text()) {
+            r.remote_mta = Some(Typed::new("dns", mta));
+            r.diagnostic = Some(Typed::new("smtp", reply));
+        }
+        report.recipients.push(r);
     }
-    m.push('\n');
-    m.push_str(&format!(
-        "--{boundary}\nContent-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\nContent-Transfer-Encoding: 8bit\n\n"
-    ));
-    let mut out = m.into_bytes();
-    // The original header, read up to the first empty line (bounded).
-    let mut content = Vec::new();
-    original
-        .content_reader()
-        .take(256 * 1024)
-        .read_to_end(&mut content)?;
-    let header_end = find_header_end(&content);
-    out.extend_from_slice(&content[..header_end]);
-    if !out.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    out.extend_from_slice(format!("\n--{boundary}--\n").as_bytes());
+    let mut out = Vec::new();
+    postern_dsn::compose(&report, original.content_reader(), &mut out)?;
     Ok(out)
 }
 
-fn find_header_end(content: &[u8]) -> usize {
-    if content.starts_with(b"\n") {
-        return 0;
-    }
-    match content.windows(2).position(|w| w == b"\n\n") {
-        Some(i) => i + 1,
-        None => content.len(),
+/// A remote server's refusal as smtp words it, "host NAME[ADDR] said:
+/// REPLY (in reply to X command)": the server's name and its reply, for
+/// Remote-MTA and the smtp Diagnostic-Code.
+fn remote_reply(text: &str) -> Option<(String, String)> {
+    let rest = text.strip_prefix("host ")?;
+    let (server, reply) = rest.split_once(" said: ")?;
+    let name = server.split('[').next()?.to_string();
+    let reply = match reply.rfind(" (in reply to ") {
+        Some(i) => &reply[..i],
+        None => reply,
+    };
+    Some((name, reply.to_string()))
+}
+
+/// Whether a recipient's NOTIFY asks for this kind of notification
+/// (RFC 3461 section 4.1): without NOTIFY, failures (and delays) are
+/// reported and successes are not; NEVER silences everything.
+pub fn wanted(notify: Option<postern_ipc::Notify>, kind: Kind) -> bool {
+    use postern_ipc::Notify;
+    match (notify, kind) {
+        (None, Kind::Success) => false,
+        (None, _) => true,
+        (Some(Notify::Never), _) => false,
+        (Some(Notify::On { success, .. }), Kind::Success) => success,
+        (Some(Notify::On { failure, .. }), Kind::Failure) => failure,
+        (Some(Notify::On { delay, .. }), Kind::Delay) => delay,
     }
 }
 
@@ -153,12 +143,34 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
-    fn header_end_is_found() {
-        assert_eq!(find_header_end(b"A: b\nC: d\n\nbody\n"), 10);
-        assert_eq!(find_header_end(b"\nbody"), 0);
-        assert_eq!(find_header_end(b"A: b\n"), 5);
+    fn notify_decides_who_hears_what() {
+        use postern_ipc::Notify;
+        let on = |success, failure, delay| {
+            Some(Notify::On {
+                success,
+                failure,
+                delay,
+            })
+        };
+        assert!(wanted(None, Kind::Failure) && wanted(None, Kind::Delay));
+        assert!(!wanted(None, Kind::Success));
+        assert!(!wanted(Some(Notify::Never), Kind::Failure));
+        assert!(wanted(on(true, false, false), Kind::Success));
+        assert!(!wanted(on(true, false, false), Kind::Failure));
+        assert!(wanted(on(false, true, false), Kind::Failure));
+        assert!(!wanted(on(false, true, false), Kind::Delay));
+    }
+
+    #[test]
+    fn remote_replies_are_split_out() {
+        assert_eq!(
+            remote_reply("host mx.example[192.0.2.1] said: 550 5.1.1 <a@b>: no (in reply to RCPT TO command)"),
+            Some(("mx.example".into(), "550 5.1.1 <a@b>: no".into()))
+        );
+        assert_eq!(remote_reply("unknown user: \"x\""), None);
     }
 
     #[test]
@@ -168,14 +180,23 @@ mod tests {
         let dirs = QueueDirs::new(tmp.path().join("queue"));
         dirs.create_all().unwrap();
         let rcpt = |a: &str, o: &str| Recipient::new(a.parse().unwrap(), o);
+        let mut with_dsn = rcpt("far@x.test", "far@x.test");
+        with_dsn.orcpt = Some(postern_ipc::Orcpt {
+            addr_type: "rfc822".into(),
+            address: "Far@X.test".into(),
+        });
         let env = Envelope {
             arrival: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             sender: "s@example.org".parse().unwrap(),
             recipients: vec![
                 rcpt("late@x.test", "late@x.test"),
                 rcpt("gone@x.test", "Gone@x.test"),
+                with_dsn,
             ],
-            attributes: vec![],
+            attributes: vec![
+                ("dsn_envid".into(), "ENV-1".into()),
+                ("dsn_ret".into(), "HDRS".into()),
+            ],
         };
         let mut w = QueueFileWriter::create(&dirs).unwrap();
         w.write_envelope(&env).unwrap();
@@ -192,17 +213,37 @@ mod tests {
                 "gone@x.test".parse().unwrap(),
                 DeliveryStatus::permanent(1, 1, "unknown user: \"gone\""),
             ),
+            (
+                "far@x.test".parse().unwrap(),
+                DeliveryStatus::permanent(
+                    1,
+                    1,
+                    "host mx.x.test[192.0.2.7] said: 550 5.1.1 no such user (in reply to RCPT TO command)",
+                ),
+            ),
         ];
         let out = build(&MainCf::defaults(), &id, &qf, &failed, SystemTime::now()).unwrap();
         let text = String::from_utf8(out).unwrap();
         for want in [
             "<late@x.test>: message delivery timed out\n",
             "<gone@x.test>: unknown user: \"gone\"\n",
-            "Final-Recipient: rfc822; late@x.test\nAction: failed\nStatus: 5.4.7\nDiagnostic-Code: X-Postern; message delivery timed out\n",
-            "Final-Recipient: rfc822; gone@x.test\nOriginal-Recipient: rfc822; Gone@x.test\nAction: failed\nStatus: 5.1.1\n",
+            "Final-Recipient: rfc822; late@x.test\n",
+            "Status: 5.4.7\n",
+            "Diagnostic-Code: X-Postern; message delivery timed out\n",
+            "Final-Recipient: rfc822; gone@x.test\n",
+            "Original-Recipient: rfc822; Gone@x.test\n",
+            "Status: 5.1.1\n",
+            // ORCPT wins over the address as received; the server's answer
+            // becomes Remote-MTA and an smtp Diagnostic-Code.
+            "Original-Recipient: rfc822; Far@X.test\n",
+            "Remote-MTA: dns; mx.x.test\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 no such user\n",
+            "Original-Envelope-Id: ENV-1\n",
+            "Content-Type: text/rfc822-headers",
             "Subject: hi\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
+        assert!(!text.contains("\nbody\n"), "RET=HDRS returns no body:\n{text}");
     }
 }

@@ -23,7 +23,8 @@
 //! qmgr_message_active_limit, default_destination_concurrency_limit,
 //! local_destination_concurrency_limit, local_destination_recipient_limit,
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
-//! duplicate_filter_limit, default_destination_recipient_limit, transport_maps.
+//! duplicate_filter_limit, default_destination_recipient_limit, transport_maps,
+//! bounce_size_limit.
 #![forbid(unsafe_code)]
 
 pub mod bounce;
@@ -112,6 +113,9 @@ struct Active {
     /// Recipients that bounced this round: (address, status). An expired
     /// recipient's status is the temporary 4.4.7 (the bounce reports 5.4.7).
     bounced: Vec<(Mailbox, DeliveryStatus)>,
+    /// Recipients delivered this round whose NOTIFY asked for SUCCESS
+    /// (local deliveries; smtp passes NOTIFY on to the next server).
+    succeeded: Vec<(Mailbox, DeliveryStatus)>,
     /// Destinations local has delivered this message to (its duplicate
     /// filter across requests; see docs/ipc.md), at most
     /// duplicate_filter_limit of them.
@@ -354,6 +358,7 @@ impl Qmgr {
             outstanding: 0,
             deferred: false,
             bounced: Vec::new(),
+            succeeded: Vec::new(),
             delivered: HashSet::new(),
             local_busy: false,
         };
@@ -369,14 +374,17 @@ impl Qmgr {
                 })
                 .collect();
             for (i, status) in &reasons {
-                let addr = active.file.envelope().recipients[*i].address.clone();
+                let r = &active.file.envelope().recipients[*i];
+                let (addr, notify) = (r.address.clone(), r.notify);
                 info!(
                     "{id}: to=<{addr}>, relay=none, delay={}, dsn={}, status=expired, returned to sender ({})",
                     age.as_secs(),
                     status.code(),
                     status.text()
                 );
-                active.bounced.push((addr, status.clone()));
+                if bounce::wanted(notify, postern_dsn::Kind::Failure) {
+                    active.bounced.push((addr, status.clone()));
+                }
             }
             let idx: Vec<usize> = reasons.iter().map(|r| r.0).collect();
             if let Err(e) = active.file.mark_done(&idx) {
@@ -582,13 +590,31 @@ impl Qmgr {
             active.delivered.insert(key);
         }
         let mut finished = Vec::new();
+        let local = done.route.transport == self.router.local_transport();
         for (i, status) in done.results {
+            let rcpt = active.file.envelope().recipients.get(i);
+            let notify = rcpt.and_then(|r| r.notify);
             match status.class() {
-                StatusClass::Success => finished.push(i),
+                StatusClass::Success => {
+                    finished.push(i);
+                    if let Some(r) = rcpt
+                        && local
+                        && bounce::wanted(notify, postern_dsn::Kind::Success)
+                    {
+                        active.succeeded.push((r.address.clone(), status));
+                    }
+                }
                 StatusClass::Permanent => {
                     finished.push(i);
-                    if let Some(r) = active.file.envelope().recipients.get(i) {
-                        active.bounced.push((r.address.clone(), status));
+                    match rcpt {
+                        Some(r) if bounce::wanted(notify, postern_dsn::Kind::Failure) => {
+                            active.bounced.push((r.address.clone(), status));
+                        }
+                        Some(r) => info!(
+                            "{}: <{}>: no non-delivery notification (NOTIFY)",
+                            done.id, r.address
+                        ),
+                        None => {}
                     }
                 }
                 StatusClass::Temporary => active.deferred = true,
@@ -672,6 +698,9 @@ impl Qmgr {
         let Some(active) = self.active.remove(id) else {
             return;
         };
+        if !active.succeeded.is_empty() {
+            self.success_notice(id, &active);
+        }
         if !active.bounced.is_empty() {
             if active.file.envelope().sender.is_null() {
                 info!("{id}: undeliverable bounce discarded (null sender)");
@@ -707,6 +736,35 @@ impl Qmgr {
             }
         }
         self.settle(id, active);
+    }
+
+    /// Sends the NOTIFY=SUCCESS report for a message's delivered
+    /// recipients (RFC 3464 action "delivered"). Best effort: the
+    /// deliveries stand whatever becomes of the report.
+    fn success_notice(&self, id: &QueueId, active: &Active) {
+        let Some(to) = active.file.envelope().sender.mailbox().cloned() else {
+            return;
+        };
+        let text = match bounce::build_report(
+            &self.main,
+            id,
+            &active.file,
+            postern_dsn::Kind::Success,
+            &active.succeeded,
+            SystemTime::now(),
+        ) {
+            Ok(t) => t,
+            Err(e) => return warn!("{id}: cannot send delivery status notification: {e}"),
+        };
+        let socket = self.settings.queue_dir.join("private").join("cleanup");
+        let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
+        let id = id.clone();
+        tokio::task::spawn_local(async move {
+            match bounce::send(&socket, text, &to, timeout).await {
+                Ok(nid) => info!("{id}: sender delivery status notification: {nid}"),
+                Err(e) => warn!("{id}: cannot send delivery status notification: {e}"),
+            }
+        });
     }
 
     /// cleanup answered for a message's non-delivery notification.
