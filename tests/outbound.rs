@@ -72,6 +72,12 @@ fn zones() -> Vec<Zone> {
             .a("down", Ipv4Addr::new(127, 0, 0, 2))
             .a("mx", Ipv4Addr::new(127, 0, 0, 1)),
         Zone::new("nullmx.test.").null_mx("@"),
+        // Served by dest.test's receiver, under another domain name.
+        Zone::new("verified.test.").mx("@", 10, "mx.dest.test."),
+        // The same server under a name its certificate does not carry.
+        Zone::new("misnamed.test.")
+            .mx("@", 10, "mx.misnamed.test.")
+            .a("mx", Ipv4Addr::new(127, 0, 0, 1)),
         Zone::new("broken.test.").servfail("@"),
     ]
 }
@@ -224,7 +230,11 @@ for block in parts[1].get_payload():
     use std::io::Write as _;
     child.stdin.take().unwrap().write_all(msg).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python could not parse:\n{}", String::from_utf8_lossy(msg));
+    assert!(
+        out.status.success(),
+        "python could not parse:\n{}",
+        String::from_utf8_lossy(msg)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -259,7 +269,10 @@ fn dsn_parameters_travel_and_decide_the_notifications() {
     let got = a.wait_mail("bob", 2, T);
     assert_eq!(got.len(), 2, "{}", a.log());
     assert!(
-        log_has(&a, "<never@dest.test>: no non-delivery notification (NOTIFY)"),
+        log_has(
+            &a,
+            "<never@dest.test>: no non-delivery notification (NOTIFY)"
+        ),
         "{}",
         a.log()
     );
@@ -294,7 +307,186 @@ fn dsn_parameters_travel_and_decide_the_notifications() {
     }
     assert!(!failure.contains("never@dest.test"), "{failure}");
     let success = python_view(&success.expect("a success report"));
-    assert!(success.contains("field Final-Recipient = rfc822; alice@example.test"), "{success}");
+    assert!(
+        success.contains("field Final-Recipient = rfc822; alice@example.test"),
+        "{success}"
+    );
     assert!(success.contains("field Action = delivered"), "{success}");
     assert!(success.contains("field Status = 2.0.0"), "{success}");
+}
+
+/// A test CA and a certificate it issued for `host`: (CA PEM, cert PEM, key PEM).
+fn ca_and_cert(host: &str) -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Postern test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A receiver for dest.test with a certificate (from `ca_and_cert`).
+fn tls_receiver(cert: &str, key: &str) -> Instance {
+    let tmp = tempfile::tempdir().unwrap();
+    let lines = postern_tests::tls::install_cert(tmp.path(), cert, key);
+    let mut b = Instance::new(Options {
+        main_extra: format!("myhostname = mx.dest.test\nmydomain = dest.test\n{lines}"),
+        ..Options::default()
+    });
+    // The certificate files must outlive the instance's start.
+    std::mem::forget(tmp);
+    b.start();
+    b
+}
+
+#[test]
+fn opportunistic_tls_encrypts_and_verify_checks_the_certificate() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(4, zones()) else { return };
+    let (ca, cert, key) = ca_and_cert("mx.dest.test");
+    let b = tls_receiver(&cert, &key);
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("ca.pem"), &ca).unwrap();
+    let a = {
+        // The default level (may) for dest.test; verify for the same
+        // server under another name in the policy table is below.
+        let mut a = sender(scratch.path(), &dns, b.smtp_port);
+        a.stop();
+        let extra = format!(
+            "smtp_tls_CAfile = {d}/ca.pem\nsmtp_tls_policy_maps = hash:{d}/tls_policy\n",
+            d = scratch.path().display()
+        );
+        let main = a.dir.join("main.cf");
+        let text = std::fs::read_to_string(&main).unwrap() + &extra;
+        std::fs::write(&main, text).unwrap();
+        std::fs::write(
+            scratch.path().join("tls_policy"),
+            "verified.test verify\nmisnamed.test verify\n",
+        )
+        .unwrap();
+        std::fs::write(
+            scratch.path().join("transport"),
+            format!(
+                "dest.test smtp:dest.test:{p}\nverified.test smtp:verified.test:{p}\nmisnamed.test smtp:misnamed.test:{p}\n",
+                p = b.smtp_port
+            ),
+        )
+        .unwrap();
+        a.start();
+        a
+    };
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["alice@dest.test"],
+        b"Subject: over tls\r\n\r\nsecret\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    let got = b.wait_mail("alice", 1, T);
+    assert_eq!(got.len(), 1, "{}", a.log());
+    assert!(
+        log_has(
+            &a,
+            &format!(
+                "Untrusted TLS connection established to mx.dest.test[127.0.0.1]:{}: TLSv1.3 with cipher",
+                b.smtp_port
+            )
+        ),
+        "{}",
+        a.log()
+    );
+    // The receiver saw TLS too (its Received header names it).
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(text.contains("ESMTPS"), "{text}");
+
+    // verify: the certificate chains to smtp_tls_CAfile and names the host.
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["carol@verified.test"],
+        b"Subject: verified\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    assert!(
+        log_has(
+            &a,
+            "Verified TLS connection established to mx.dest.test[127.0.0.1]"
+        ),
+        "{}",
+        a.log()
+    );
+    // dest.test's receiver has no carol@verified.test: it refuses her over
+    // the verified session, which proves the session got that far.
+    assert!(log_has(&a, "to=<carol@verified.test>"), "{}", a.log());
+
+    // verify against a host the certificate does not name: no mail, a
+    // deferral (never a plaintext fallback at a mandatory level).
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["alice@misnamed.test"],
+        b"Subject: misnamed\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    assert!(
+        log_has(&a, "to=<alice@misnamed.test>, relay=none, "),
+        "{}",
+        a.log()
+    );
+    let log = a.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<alice@misnamed.test>"))
+        .unwrap();
+    assert!(
+        line.contains("dsn=4.7.5, status=deferred (TLS handshake with mx.misnamed.test[127.0.0.1]"),
+        "{line}"
+    );
+    assert_eq!(
+        b.mailbox("alice").len(),
+        1,
+        "only the first message arrived"
+    );
+}
+
+#[test]
+fn tls_required_but_not_offered_defers() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(5, zones()) else { return };
+    let b = receiver();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    a.stop();
+    let main = a.dir.join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap() + "smtp_tls_security_level = encrypt\n";
+    std::fs::write(&main, text).unwrap();
+    a.start();
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["alice@dest.test"],
+        b"Subject: t\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    assert!(
+        log_has(
+            &a,
+            "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host mx.dest.test[127.0.0.1])"
+        ),
+        "{}",
+        a.log()
+    );
+    assert!(
+        b.mailbox("alice").is_empty(),
+        "nothing was sent in plaintext"
+    );
 }

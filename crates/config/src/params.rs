@@ -106,6 +106,11 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("allow_mail_to_commands", &["alias", "forward", "include"]),
     ("allow_mail_to_files", &["alias", "forward", "include"]),
     ("inet_protocols", &["all", "ipv4", "ipv6"]),
+    ("smtp_address_preference", &["any", "ipv4", "ipv6"]),
+    (
+        "smtp_tls_security_level",
+        &["", "none", "may", "encrypt", "verify", "secure"],
+    ),
     ("smtpd_forbid_bare_newline", &["normalize", "reject", "no"]),
     ("smtpd_tls_security_level", &["", "none", "may", "encrypt"]),
 ];
@@ -281,6 +286,9 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("smtp_rcpt_timeout", "300s", Time(S), "Time limit for smtp to get the reply to RCPT TO."),
     p!("smtp_rset_timeout", "20s", Time(S), "Time limit for smtp to get the reply to RSET."),
     p!("smtp_starttls_timeout", "300s", Time(S), "Time limit for smtp to get the reply to STARTTLS and finish the TLS handshake."),
+    p!("smtp_tls_CAfile", "", Str, "PEM bundle of CA certificates smtp trusts for the verify and secure TLS levels; empty = the system's /etc/ssl/certs/ca-certificates.crt."),
+    p!("smtp_tls_policy_maps", "", List, "Lookup tables of a TLS level per next-hop domain for smtp (none, may, encrypt, verify, secure), overriding smtp_tls_security_level."),
+    p!("smtp_tls_security_level", "may", Str, "smtp's TLS: none, may (STARTTLS when offered), encrypt (required), verify (required, trusted certificate naming the MX host), secure (verify, host in the next-hop domain)."),
     p!("smtpd_banner", "$myhostname ESMTP $mail_name", Str, "Text after 220 in the SMTP greeting."),
     p!("smtpd_client_restrictions", "", List, "Restrictions applied to the client (evaluated at RCPT time, as with smtpd_delay_reject); see docs/restrictions.md."),
     p!("smtpd_error_sleep_time", "1s", Time(S), "Delay before smtpd replies to a client that has made soft_error_limit errors."),

@@ -1,8 +1,8 @@
 //! One delivery request: next hop → servers → SMTP sessions → one status
 //! per recipient, each logged the way Postfix's smtp(8) logs it.
 
-use crate::Settings;
 use crate::nexthop::{self, Nexthop};
+use crate::{Settings, TlsLevel};
 use postern_dns::DnsError;
 use postern_ipc::{DeliveryRequest, DeliveryStatus};
 use postern_queue::content_reader_for;
@@ -34,6 +34,15 @@ impl Target {
     fn relay(&self) -> String {
         format!("{}:{}", self.server(), self.addr.port())
     }
+}
+
+/// Who the TLS handshake is with: the server's host name and the next-hop
+/// domain it serves (for smtp_tls_security_level = secure).
+pub struct TargetName<'a> {
+    /// The MX (or `[host]`) name.
+    pub host: &'a str,
+    /// The next-hop domain, lower-cased.
+    pub nexthop: &'a str,
 }
 
 /// What is known about a recipient that has no final result yet.
@@ -68,6 +77,9 @@ pub async fn deliver(
     } else {
         req.nexthop.clone()
     };
+    let nexthop_host = nexthop::parse(&nexthop, settings.default_port)
+        .map(|n| n.host)
+        .unwrap_or_default();
     let targets = match nexthop::parse(&nexthop, settings.default_port) {
         Err(nexthop::BadNexthop(why)) => {
             let all: Vec<usize> = (0..req.recipients.len()).collect();
@@ -97,21 +109,43 @@ pub async fn deliver(
         .collect();
     // Why the recipients still pending were not delivered, for the deferral.
     let mut last_error = String::from("no server reachable");
+    // Or a status of its own (TLS required but missing, ...), which wins.
+    let mut last_status: Option<DeliveryStatus> = None;
     let mut sessions = 0;
     for target in &targets {
         if pending.is_empty() || sessions >= settings.session_limit {
             break;
         }
         let setup_start = Instant::now();
-        let mut conn = match Conn::connect(target, settings.connect_timeout).await {
+        let mut conn = match Conn::connect(target, &nexthop_host, settings.connect_timeout).await {
             Ok(c) => c,
             Err(why) => {
                 last_error = why;
+                last_status = None;
                 continue;
             }
         };
         sessions += 1;
-        match conn.hello(settings, target).await {
+        let mut tls = settings.tls_level_for(&[nexthop.trim(), &nexthop_host]);
+        let mut hello = conn.hello(settings, target, tls).await;
+        if let Err(HelloError {
+            retry_plain: true,
+            status,
+        }) = &hello
+        {
+            // Opportunistic TLS failed: once more in plaintext, as Postfix.
+            info!("{}; trying again without TLS", status.text());
+            tls = TlsLevel::None;
+            hello = match Conn::connect(target, &nexthop_host, settings.connect_timeout).await {
+                Ok(c) => {
+                    conn = c;
+                    conn.hello(settings, target, tls).await
+                }
+                Err(why) => Err(HelloError::defer(why)),
+            };
+        }
+        let _ = tls;
+        match hello {
             Ok(caps) => {
                 log.setup = setup_start.elapsed();
                 let slots: Vec<usize> = pending.iter().map(|p| p.slot).collect();
@@ -125,6 +159,7 @@ pub async fn deliver(
                         && result.disposition == Disposition::Deferred;
                     if retry_elsewhere {
                         last_error = result_text(target, &result);
+                        last_status = None;
                         still.push(Pending { slot });
                     } else {
                         log.finish(slot, &target.relay(), status_of(target, &result));
@@ -133,14 +168,15 @@ pub async fn deliver(
                 pending = still;
                 conn.quit(settings).await;
             }
-            Err(why) => {
-                last_error = why;
+            Err(e) => {
+                last_status = Some(e.status);
                 conn.quit(settings).await;
             }
         }
     }
     let slots: Vec<usize> = pending.iter().map(|p| p.slot).collect();
-    log.finish_all(&slots, "none", DeliveryStatus::temporary(4, 1, last_error));
+    let status = last_status.unwrap_or_else(|| DeliveryStatus::temporary(4, 1, last_error));
+    log.finish_all(&slots, "none", status);
     log.results
 }
 
@@ -249,15 +285,72 @@ impl ContentFacts {
     }
 }
 
+/// The connection, before and after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<postern_tls::ClientTlsStream<TcpStream>>),
+    /// Between taking the plain stream and getting the TLS one back.
+    Gone,
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Gone => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+            Stream::Gone => Ok(()),
+        };
+    }
+}
+
+/// Why a server could not be used before any transaction.
+struct HelloError {
+    /// For the deferral (and the log).
+    status: DeliveryStatus,
+    /// The TLS handshake failed at an opportunistic level: Postfix tries
+    /// the same server once more without TLS.
+    retry_plain: bool,
+}
+
+impl HelloError {
+    fn defer(text: String) -> HelloError {
+        HelloError {
+            status: DeliveryStatus::temporary(4, 1, text),
+            retry_plain: false,
+        }
+    }
+}
+
 /// One SMTP connection.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     parser: ReplyParser,
     buf: Vec<u8>,
+    /// The next-hop domain this connection serves.
+    nexthop: String,
 }
 
 impl Conn {
-    async fn connect(target: &Target, timeout: Duration) -> Result<Conn, String> {
+    async fn connect(target: &Target, nexthop: &str, timeout: Duration) -> Result<Conn, String> {
         let what = format!("connect to {}", target.relay());
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(target.addr)).await {
             Ok(Ok(s)) => s,
@@ -266,9 +359,10 @@ impl Conn {
         };
         let _ = stream.set_nodelay(true);
         Ok(Conn {
-            stream,
+            stream: Stream::Plain(stream),
             parser: ReplyParser::new(),
             buf: vec![0u8; 16 * 1024],
+            nexthop: nexthop.to_string(),
         })
     }
 
@@ -309,27 +403,158 @@ impl Conn {
         }
     }
 
-    /// Greeting and EHLO (HELO when EHLO is refused): the server's
-    /// capabilities, or why this server cannot be used.
+    /// Greeting, EHLO (HELO when EHLO is refused) and STARTTLS as `tls`
+    /// says: the server's capabilities, or why this server cannot be used.
     async fn hello(
         &mut self,
         settings: &Settings,
         target: &Target,
-    ) -> Result<client::Capabilities, String> {
-        let refused = |r: &ServerReply| {
-            format!(
-                "host {} refused to talk to me: {}",
-                target.server(),
-                r.full_text()
-            )
-        };
+        tls: TlsLevel,
+    ) -> Result<client::Capabilities, HelloError> {
         let greeting = self
             .reply(Stage::Greeting, settings.timeout(Stage::Greeting))
             .await
-            .map_err(|e| format!("{e} with {}", target.server()))?;
+            .map_err(|e| HelloError::defer(format!("{e} with {}", target.server())))?;
         if let GreetingVerdict::Refused { reply, .. } = client::greeting_verdict(&greeting) {
-            return Err(refused(&reply));
+            return Err(HelloError::defer(refused(target, &reply)));
         }
+        let caps = self
+            .ehlo(settings, target)
+            .await
+            .map_err(HelloError::defer)?;
+        if tls == TlsLevel::None {
+            return Ok(caps);
+        }
+        if !caps.starttls {
+            if tls.mandatory() {
+                return Err(HelloError {
+                    status: DeliveryStatus::temporary(
+                        7,
+                        4,
+                        format!(
+                            "TLS is required, but was not offered by host {}",
+                            target.server()
+                        ),
+                    ),
+                    retry_plain: false,
+                });
+            }
+            return Ok(caps);
+        }
+        self.starttls(settings, target, tls).await?;
+        self.ehlo(settings, target).await.map_err(HelloError::defer)
+    }
+
+    /// STARTTLS and the handshake; logs the session as Postfix does.
+    async fn starttls(
+        &mut self,
+        settings: &Settings,
+        target: &Target,
+        tls: TlsLevel,
+    ) -> Result<(), HelloError> {
+        let t = settings.timeout(Stage::StartTls);
+        let mut out = Vec::new();
+        client::encode::starttls(&mut out);
+        self.send(&out, Stage::StartTls, t)
+            .await
+            .map_err(HelloError::defer)?;
+        let r = self
+            .reply(Stage::StartTls, t)
+            .await
+            .map_err(HelloError::defer)?;
+        match client::starttls_verdict(&r, &self.parser) {
+            client::StartTlsVerdict::Handshake => {}
+            client::StartTlsVerdict::InjectedData => {
+                return Err(HelloError::defer(format!(
+                    "host {} sent data after its STARTTLS reply, before the handshake",
+                    target.server()
+                )));
+            }
+            client::StartTlsVerdict::Refused(reply) if !tls.mandatory() => {
+                info!(
+                    "host {} refused to start TLS: {}; continuing without TLS",
+                    target.server(),
+                    reply.full_text()
+                );
+                return Ok(());
+            }
+            client::StartTlsVerdict::Refused(reply) => {
+                return Err(HelloError {
+                    status: DeliveryStatus::temporary(
+                        7,
+                        4,
+                        format!(
+                            "TLS is required, but host {} refused to start TLS: {}",
+                            target.server(),
+                            reply.full_text()
+                        ),
+                    ),
+                    retry_plain: false,
+                });
+            }
+        }
+        let (config, name, verified) = settings
+            .tls_client(
+                tls,
+                &TargetName {
+                    host: &target.name,
+                    nexthop: &self.nexthop,
+                },
+            )
+            .map_err(|why| HelloError {
+                status: DeliveryStatus::temporary(7, 5, why),
+                retry_plain: false,
+            })?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(HelloError::defer("STARTTLS inside TLS".into()));
+        };
+        let connector = postern_tls::TlsConnector::from(config);
+        let handshake = tokio::time::timeout(t, connector.connect(name, tcp)).await;
+        match handshake {
+            Ok(Ok(stream)) => {
+                let (_, conn) = stream.get_ref();
+                info!(
+                    "{} TLS connection established to {}: {}",
+                    if verified { "Verified" } else { "Untrusted" },
+                    target.relay(),
+                    postern_tls::describe(conn)
+                );
+                self.stream = Stream::Tls(Box::new(stream));
+                self.parser.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let why = format!(
+                    "TLS handshake with {} failed: {}",
+                    target.relay(),
+                    io_words(&e)
+                );
+                Err(HelloError {
+                    retry_plain: !tls.mandatory(),
+                    status: if verified {
+                        DeliveryStatus::temporary(7, 5, why)
+                    } else {
+                        DeliveryStatus::temporary(4, 1, why)
+                    },
+                })
+            }
+            Err(_) => Err(HelloError {
+                retry_plain: !tls.mandatory(),
+                status: DeliveryStatus::temporary(
+                    4,
+                    1,
+                    format!("TLS handshake with {} timed out", target.relay()),
+                ),
+            }),
+        }
+    }
+
+    /// EHLO, or HELO when EHLO is refused.
+    async fn ehlo(
+        &mut self,
+        settings: &Settings,
+        target: &Target,
+    ) -> Result<client::Capabilities, String> {
         let mut stage = Stage::Ehlo;
         loop {
             let mut out = Vec::new();
@@ -344,7 +569,7 @@ impl Conn {
             match client::helo_verdict(stage, &r) {
                 HeloVerdict::Proceed(caps) => return Ok(caps),
                 HeloVerdict::FallBackToHelo => stage = Stage::Helo,
-                HeloVerdict::TryNextHost { reply, .. } => return Err(refused(&reply)),
+                HeloVerdict::TryNextHost { reply, .. } => return Err(refused(target, &reply)),
             }
         }
     }
@@ -471,8 +696,17 @@ impl Conn {
         if self.send(&out, Stage::Quit, t).await.is_ok() {
             let _ = self.reply(Stage::Quit, t).await;
         }
-        let _ = self.stream.shutdown().await;
+        self.stream.shutdown().await;
     }
+}
+
+/// "host X refused to talk to me: REPLY", Postfix's words.
+fn refused(target: &Target, r: &ServerReply) -> String {
+    format!(
+        "host {} refused to talk to me: {}",
+        target.server(),
+        r.full_text()
+    )
 }
 
 /// The message, read from the queue file descriptor piece by piece.

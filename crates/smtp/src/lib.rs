@@ -17,8 +17,17 @@
 //! memory. A 4xx greeting, a 421 at any stage and a connection that fails
 //! move to the next address, up to smtp_mx_session_limit sessions.
 //!
-//! Not yet here (issue 9): STARTTLS (mail goes in plaintext, as with
-//! smtp_tls_security_level = none), SASL client, connection reuse, LMTP.
+//! TLS (smtp_tls_security_level, per destination smtp_tls_policy_maps):
+//! `none`; `may` (the default: STARTTLS when offered, any certificate,
+//! and a failed handshake retried once in plaintext, as Postfix does);
+//! `encrypt` (TLS required, any certificate); `verify` (the certificate
+//! must chain to smtp_tls_CAfile, or the system's CA bundle, and name the
+//! MX host); `secure` (as verify, and the host must be the next-hop domain
+//! or below it). TLS 1.2 and 1.3 only. Each session is logged as Postfix
+//! does: `Untrusted TLS connection established to mx[addr]:25: TLSv1.3
+//! with cipher ...` (`Verified` for verify/secure).
+//!
+//! Not yet here (issue 9): SASL client, connection reuse, LMTP.
 //!
 //! SECURITY: runs as `postern-smtp` (group postern-smtp, postern-ipc), may
 //! be chrooted: the resolver configuration is read at start-up, before the
@@ -30,7 +39,8 @@
 //! smtp_connect_timeout, smtp_helo_timeout, smtp_mail_timeout,
 //! smtp_rcpt_timeout, smtp_data_init_timeout, smtp_data_xfer_timeout,
 //! smtp_data_done_timeout, smtp_quit_timeout, smtp_rset_timeout,
-//! dns_resolv_conf, inet_interfaces.
+//! dns_resolv_conf, smtp_tls_security_level, smtp_tls_policy_maps,
+//! smtp_tls_CAfile, smtp_starttls_timeout.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -42,6 +52,7 @@ use postern_config::MainCf;
 use postern_dns::{AddressPreference, IpFamilies, Resolver};
 use postern_ipc::{Channel, DeliveryReply, DeliveryRequest, DeliveryStatus};
 use postern_smtp_proto::client::Stage;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
@@ -63,7 +74,53 @@ pub struct Settings {
     timeouts: Vec<(&'static str, Duration)>,
     /// The port when the next hop names none.
     pub default_port: u16,
+    /// smtp_tls_security_level.
+    pub tls_level: TlsLevel,
+    /// smtp_tls_policy_maps: a level per next-hop domain.
+    tls_policy: Vec<postern_maps::Table>,
+    /// Opportunistic / mandatory-unauthenticated client configuration.
+    tls_any: Arc<postern_tls::rustls::ClientConfig>,
+    /// The verifying configuration (smtp_tls_CAfile or the system's
+    /// bundle), or why it could not be made.
+    tls_verified: Result<Arc<postern_tls::rustls::ClientConfig>, String>,
 }
+
+/// Postfix's smtp_tls_security_level values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsLevel {
+    /// Never STARTTLS.
+    None,
+    /// STARTTLS when offered; plaintext otherwise or when it fails.
+    May,
+    /// TLS required; the certificate is not checked.
+    Encrypt,
+    /// TLS required; the certificate must be trusted and name the MX host.
+    Verify,
+    /// As verify, and the MX host must be in the next-hop domain.
+    Secure,
+}
+
+impl TlsLevel {
+    /// Parses a level word (case-insensitive); empty means none, as Postfix.
+    pub fn parse(word: &str) -> Option<TlsLevel> {
+        Some(match word.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => TlsLevel::None,
+            "may" => TlsLevel::May,
+            "encrypt" => TlsLevel::Encrypt,
+            "verify" => TlsLevel::Verify,
+            "secure" => TlsLevel::Secure,
+            _ => return None,
+        })
+    }
+
+    /// TLS is required (no plaintext fallback).
+    pub fn mandatory(self) -> bool {
+        self >= TlsLevel::Encrypt
+    }
+}
+
+/// The system's CA bundle (Debian's ca-certificates).
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The per-stage timeout parameters and Postfix's defaults.
 const TIMEOUTS: &[&str] = &[
@@ -115,7 +172,99 @@ impl Settings {
             connect_timeout: main.time("smtp_connect_timeout").map_err(e)?,
             timeouts,
             default_port: 25,
+            tls_level: TlsLevel::parse(&main.str("smtp_tls_security_level"))
+                .ok_or("smtp_tls_security_level: expected none, may, encrypt, verify or secure")?,
+            tls_policy: postern_maps::split_map_list(&main.str("smtp_tls_policy_maps"))
+                .iter()
+                .map(|spec| postern_maps::Table::open_or_unavailable(spec, main.config_dir()))
+                .collect::<Result<_, _>>()
+                .map_err(|err| format!("smtp_tls_policy_maps: {err}"))?,
+            tls_any: postern_tls::client_config(&postern_tls::ClientTrust::Unauthenticated)
+                .map_err(|err| err.to_string())?,
+            tls_verified: {
+                let ca = main.str("smtp_tls_CAfile");
+                let ca = if ca.is_empty() {
+                    SYSTEM_CA_FILE.to_string()
+                } else {
+                    ca
+                };
+                postern_tls::load_roots(std::path::Path::new(&ca))
+                    .and_then(|roots| {
+                        postern_tls::client_config(&postern_tls::ClientTrust::Roots(roots))
+                    })
+                    .map_err(|err| err.to_string())
+            },
         })
+    }
+
+    /// The TLS level for a next hop: smtp_tls_policy_maps's first word
+    /// for the first of `keys` found (the next hop as written, e.g.
+    /// `[mx.example]:587`, then its host or domain), else
+    /// smtp_tls_security_level. A policy table that
+    /// cannot be read, or a word it does not know, means `encrypt` (or the
+    /// default when stricter), so mail is never sent in plaintext on a
+    /// guess.
+    pub fn tls_level_for(&self, keys: &[&str]) -> TlsLevel {
+        let domain = keys.last().copied().unwrap_or("");
+        for t in &self.tls_policy {
+            let mut found = Ok(None);
+            for key in keys {
+                found = t.lookup(key);
+                if !matches!(found, Ok(None)) {
+                    break;
+                }
+            }
+            match found {
+                Ok(Some(v)) => {
+                    let word = v.split_whitespace().next().unwrap_or("");
+                    return TlsLevel::parse(word).unwrap_or_else(|| {
+                        warn!(
+                            "smtp_tls_policy_maps: {domain}: unknown level {word:?}: using encrypt"
+                        );
+                        TlsLevel::Encrypt
+                    });
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    warn!("smtp_tls_policy_maps lookup for {domain} failed: {err}: using encrypt");
+                    return TlsLevel::Encrypt.max(self.tls_level);
+                }
+            }
+        }
+        self.tls_level
+    }
+
+    /// The client configuration, the name to present and check, and
+    /// whether the certificate is verified, for a handshake at `level`.
+    fn tls_client(
+        &self,
+        level: TlsLevel,
+        target: &delivery::TargetName<'_>,
+    ) -> Result<
+        (
+            Arc<postern_tls::rustls::ClientConfig>,
+            rustls_pki_types::ServerName<'static>,
+            bool,
+        ),
+        String,
+    > {
+        let name = rustls_pki_types::ServerName::try_from(target.host.to_string())
+            .map_err(|_| format!("bad TLS server name {:?}", target.host))?;
+        if level < TlsLevel::Verify {
+            return Ok((self.tls_any.clone(), name, false));
+        }
+        if level == TlsLevel::Secure {
+            let (h, d) = (target.host.to_ascii_lowercase(), target.nexthop);
+            if h != d && !h.ends_with(&format!(".{d}")) {
+                return Err(format!(
+                    "server name {h} is not in the next-hop domain {d} (smtp_tls_security_level = secure)"
+                ));
+            }
+        }
+        match &self.tls_verified {
+            Ok(cfg) => Ok((cfg.clone(), name, true)),
+            Err(why) => Err(format!("cannot verify certificates: {why}")),
+        }
     }
 
     /// How long to wait for the reply of `stage` (or to send its data).

@@ -1,5 +1,6 @@
 //! postern-tls — TLS for Postern's network servers (smtpd now; pop3d and
-//! imapd later).
+//! imapd later) and for the smtp client ([`client_config`]: opportunistic
+//! or verified against a CA bundle).
 //!
 //! Loads a server certificate chain and its private key from PEM files named
 //! in main.cf, the way Postfix names them:
@@ -38,6 +39,8 @@ use std::sync::Arc;
 
 pub use rustls;
 pub use tokio_rustls::TlsAcceptor;
+pub use tokio_rustls::TlsConnector;
+pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream;
 
 /// Why the certificate or key could not be loaded.
@@ -337,6 +340,101 @@ pub fn describe(conn: &CommonState) -> String {
         .map(|s| cipher_name(s.suite()))
         .unwrap_or_else(|| ("unknown".into(), 0));
     format!("{version} with cipher {cipher} ({bits}/{bits} bits)")
+}
+
+/// How the smtp client judges the server's certificate.
+#[derive(Clone, Debug)]
+pub enum ClientTrust {
+    /// Encrypt without authenticating (Postfix's may and encrypt levels):
+    /// any certificate is taken, the handshake signatures are still checked.
+    Unauthenticated,
+    /// The chain must lead to one of these roots and name the server
+    /// (verify and secure).
+    Roots(Arc<rustls::RootCertStore>),
+}
+
+/// Reads the CA certificates of a PEM bundle (smtp_tls_CAfile, or the
+/// system's /etc/ssl/certs/ca-certificates.crt) into a root store.
+pub fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| TlsError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in parse_certs(&pem, path)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A TLS 1.2/1.3 client configuration for the smtp client.
+pub fn client_config(trust: &ClientTrust) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let cfg = match trust {
+        ClientTrust::Roots(roots) => builder
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth(),
+        ClientTrust::Unauthenticated => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// Opportunistic TLS (RFC 7435): any certificate is accepted, since an
+/// unauthenticated encrypted session beats plaintext; the server still has
+/// to prove it holds the certificate's key (the signatures are verified).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]
