@@ -490,3 +490,84 @@ fn tls_required_but_not_offered_defers() {
         "nothing was sent in plaintext"
     );
 }
+
+/// Stops `a`, appends `extra` to its main.cf, starts it again.
+fn reconfigure(a: &mut Instance, extra: &str) {
+    a.stop();
+    let main = a.dir.join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap() + extra;
+    std::fs::write(&main, text).unwrap();
+    a.start();
+}
+
+#[test]
+fn a_smart_host_gets_auth_plain_inside_tls() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(6, zones()) else { return };
+    let (_, cert, key) = ca_and_cert("mx.dest.test");
+    // The smart host: AUTH (inside TLS only, the default) for its users.
+    let tmp = tempfile::tempdir().unwrap();
+    let lines = postern_tests::tls::install_cert(tmp.path(), &cert, &key);
+    let mut b = Instance::new(Options {
+        main_extra: format!(
+            "myhostname = mx.dest.test\nmydomain = dest.test\nsmtpd_sasl_auth_enable = yes\n{lines}"
+        ),
+        ..Options::default()
+    });
+    b.start();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    let relay = format!("[mx.dest.test]:{}", b.smtp_port);
+    std::fs::write(
+        scratch.path().join("sasl_passwd"),
+        format!("{relay} alice:secret\n"),
+    )
+    .unwrap();
+    reconfigure(
+        &mut a,
+        &format!(
+            "relayhost = {relay}\nsmtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = hash:{}/sasl_passwd\n",
+            scratch.path().display()
+        ),
+    );
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["far@elsewhere.test"],
+        b"Subject: via the smart host\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    assert!(
+        log_has(
+            &a,
+            &format!(
+                "to=<far@elsewhere.test>, relay=mx.dest.test[127.0.0.1]:{}, ",
+                b.smtp_port
+            )
+        ),
+        "{}",
+        a.log()
+    );
+    let log = a.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("to=<far@elsewhere.test>") && l.contains("status=sent (250 2.0.0")),
+        "the smart host relayed for its authenticated user:\n{log}\nsmart host:\n{}",
+        b.log()
+    );
+    assert!(
+        log_has(&b, "sasl_method=PLAIN, sasl_username=alice"),
+        "{}",
+        b.log()
+    );
+    assert!(
+        log.contains("Untrusted TLS connection established"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("secret"),
+        "the password is never logged:\n{log}"
+    );
+}

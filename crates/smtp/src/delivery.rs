@@ -145,6 +145,21 @@ pub async fn deliver(
             };
         }
         let _ = tls;
+        if let Ok(caps) = &hello {
+            let port = target.addr.port().to_string();
+            let bracketed = format!("[{}]", target.name);
+            let with_port = format!("[{}]:{port}", target.name);
+            let keys = [
+                nexthop.trim(),
+                with_port.as_str(),
+                bracketed.as_str(),
+                target.name.as_str(),
+                nexthop_host.as_str(),
+            ];
+            if let Err(e) = conn.authenticate(settings, target, caps, &keys).await {
+                hello = Err(e);
+            }
+        }
         match hello {
             Ok(caps) => {
                 log.setup = setup_start.elapsed();
@@ -443,6 +458,73 @@ impl Conn {
         }
         self.starttls(settings, target, tls).await?;
         self.ehlo(settings, target).await.map_err(HelloError::defer)
+    }
+
+    /// AUTH with the smart host's credentials, when smtp_sasl_auth_enable
+    /// is on, the server offers AUTH and smtp_sasl_password_maps has a
+    /// login for it. The password goes only to the server, never to a log.
+    async fn authenticate(
+        &mut self,
+        settings: &Settings,
+        target: &Target,
+        caps: &client::Capabilities,
+        keys: &[&str],
+    ) -> Result<(), HelloError> {
+        if !settings.sasl || caps.auth.is_empty() {
+            return Ok(());
+        }
+        let (user, password) = match settings.sasl_credentials(keys) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(()),
+            Err(why) => return Err(HelloError::defer(why)),
+        };
+        let tls = matches!(self.stream, Stream::Tls(_));
+        let fail = |text: String| HelloError {
+            status: DeliveryStatus::temporary(7, 0, text),
+            retry_plain: false,
+        };
+        if !settings.sasl_plaintext_allowed(tls) {
+            return Err(fail(format!(
+                "SASL authentication failed; cannot authenticate to server {}: no mechanism available{}",
+                target.server(),
+                if tls { "" } else { " without TLS" }
+            )));
+        }
+        let mut auth = if caps.offers_auth("PLAIN") {
+            client::AuthClient::plain("", &user, &password)
+        } else if caps.offers_auth("LOGIN") {
+            client::AuthClient::login(&user, &password)
+        } else {
+            return Err(fail(format!(
+                "SASL authentication failed; cannot authenticate to server {}: no mechanism available",
+                target.server()
+            )));
+        };
+        let t = settings.timeout(Stage::Auth);
+        let mut out = Vec::new();
+        auth.start(&mut out)
+            .map_err(|e| HelloError::defer(format!("bad SASL login: {e}")))?;
+        loop {
+            self.send(&out, Stage::Auth, t)
+                .await
+                .map_err(HelloError::defer)?;
+            out.clear();
+            let r = self
+                .reply(Stage::Auth, t)
+                .await
+                .map_err(HelloError::defer)?;
+            match auth.on_reply(&r, &mut out) {
+                client::AuthStep::Send => {}
+                client::AuthStep::Authenticated => return Ok(()),
+                client::AuthStep::Failed(reply) => {
+                    return Err(fail(format!(
+                        "SASL authentication failed; server {} said: {}",
+                        target.server(),
+                        reply.full_text()
+                    )));
+                }
+            }
+        }
     }
 
     /// STARTTLS and the handshake; logs the session as Postfix does.

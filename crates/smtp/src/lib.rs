@@ -27,7 +27,15 @@
 //! does: `Untrusted TLS connection established to mx[addr]:25: TLSv1.3
 //! with cipher ...` (`Verified` for verify/secure).
 //!
-//! Not yet here (issue 9): SASL client, connection reuse, LMTP.
+//! SASL client for a smart host (smtp_sasl_auth_enable): the credentials
+//! come from smtp_sasl_password_maps (`[relay.example]:587 user:password`,
+//! looked up by the next hop as written, `[host]`, the host, the domain),
+//! read at start-up before the privilege drop and never logged; PLAIN (or
+//! LOGIN) is used only where smtp_sasl_tls_security_options (inside TLS) or
+//! smtp_sasl_security_options (without) allow plaintext mechanisms —
+//! Postfix's defaults: inside TLS only.
+//!
+//! Not yet here (issue 9): connection reuse, LMTP.
 //!
 //! SECURITY: runs as `postern-smtp` (group postern-smtp, postern-ipc), may
 //! be chrooted: the resolver configuration is read at start-up, before the
@@ -40,7 +48,9 @@
 //! smtp_rcpt_timeout, smtp_data_init_timeout, smtp_data_xfer_timeout,
 //! smtp_data_done_timeout, smtp_quit_timeout, smtp_rset_timeout,
 //! dns_resolv_conf, smtp_tls_security_level, smtp_tls_policy_maps,
-//! smtp_tls_CAfile, smtp_starttls_timeout.
+//! smtp_tls_CAfile, smtp_starttls_timeout, smtp_sasl_auth_enable,
+//! smtp_sasl_password_maps, smtp_sasl_security_options,
+//! smtp_sasl_tls_security_options.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -83,6 +93,15 @@ pub struct Settings {
     /// The verifying configuration (smtp_tls_CAfile or the system's
     /// bundle), or why it could not be made.
     tls_verified: Result<Arc<postern_tls::rustls::ClientConfig>, String>,
+    /// smtp_sasl_auth_enable.
+    pub sasl: bool,
+    /// smtp_sasl_password_maps, opened (read) before the privilege drop.
+    sasl_passwords: Vec<postern_maps::Table>,
+    /// PLAIN/LOGIN allowed without TLS (smtp_sasl_security_options lacks
+    /// noplaintext).
+    sasl_plain_cleartext: bool,
+    /// PLAIN/LOGIN allowed inside TLS (smtp_sasl_tls_security_options).
+    sasl_plain_tls: bool,
 }
 
 /// Postfix's smtp_tls_security_level values.
@@ -181,6 +200,20 @@ impl Settings {
                 .map_err(|err| format!("smtp_tls_policy_maps: {err}"))?,
             tls_any: postern_tls::client_config(&postern_tls::ClientTrust::Unauthenticated)
                 .map_err(|err| err.to_string())?,
+            sasl: main.bool("smtp_sasl_auth_enable").map_err(e)?,
+            sasl_passwords: postern_maps::split_map_list(&main.str("smtp_sasl_password_maps"))
+                .iter()
+                .map(|spec| postern_maps::Table::open_or_unavailable(spec, main.config_dir()))
+                .collect::<Result<_, _>>()
+                .map_err(|err| format!("smtp_sasl_password_maps: {err}"))?,
+            sasl_plain_cleartext: !main
+                .list("smtp_sasl_security_options")
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case("noplaintext")),
+            sasl_plain_tls: !main
+                .list("smtp_sasl_tls_security_options")
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case("noplaintext")),
             tls_verified: {
                 let ca = main.str("smtp_tls_CAfile");
                 let ca = if ca.is_empty() {
@@ -232,6 +265,35 @@ impl Settings {
             }
         }
         self.tls_level
+    }
+
+    /// The SASL login for a server, `user:password` from
+    /// smtp_sasl_password_maps under the first of `keys` found.
+    /// Err = a table could not be read (the delivery is deferred).
+    pub fn sasl_credentials(&self, keys: &[&str]) -> Result<Option<(String, String)>, String> {
+        for t in &self.sasl_passwords {
+            for key in keys {
+                match t.lookup(key) {
+                    Ok(Some(v)) => {
+                        let v = v.trim();
+                        let (user, password) = v.split_once(':').unwrap_or((v, ""));
+                        return Ok(Some((user.to_string(), password.to_string())));
+                    }
+                    Ok(None) => {}
+                    Err(err) => return Err(format!("smtp_sasl_password_maps: {err}")),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether PLAIN and LOGIN may be used, inside TLS or not.
+    pub fn sasl_plaintext_allowed(&self, tls: bool) -> bool {
+        if tls {
+            self.sasl_plain_tls
+        } else {
+            self.sasl_plain_cleartext
+        }
     }
 
     /// The client configuration, the name to present and check, and
