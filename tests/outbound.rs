@@ -571,3 +571,49 @@ fn a_smart_host_gets_auth_plain_inside_tls() {
         "the password is never logged:\n{log}"
     );
 }
+
+#[test]
+fn a_bounce_that_bounces_goes_to_the_postmaster_once() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(7, zones()) else { return };
+    let b = receiver();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    // A notification (null sender) the remote server refuses: it cannot be
+    // returned, so the postmaster (alice, by the test aliases) hears of it.
+    let r = a
+        .smtp()
+        .send("", &["nosuch@dest.test"], b"Subject: a bounce\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{}", r.text());
+    let got = a.wait_mail("alice", 1, T);
+    assert_eq!(got.len(), 1, "{}", a.log());
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(
+        text.contains("Subject: Postmaster Copy: Undelivered Mail"),
+        "{text}"
+    );
+    assert!(text.contains("nosuch@dest.test"), "{text}");
+    assert!(
+        log_has(&a, "postmaster non-delivery notification: "),
+        "{}",
+        a.log()
+    );
+    // When the postmaster's copy cannot be delivered either, it is dropped
+    // (logged), never sent around again.
+    reconfigure(&mut a, "2bounce_notice_recipient = ghost@dest.test\n");
+    let r = a.smtp().send(
+        "",
+        &["nosuch@dest.test"],
+        b"Subject: another bounce\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    assert!(
+        log_has(&a, "undeliverable postmaster notification discarded"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(a.mailbox("alice").len(), 1);
+}

@@ -213,6 +213,7 @@ macro_rules! p {
 /// [`param_def`] can binary-search).
 #[rustfmt::skip]
 pub static PARAMETERS: &[ParamDef] = &[
+    p!("2bounce_notice_recipient", "postmaster", Str, "Who gets a non-delivery notification that could not be delivered itself (a double bounce); a bare name gets @$myorigin."),
     p!("alias_database", "hash:/etc/aliases", List, "Alias files that `postern map` / newaliases compiles."),
     p!("alias_maps", "hash:/etc/aliases", List, "Lookup tables that local searches for aliases of a local recipient."),
     p!("allow_mail_to_commands", "alias, forward", List, "Where local allows `|command` delivery: alias, forward, include."),

@@ -26,6 +26,28 @@ pub fn build(
     build_report(main, id, original, Kind::Failure, failed, now)
 }
 
+/// A double bounce: the notification that could not be delivered (its
+/// sender is null), reported to `postmaster` (2bounce_notice_recipient)
+/// as Postfix's "Postmaster Copy: Undelivered Mail".
+pub fn build_double(
+    main: &MainCf,
+    id: &QueueId,
+    original: &QueueFile,
+    failed: &[(Mailbox, DeliveryStatus)],
+    postmaster: &Mailbox,
+    now: SystemTime,
+) -> std::io::Result<Vec<u8>> {
+    report(
+        main,
+        id,
+        original,
+        Kind::Failure,
+        failed,
+        now,
+        Some(postmaster),
+    )
+}
+
 /// Builds a notification of `kind` for `entries`: a bounce
 /// ([`Kind::Failure`], action failed) or a NOTIFY=SUCCESS report
 /// ([`Kind::Success`], action delivered).
@@ -36,6 +58,18 @@ pub fn build_report(
     kind: Kind,
     failed: &[(Mailbox, DeliveryStatus)],
     now: SystemTime,
+) -> std::io::Result<Vec<u8>> {
+    report(main, id, original, kind, failed, now, None)
+}
+
+fn report(
+    main: &MainCf,
+    id: &QueueId,
+    original: &QueueFile,
+    kind: Kind,
+    failed: &[(Mailbox, DeliveryStatus)],
+    now: SystemTime,
+    postmaster: Option<&Mailbox>,
 ) -> std::io::Result<Vec<u8>> {
     let action = match kind {
         Kind::Success => Action::Delivered,
@@ -52,6 +86,7 @@ pub fn build_report(
         now,
     );
     report.mail_name = main.str("mail_name");
+    report.postmaster_copy = postmaster.map(|m| m.to_string());
     report.envid = env.attribute("dsn_envid").map(str::to_string);
     report.ret = match env.attribute("dsn_ret") {
         Some("FULL") => Some(Ret::Full),
@@ -96,6 +131,9 @@ fn remote_reply(text: &str) -> Option<(String, String)> {
     Some((name, reply.to_string()))
 }
 
+/// The queue file attribute `notify` of a double bounce.
+pub const DOUBLE_BOUNCE: &str = "2bounce";
+
 /// Whether a recipient's NOTIFY asks for this kind of notification
 /// (RFC 3461 section 4.1): without NOTIFY, failures (and delays) are
 /// reported and successes are not; NEVER silences everything.
@@ -118,18 +156,20 @@ pub async fn send(
     text: Vec<u8>,
     to: &Mailbox,
     timeout: Duration,
+    double: bool,
 ) -> Result<String, String> {
-    let mut c = CleanupClient::open(
-        socket,
-        vec![
-            ("origin".into(), "bounce".into()),
-            ("protocol".into(), "local".into()),
-        ],
-        0,
-        timeout,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let mut attributes = vec![
+        ("origin".to_string(), "bounce".to_string()),
+        ("protocol".to_string(), "local".to_string()),
+    ];
+    if double {
+        // A double bounce that cannot be delivered is dropped, not
+        // reported again (no loop through the postmaster).
+        attributes.push(("notify".to_string(), DOUBLE_BOUNCE.to_string()));
+    }
+    let mut c = CleanupClient::open(socket, attributes, 0, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     c.sender(&ReversePath::Null)
         .await
         .map_err(|e| e.to_string())?;
@@ -167,7 +207,9 @@ mod tests {
     #[test]
     fn remote_replies_are_split_out() {
         assert_eq!(
-            remote_reply("host mx.example[192.0.2.1] said: 550 5.1.1 <a@b>: no (in reply to RCPT TO command)"),
+            remote_reply(
+                "host mx.example[192.0.2.1] said: 550 5.1.1 <a@b>: no (in reply to RCPT TO command)"
+            ),
             Some(("mx.example".into(), "550 5.1.1 <a@b>: no".into()))
         );
         assert_eq!(remote_reply("unknown user: \"x\""), None);
@@ -244,6 +286,9 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
-        assert!(!text.contains("\nbody\n"), "RET=HDRS returns no body:\n{text}");
+        assert!(
+            !text.contains("\nbody\n"),
+            "RET=HDRS returns no body:\n{text}"
+        );
     }
 }

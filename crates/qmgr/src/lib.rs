@@ -24,7 +24,7 @@
 //! local_destination_concurrency_limit, local_destination_recipient_limit,
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
 //! duplicate_filter_limit, default_destination_recipient_limit, transport_maps,
-//! bounce_size_limit.
+//! bounce_size_limit, 2bounce_notice_recipient, myorigin.
 #![forbid(unsafe_code)]
 
 pub mod bounce;
@@ -64,6 +64,8 @@ pub struct Settings {
     ipc_timeout: Duration,
     delivery_timeout: Duration,
     duplicate_filter_limit: usize,
+    /// 2bounce_notice_recipient, qualified with myorigin.
+    double_bounce_to: Mailbox,
 }
 
 impl Settings {
@@ -99,6 +101,16 @@ impl Settings {
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
             delivery_timeout: main.time("daemon_timeout").map_err(e)?,
             duplicate_filter_limit: main.bounded("duplicate_filter_limit").map_err(e)?,
+            double_bounce_to: {
+                let to = main.str("2bounce_notice_recipient");
+                let to = if to.contains('@') {
+                    to
+                } else {
+                    format!("{to}@{}", main.str("myorigin"))
+                };
+                Mailbox::parse(&to)
+                    .map_err(|err| format!("2bounce_notice_recipient: <{to}>: {err}"))?
+            },
         })
     }
 }
@@ -155,6 +167,8 @@ enum Event {
     Bounced {
         id: QueueId,
         result: Result<String, String>,
+        /// It was a double bounce (to the postmaster).
+        double: bool,
     },
 }
 
@@ -702,37 +716,62 @@ impl Qmgr {
             self.success_notice(id, &active);
         }
         if !active.bounced.is_empty() {
-            if active.file.envelope().sender.is_null() {
-                info!("{id}: undeliverable bounce discarded (null sender)");
-            } else {
-                match bounce::build(
-                    &self.main,
-                    id,
-                    &active.file,
-                    &active.bounced,
-                    SystemTime::now(),
-                ) {
-                    Ok(text) => {
-                        // cleanup's answer comes back as Event::Bounced, and
-                        // settle() finishes the message then.
-                        let socket = self.settings.queue_dir.join("private").join("cleanup");
-                        let Some(to) = active.file.envelope().sender.mailbox().cloned() else {
-                            unreachable!("a null sender was handled above");
-                        };
-                        let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
-                        let tx = self.done_tx.clone();
-                        let bid = id.clone();
-                        tokio::task::spawn_local(async move {
-                            let result = bounce::send(&socket, text, &to, timeout).await;
-                            let _ = tx.send(Event::Bounced { id: bid, result });
-                        });
-                        self.bouncing.insert(id.clone(), active);
-                        return;
-                    }
-                    Err(e) => {
-                        warn!("{id}: cannot send non-delivery notification: read queue file: {e}")
-                    }
+            let env = active.file.envelope();
+            let double = env.sender.is_null();
+            let built = match (double, env.sender.mailbox()) {
+                (true, _) if env.attribute("notify") == Some(bounce::DOUBLE_BOUNCE) => {
+                    info!("{id}: undeliverable postmaster notification discarded");
+                    None
                 }
+                (true, _) => {
+                    let to = self.settings.double_bounce_to.clone();
+                    Some((
+                        bounce::build_double(
+                            &self.main,
+                            id,
+                            &active.file,
+                            &active.bounced,
+                            &to,
+                            SystemTime::now(),
+                        ),
+                        to,
+                    ))
+                }
+                (false, Some(sender)) => Some((
+                    bounce::build(
+                        &self.main,
+                        id,
+                        &active.file,
+                        &active.bounced,
+                        SystemTime::now(),
+                    ),
+                    sender.clone(),
+                )),
+                (false, None) => None,
+            };
+            match built {
+                Some((Ok(text), to)) => {
+                    // cleanup's answer comes back as Event::Bounced, and
+                    // settle() finishes the message then.
+                    let socket = self.settings.queue_dir.join("private").join("cleanup");
+                    let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
+                    let tx = self.done_tx.clone();
+                    let bid = id.clone();
+                    tokio::task::spawn_local(async move {
+                        let result = bounce::send(&socket, text, &to, timeout, double).await;
+                        let _ = tx.send(Event::Bounced {
+                            id: bid,
+                            result,
+                            double,
+                        });
+                    });
+                    self.bouncing.insert(id.clone(), active);
+                    return;
+                }
+                Some((Err(e), _)) => {
+                    warn!("{id}: cannot send non-delivery notification: read queue file: {e}")
+                }
+                None => {}
             }
         }
         self.settle(id, active);
@@ -760,7 +799,7 @@ impl Qmgr {
         let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
         let id = id.clone();
         tokio::task::spawn_local(async move {
-            match bounce::send(&socket, text, &to, timeout).await {
+            match bounce::send(&socket, text, &to, timeout, false).await {
                 Ok(nid) => info!("{id}: sender delivery status notification: {nid}"),
                 Err(e) => warn!("{id}: cannot send delivery status notification: {e}"),
             }
@@ -768,11 +807,12 @@ impl Qmgr {
     }
 
     /// cleanup answered for a message's non-delivery notification.
-    fn bounced(&mut self, id: QueueId, result: Result<String, String>) {
+    fn bounced(&mut self, id: QueueId, result: Result<String, String>, double: bool) {
         let Some(active) = self.bouncing.remove(&id) else {
             return;
         };
         match result {
+            Ok(bid) if double => info!("{id}: postmaster non-delivery notification: {bid}"),
             Ok(bid) => info!("{id}: sender non-delivery notification: {bid}"),
             // The bounced recipients are already marked done and their
             // reasons live only in memory: the notice is lost. Persisting
@@ -972,7 +1012,7 @@ pub async fn run(
                 match event {
                     Event::Delivered(done) => q.completed(done),
                     Event::Marked { id, marks, result } => q.marked(id, marks, result),
-                    Event::Bounced { id, result } => q.bounced(id, result),
+                    Event::Bounced { id, result, double } => q.bounced(id, result, double),
                 }
                 if draining {
                     if q.quiet() {
