@@ -617,3 +617,56 @@ fn a_bounce_that_bounces_goes_to_the_postmaster_once() {
     );
     assert_eq!(a.mailbox("alice").len(), 1);
 }
+
+#[test]
+fn sessions_are_reused_for_the_next_message_to_the_same_destination() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(8, zones()) else { return };
+    let b = receiver();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = sender(scratch.path(), &dns, b.smtp_port);
+    const N: usize = 30;
+    let mut c = a.smtp();
+    assert_eq!(c.cmd("EHLO client.example").code, 250);
+    for i in 0..N {
+        let body = format!("Subject: reuse {i}\r\n\r\nmessage {i}\r\n");
+        let r = c.send("bob@example.test", &["alice@dest.test"], body.as_bytes());
+        assert_eq!(r.code, 250, "{}", r.text());
+        // One at a time, as a trickle of mail to one domain arrives.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = b.wait_mail("alice", N, T);
+    assert_eq!(got.len(), N, "{}", a.log());
+    // The receiver's view: sessions from the sender that carried mail
+    // (each logged when it ends: the cached ones close after 2 s idle).
+    let mails_in = |log: &str| -> usize {
+        log.lines()
+            .filter(|l| l.contains("disconnect from"))
+            .filter_map(|l| {
+                l.split(" mail=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    };
+    assert!(wait_until(T, || mails_in(&b.log()) >= N), "{}", b.log());
+    let log = b.log();
+    let sessions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("disconnect from") && l.contains(" mail="))
+        .collect();
+    assert!(
+        sessions.len() <= N / 3,
+        "{} sessions for {N} messages:\n{}",
+        sessions.len(),
+        sessions.join("\n")
+    );
+    // The sender never looked the destination up again for a reused one.
+    assert!(a.log().contains("status=sent"), "{}", a.log());
+}

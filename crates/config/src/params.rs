@@ -275,6 +275,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("service_throttle_time", "60s", Time(S), "How long master waits before restarting a service that failed to start."),
     p!("smtp_address_preference", "any", Str, "Which address family smtp tries first for a host with both: any (random), ipv4, ipv6."),
     p!("smtp_connect_timeout", "30s", Time(S), "Time limit for smtp to complete a TCP connection to a server."),
+    p!("smtp_connection_cache_time_limit", "2s", Time(S), "How long an smtp process keeps an idle session for its next delivery to the same next hop; 0 = no reuse."),
     p!("smtp_data_done_timeout", "600s", Time(S), "Time limit for smtp to get the server's reply after the end of the message."),
     p!("smtp_data_init_timeout", "120s", Time(S), "Time limit for smtp to get the reply to DATA."),
     p!("smtp_data_xfer_timeout", "180s", Time(S), "Time limit for smtp to send each piece of the message."),

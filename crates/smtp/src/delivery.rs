@@ -45,12 +45,6 @@ pub struct TargetName<'a> {
     pub nexthop: &'a str,
 }
 
-/// What is known about a recipient that has no final result yet.
-struct Pending {
-    /// Position in the request's recipient list.
-    slot: usize,
-}
-
 /// Delivers the request and returns (index, status) for every recipient.
 pub async fn deliver(
     settings: &Settings,
@@ -80,21 +74,6 @@ pub async fn deliver(
     let nexthop_host = nexthop::parse(&nexthop, settings.default_port)
         .map(|n| n.host)
         .unwrap_or_default();
-    let targets = match nexthop::parse(&nexthop, settings.default_port) {
-        Err(nexthop::BadNexthop(why)) => {
-            let all: Vec<usize> = (0..req.recipients.len()).collect();
-            log.finish_all(&all, "none", DeliveryStatus::temporary(3, 5, why));
-            return log.results;
-        }
-        Ok(nh) => match targets(settings, &nh).await {
-            Ok(t) => t,
-            Err(status) => {
-                let all: Vec<usize> = (0..req.recipients.len()).collect();
-                log.finish_all(&all, "none", status);
-                return log.results;
-            }
-        },
-    };
     let facts = match ContentFacts::read(file, req) {
         Ok(f) => f,
         Err(e) => {
@@ -104,24 +83,67 @@ pub async fn deliver(
             return log.results;
         }
     };
-    let mut pending: Vec<Pending> = (0..req.recipients.len())
-        .map(|slot| Pending { slot })
-        .collect();
-    // Why the recipients still pending were not delivered, for the deferral.
-    let mut last_error = String::from("no server reachable");
-    // Or a status of its own (TLS required but missing, ...), which wins.
-    let mut last_status: Option<DeliveryStatus> = None;
+    let mut state = Attempt {
+        pending: (0..req.recipients.len()).collect(),
+        last_error: String::from("no server reachable"),
+        last_status: None,
+    };
     let mut sessions = 0;
+    // A session this process keeps from its last delivery to the same next
+    // hop (smtp_connection_cache_time_limit): no DNS, no connect, no EHLO.
+    if let Some(mut cached) = settings.cache.take(&nexthop) {
+        if cached.conn.rset(settings).await.is_ok() {
+            sessions += 1;
+            log.setup = Duration::ZERO;
+            let outcome = cached
+                .conn
+                .deliver(
+                    settings,
+                    &cached.target,
+                    cached.caps.clone(),
+                    req,
+                    file,
+                    &facts,
+                    &mut state,
+                    &mut log,
+                )
+                .await;
+            settings
+                .cache
+                .release(
+                    settings,
+                    &nexthop,
+                    cached.target,
+                    cached.caps,
+                    cached.conn,
+                    outcome,
+                )
+                .await;
+        } else {
+            cached.conn.quit(settings).await;
+        }
+        if state.pending.is_empty() {
+            return log.results;
+        }
+    }
+    // Resolved only when no cached session served the next hop.
+    let targets = match resolved(settings, &nexthop).await {
+        Ok(t) => t,
+        Err(status) => {
+            log.finish_all(&state.pending, "none", status);
+            return log.results;
+        }
+    };
     for target in &targets {
-        if pending.is_empty() || sessions >= settings.session_limit {
+        if state.pending.is_empty() || sessions >= settings.session_limit {
             break;
         }
         let setup_start = Instant::now();
         let mut conn = match Conn::connect(target, &nexthop_host, settings.connect_timeout).await {
             Ok(c) => c,
             Err(why) => {
-                last_error = why;
-                last_status = None;
+                state.last_error = why;
+                state.last_status = None;
                 continue;
             }
         };
@@ -144,7 +166,6 @@ pub async fn deliver(
                 Err(why) => Err(HelloError::defer(why)),
             };
         }
-        let _ = tls;
         if let Ok(caps) = &hello {
             let port = target.addr.port().to_string();
             let bracketed = format!("[{}]", target.name);
@@ -163,36 +184,53 @@ pub async fn deliver(
         match hello {
             Ok(caps) => {
                 log.setup = setup_start.elapsed();
-                let slots: Vec<usize> = pending.iter().map(|p| p.slot).collect();
-                let (results, outcome) = conn
-                    .transaction(settings, target, caps, req, file, &facts, &slots)
+                let outcome = conn
+                    .deliver(
+                        settings,
+                        target,
+                        caps.clone(),
+                        req,
+                        file,
+                        &facts,
+                        &mut state,
+                        &mut log,
+                    )
                     .await;
-                let mut still = Vec::new();
-                for (k, result) in results {
-                    let slot = slots[k];
-                    let retry_elsewhere = matches!(outcome, Outcome::TryNextHost(_))
-                        && result.disposition == Disposition::Deferred;
-                    if retry_elsewhere {
-                        last_error = result_text(target, &result);
-                        last_status = None;
-                        still.push(Pending { slot });
-                    } else {
-                        log.finish(slot, &target.relay(), status_of(target, &result));
-                    }
-                }
-                pending = still;
-                conn.quit(settings).await;
+                settings
+                    .cache
+                    .release(settings, &nexthop, target.clone(), caps, conn, outcome)
+                    .await;
             }
             Err(e) => {
-                last_status = Some(e.status);
+                state.last_status = Some(e.status);
                 conn.quit(settings).await;
             }
         }
     }
-    let slots: Vec<usize> = pending.iter().map(|p| p.slot).collect();
-    let status = last_status.unwrap_or_else(|| DeliveryStatus::temporary(4, 1, last_error));
-    log.finish_all(&slots, "none", status);
+    let status = state
+        .last_status
+        .take()
+        .unwrap_or_else(|| DeliveryStatus::temporary(4, 1, state.last_error.clone()));
+    log.finish_all(&state.pending, "none", status);
     log.results
+}
+
+/// Where a delivery stands between sessions.
+struct Attempt {
+    /// Recipients (positions in the request) without a final result.
+    pending: Vec<usize>,
+    /// Why they were not delivered yet, for their deferral.
+    last_error: String,
+    /// Or a status of its own (TLS required but missing, ...), which wins.
+    last_status: Option<DeliveryStatus>,
+}
+
+/// The next hop's servers, or the status every recipient gets.
+async fn resolved(settings: &Settings, nexthop: &str) -> Result<Vec<Target>, DeliveryStatus> {
+    match nexthop::parse(nexthop, settings.default_port) {
+        Err(nexthop::BadNexthop(why)) => Err(DeliveryStatus::temporary(3, 5, why)),
+        Ok(nh) => targets(settings, &nh).await,
+    }
 }
 
 /// The servers to try, in order: MX hosts (or the `[host]`'s addresses)
@@ -656,6 +694,54 @@ impl Conn {
         }
     }
 
+    /// One transaction for the pending recipients: final results are
+    /// logged, those to try at the next server stay pending.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver(
+        &mut self,
+        settings: &Settings,
+        target: &Target,
+        caps: client::Capabilities,
+        req: &DeliveryRequest,
+        file: &File,
+        facts: &ContentFacts,
+        state: &mut Attempt,
+        log: &mut Log<'_>,
+    ) -> Outcome {
+        let slots = std::mem::take(&mut state.pending);
+        let (results, outcome) = self
+            .transaction(settings, target, caps, req, file, facts, &slots)
+            .await;
+        for (k, result) in results {
+            let slot = slots[k];
+            let retry_elsewhere = matches!(outcome, Outcome::TryNextHost(_))
+                && result.disposition == Disposition::Deferred;
+            if retry_elsewhere {
+                state.last_error = result_text(target, &result);
+                state.last_status = None;
+                state.pending.push(slot);
+            } else {
+                log.finish(slot, &target.relay(), status_of(target, &result));
+            }
+        }
+        outcome
+    }
+
+    /// RSET and its 250: the session is in step (before reusing a cached
+    /// one, or after a transaction that did not end at the end of data).
+    async fn rset(&mut self, settings: &Settings) -> Result<(), String> {
+        let t = settings.timeout(Stage::Rset);
+        let mut out = Vec::new();
+        client::encode::rset(&mut out);
+        self.send(&out, Stage::Rset, t).await?;
+        let r = self.reply(Stage::Rset, t).await?;
+        if r.is_success() {
+            Ok(())
+        } else {
+            Err(r.full_text())
+        }
+    }
+
     /// One mail transaction for the recipients at `slots`: the results
     /// (indexed like `slots`) and how it ended.
     #[allow(clippy::too_many_arguments)]
@@ -771,10 +857,14 @@ impl Conn {
     }
 
     /// QUIT, without waiting long for the answer; the connection closes.
-    async fn quit(mut self, settings: &Settings) {
+    async fn quit(self, settings: &Settings) {
+        self.quit_within(settings.timeout(Stage::Quit)).await
+    }
+
+    async fn quit_within(mut self, t: Duration) {
         let mut out = Vec::new();
         client::encode::quit(&mut out);
-        let t = settings.timeout(Stage::Quit).min(Duration::from_secs(5));
+        let t = t.min(Duration::from_secs(5));
         if self.send(&out, Stage::Quit, t).await.is_ok() {
             let _ = self.reply(Stage::Quit, t).await;
         }
@@ -885,5 +975,99 @@ impl Log<'_> {
             status.text()
         );
         self.results.push((r.index, status));
+    }
+}
+
+/// A session kept for the next delivery to the same next hop.
+struct Cached {
+    nexthop: String,
+    target: Target,
+    caps: client::Capabilities,
+    conn: Conn,
+    since: Instant,
+    generation: u64,
+}
+
+/// This process's connection cache (Postfix's connection cache, per
+/// process): after a transaction that ended in step, the session stays
+/// open for smtp_connection_cache_time_limit and the next request to the
+/// same next hop uses it (RSET first) instead of a new connection.
+pub struct SessionCache {
+    slot: std::rc::Rc<std::cell::RefCell<Option<Cached>>>,
+    generation: std::cell::Cell<u64>,
+    time_limit: Duration,
+    quit_timeout: Duration,
+}
+
+impl SessionCache {
+    /// A cache keeping sessions for `time_limit` (zero: no cache).
+    pub fn new(time_limit: Duration, quit_timeout: Duration) -> SessionCache {
+        SessionCache {
+            slot: Default::default(),
+            generation: Default::default(),
+            time_limit,
+            quit_timeout,
+        }
+    }
+
+    /// The cached session to `nexthop`, if there is a fresh one.
+    fn take(&self, nexthop: &str) -> Option<Cached> {
+        let mut slot = self.slot.borrow_mut();
+        match slot.as_ref() {
+            Some(c) if c.nexthop == nexthop && c.since.elapsed() < self.time_limit => slot.take(),
+            _ => None,
+        }
+    }
+
+    /// After a session: keep it when the transaction ended in step (RSET
+    /// when needed), else QUIT.
+    async fn release(
+        &self,
+        settings: &Settings,
+        nexthop: &str,
+        target: Target,
+        caps: client::Capabilities,
+        mut conn: Conn,
+        outcome: Outcome,
+    ) {
+        let reusable = match outcome {
+            Outcome::Completed { needs_rset } => {
+                self.time_limit > Duration::ZERO
+                    && (!needs_rset || conn.rset(settings).await.is_ok())
+            }
+            Outcome::TryNextHost(_) => false,
+        };
+        if !reusable {
+            return conn.quit(settings).await;
+        }
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        let old = self.slot.borrow_mut().replace(Cached {
+            nexthop: nexthop.to_string(),
+            target,
+            caps,
+            conn,
+            since: Instant::now(),
+            generation,
+        });
+        if let Some(old) = old {
+            old.conn.quit(settings).await;
+        }
+        // Close it when it has been idle for the time limit.
+        let slot = self.slot.clone();
+        let (limit, quit) = (self.time_limit, self.quit_timeout);
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(limit).await;
+            let expired = {
+                let mut s = slot.borrow_mut();
+                match s.as_ref() {
+                    Some(c) if c.generation == generation => s.take(),
+                    _ => None,
+                }
+            };
+            if let Some(c) = expired {
+                c.conn.quit_within(quit).await;
+            }
+        });
     }
 }
