@@ -5,6 +5,7 @@
 //! The binaries come from the cargo target directory these tests were built
 //! in (`cargo build --workspace` first; the README's test command does it).
 
+pub mod scripted;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
