@@ -48,7 +48,9 @@ fn sender(scratch: &std::path::Path, dns: &TestDns, receiver_port: u16) -> Insta
     .unwrap();
     std::fs::write(
         scratch.join("transport"),
-        format!("dest.test smtp:dest.test:{receiver_port}\n"),
+        format!(
+            "dest.test smtp:dest.test:{receiver_port}\ndown.test smtp:down.test:{receiver_port}\n"
+        ),
     )
     .unwrap();
     let mut a = Instance::new(Options {
@@ -79,6 +81,10 @@ fn zones() -> Vec<Zone> {
             .mx("@", 10, "mx.misnamed.test.")
             .a("mx", Ipv4Addr::new(127, 0, 0, 1)),
         Zone::new("broken.test.").servfail("@"),
+        // Nothing listens there: a dead destination.
+        Zone::new("down.test.")
+            .mx("@", 10, "mx.down.test.")
+            .a("mx", Ipv4Addr::new(127, 0, 0, 2)),
     ]
 }
 
@@ -669,4 +675,62 @@ fn sessions_are_reused_for_the_next_message_to_the_same_destination() {
     );
     // The sender never looked the destination up again for a reused one.
     assert!(a.log().contains("status=sent"), "{}", a.log());
+}
+
+#[test]
+fn a_destination_nobody_answers_for_is_suspended_not_retried_per_message() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(9, zones()) else { return };
+    let b = receiver();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    // Suspended long enough for the test to see it.
+    reconfigure(
+        &mut a,
+        "minimal_backoff_time = 20s\nmaximal_backoff_time = 30s\n",
+    );
+    let mut c = a.smtp();
+    for i in 0..4 {
+        let r = c.send(
+            "bob@example.test",
+            &[&format!("u{i}@down.test")],
+            b"Subject: nowhere\r\n\r\nx\r\n",
+        );
+        assert_eq!(r.code, 250, "{}", r.text());
+        if i == 0 {
+            assert!(
+                log_has(
+                    &a,
+                    &format!(
+                        "down.test:{}: destination suspended for 20s: connect to mx.down.test[127.0.0.2]",
+                        b.smtp_port
+                    )
+                ),
+                "{}",
+                a.log()
+            );
+        }
+    }
+    for i in 1..4 {
+        assert!(
+            log_has(&a, &format!("to=<u{i}@down.test>, relay=none, ")),
+            "{}",
+            a.log()
+        );
+    }
+    let log = a.log();
+    for i in 1..4 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("to=<u{i}@down.test>")))
+            .unwrap();
+        assert!(
+            line.contains("status=deferred (delivery temporarily suspended: connect to mx.down.test[127.0.0.2]"),
+            "{line}"
+        );
+        assert!(line.contains("postern/qmgr"), "no delivery attempt: {line}");
+    }
 }

@@ -74,6 +74,14 @@ pub enum DeliveryReply {
         /// Opaque destination keys ("mailbox:joe", "file:/path", ...).
         keys: Vec<String>,
     },
+    /// The destination could not be used at all (no server answered: every
+    /// connection was refused, timed out or turned away), sent before
+    /// [`DeliveryReply::Finished`]: qmgr suspends deliveries to it for a
+    /// while instead of trying each message (Postfix's dead destination).
+    SiteFailure {
+        /// Why, for the "delivery temporarily suspended" deferrals.
+        reason: String,
+    },
     /// Every recipient of the request has a status.
     Finished,
 }
@@ -208,6 +216,11 @@ impl Message for DeliveryReply {
                 e.strs(keys);
                 e.finish()
             }
+            DeliveryReply::SiteFailure { reason } => {
+                let mut e = Encoder::new(K_SITE_FAILURE);
+                e.str(reason);
+                e.finish()
+            }
             DeliveryReply::Finished => Encoder::new(K_FINISHED).finish(),
         }
     }
@@ -218,6 +231,7 @@ impl Message for DeliveryReply {
                 status: get_status(d)?,
             },
             K_DELIVERED => DeliveryReply::Delivered { keys: d.strs()? },
+            K_SITE_FAILURE => DeliveryReply::SiteFailure { reason: d.str()? },
             K_FINISHED => DeliveryReply::Finished,
             k => return Err(DecodeError::UnknownKind(k)),
         })

@@ -44,6 +44,7 @@ kinds! {
     K_STATUS = 74, "delivery", "DeliveryReply::Status";
     K_FINISHED = 75, "delivery", "DeliveryReply::Finished";
     K_DELIVERED = 76, "delivery", "DeliveryReply::Delivered";
+    K_SITE_FAILURE = 77, "delivery", "DeliveryReply::SiteFailure";
     K_AUTH_VERIFIED = 94, "auth", "AuthReply::Verified";
     K_AUTH_FAILED = 95, "auth", "AuthReply::Failed";
     K_AUTH_TEMPFAIL = 96, "auth", "AuthReply::TempFail";

@@ -79,6 +79,9 @@ fn every_message_round_trips() {
         keys: vec!["mailbox:joe".into()],
     });
     round(DeliveryReply::Delivered { keys: vec![] });
+    round(DeliveryReply::SiteFailure {
+        reason: "connect to mx[192.0.2.1]:25: Connection refused".into(),
+    });
     round(DeliveryReply::Status {
         index: 7,
         status: DeliveryStatus::permanent(1, 1, "no"),

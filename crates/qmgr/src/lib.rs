@@ -24,7 +24,7 @@
 //! local_destination_concurrency_limit, local_destination_recipient_limit,
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
 //! duplicate_filter_limit, default_destination_recipient_limit, transport_maps,
-//! bounce_size_limit, 2bounce_notice_recipient, myorigin.
+//! bounce_size_limit, 2bounce_notice_recipient, myorigin, initial_destination_concurrency.
 #![forbid(unsafe_code)]
 
 pub mod bounce;
@@ -64,6 +64,7 @@ pub struct Settings {
     ipc_timeout: Duration,
     delivery_timeout: Duration,
     duplicate_filter_limit: usize,
+    initial_concurrency: usize,
     /// 2bounce_notice_recipient, qualified with myorigin.
     double_bounce_to: Mailbox,
 }
@@ -101,6 +102,7 @@ impl Settings {
             ipc_timeout: main.time("ipc_timeout").map_err(e)?,
             delivery_timeout: main.time("daemon_timeout").map_err(e)?,
             duplicate_filter_limit: main.bounded("duplicate_filter_limit").map_err(e)?,
+            initial_concurrency: main.bounded("initial_destination_concurrency").map_err(e)?,
             double_bounce_to: {
                 let to = main.str("2bounce_notice_recipient");
                 let to = if to.contains('@') {
@@ -151,6 +153,8 @@ struct Done {
     results: Vec<(usize, DeliveryStatus)>,
     /// The agent's `Delivered` keys (empty if it sent none).
     delivered: Vec<String>,
+    /// The agent's `SiteFailure`: the destination could not be used.
+    site_failure: Option<String>,
 }
 
 /// What finished work reports back to the scheduler loop.
@@ -184,6 +188,15 @@ pub struct Qmgr {
     /// Deliveries in progress per transport and per (transport, nexthop).
     busy_transport: HashMap<String, usize>,
     busy_destination: HashMap<(String, String), usize>,
+    /// Per-destination concurrency window (Postfix's): starts at
+    /// initial_destination_concurrency, grows by one per request that
+    /// reached the destination, falls to one when it could not be reached.
+    window: HashMap<(String, String), usize>,
+    /// Destinations that could not be reached: until when their mail is
+    /// deferred without a delivery attempt, and why.
+    dead: HashMap<(String, String), (std::time::Instant, String)>,
+    /// Where the next dispatch round starts (round-robin over destinations).
+    rotation: usize,
     done_tx: mpsc::UnboundedSender<Event>,
     /// incoming/ may hold more than the active limit let us take.
     incoming_left: bool,
@@ -219,6 +232,9 @@ impl Qmgr {
             pending: BTreeMap::new(),
             busy_transport: HashMap::new(),
             busy_destination: HashMap::new(),
+            window: HashMap::new(),
+            dead: HashMap::new(),
+            rotation: 0,
             done_tx,
             incoming_left: false,
             marks_in_flight: 0,
@@ -452,50 +468,124 @@ impl Qmgr {
         self.active.insert(id, active);
     }
 
-    /// Starts as many waiting jobs as the concurrency limits allow. Work is
-    /// queued per (transport, next hop), so this costs one step per started
-    /// job plus one per destination, however long the queues are.
+    /// Starts as many waiting jobs as the concurrency limits allow, one
+    /// job per destination per round, the rounds starting at a destination
+    /// that moves on every call (so one busy destination cannot take every
+    /// slot of its transport from the others). A destination's limit is its
+    /// concurrency window; a dead destination's jobs are deferred at once.
     fn dispatch(&mut self) {
+        let now = std::time::Instant::now();
+        self.dead.retain(|_, (until, _)| *until > now);
+        let mut keys: Vec<(String, String)> = self
+            .pending
+            .iter()
+            .flat_map(|(t, d)| d.keys().map(move |n| (t.clone(), n.clone())))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let start = self.rotation % keys.len();
+        keys.rotate_left(start);
+        self.rotation = self.rotation.wrapping_add(1);
+        if self.window.len() > 10_000 {
+            // Forget the windows of idle destinations (they start over).
+            let busy = &self.busy_destination;
+            self.window
+                .retain(|k, _| busy.get(k).is_some_and(|&n| n > 0));
+        }
         let mut ready = Vec::new();
-        for (transport, destinations) in self.pending.iter_mut() {
-            let busy_t = self.busy_transport.entry(transport.clone()).or_insert(0);
-            for (nexthop, jobs) in destinations.iter_mut() {
-                if *busy_t >= self.settings.transport_limit {
-                    break;
+        let mut suspended = Vec::new();
+        loop {
+            let mut progress = false;
+            for key in &keys {
+                let (transport, nexthop) = key;
+                let Some(jobs) = self
+                    .pending
+                    .get_mut(transport)
+                    .and_then(|d| d.get_mut(nexthop))
+                else {
+                    continue;
+                };
+                if let Some((_, why)) = self.dead.get(key) {
+                    // Counted busy like a started job: completed() frees it.
+                    for job in jobs.drain(..) {
+                        *self.busy_transport.entry(transport.clone()).or_insert(0) += 1;
+                        *self.busy_destination.entry(key.clone()).or_insert(0) += 1;
+                        suspended.push((job, why.clone()));
+                    }
+                    continue;
                 }
-                let dlimit = if *transport == self.router.local_transport() {
+                let local = *transport == self.router.local_transport();
+                let dlimit = if local {
                     self.settings.local_destination_limit
                 } else {
-                    self.settings.destination_limit
+                    let w = self
+                        .window
+                        .get(key)
+                        .copied()
+                        .unwrap_or(self.settings.initial_concurrency);
+                    w.clamp(1, self.settings.destination_limit.max(1))
                 };
-                let busy_d = self
-                    .busy_destination
-                    .entry((transport.clone(), nexthop.clone()))
-                    .or_insert(0);
-                let local = *transport == self.router.local_transport();
-                while *busy_t < self.settings.transport_limit && *busy_d < dlimit {
-                    // One local request per message at a time (its
-                    // duplicate filter needs the previous one's answer).
-                    if local
-                        && jobs.front().is_some_and(|j| {
-                            self.active
-                                .get_mut(&j.id)
-                                .is_some_and(|a| std::mem::replace(&mut a.local_busy, true))
-                        })
-                    {
-                        break;
-                    }
-                    let Some(job) = jobs.pop_front() else { break };
-                    *busy_t += 1;
-                    *busy_d += 1;
-                    ready.push(job);
+                let busy_t = self.busy_transport.entry(transport.clone()).or_insert(0);
+                let busy_d = self.busy_destination.entry(key.clone()).or_insert(0);
+                if *busy_t >= self.settings.transport_limit || *busy_d >= dlimit {
+                    continue;
                 }
+                // One local request per message at a time (its duplicate
+                // filter needs the previous one's answer).
+                if local
+                    && jobs.front().is_some_and(|j| {
+                        self.active
+                            .get_mut(&j.id)
+                            .is_some_and(|a| std::mem::replace(&mut a.local_busy, true))
+                    })
+                {
+                    continue;
+                }
+                let Some(job) = jobs.pop_front() else {
+                    continue;
+                };
+                *busy_t += 1;
+                *busy_d += 1;
+                ready.push(job);
+                progress = true;
             }
-            destinations.retain(|_, jobs| !jobs.is_empty());
+            if !progress {
+                break;
+            }
+        }
+        for d in self.pending.values_mut() {
+            d.retain(|_, jobs| !jobs.is_empty());
         }
         self.pending.retain(|_, d| !d.is_empty());
         for job in ready {
             self.start(job);
+        }
+        for (job, why) in suspended {
+            let why = format!("delivery temporarily suspended: {why}");
+            if let Some(active) = self.active.get(&job.id) {
+                let env = active.file.envelope();
+                for &i in &job.recipients {
+                    info!(
+                        "{}: to=<{}>, relay=none, delay={}, dsn=4.4.1, status=deferred ({why})",
+                        job.id,
+                        env.recipients[i].address,
+                        delay_secs(env.arrival)
+                    );
+                }
+            }
+            let results = job
+                .recipients
+                .iter()
+                .map(|&i| (i, DeliveryStatus::temporary(4, 1, why.clone())))
+                .collect();
+            self.completed(Done {
+                id: job.id,
+                route: job.route,
+                results,
+                delivered: Vec::new(),
+                site_failure: None,
+            });
         }
     }
 
@@ -542,6 +632,7 @@ impl Qmgr {
                     route: job.route,
                     results,
                     delivered: Vec::new(),
+                    site_failure: None,
                 }));
                 return;
             }
@@ -555,8 +646,14 @@ impl Qmgr {
         let connect_timeout = self.settings.ipc_timeout.min(Duration::from_secs(30));
         let timeout = self.settings.delivery_timeout;
         tokio::task::spawn_local(async move {
-            let (results, delivered) = match deliver(&socket, &req, &file, connect_timeout, timeout)
-                .await
+            let (results, delivered, site_failure) = match deliver(
+                &socket,
+                &req,
+                &file,
+                connect_timeout,
+                timeout,
+            )
+            .await
             {
                 Ok(r) => r,
                 Err(why) => {
@@ -570,7 +667,7 @@ impl Qmgr {
                             delay_secs(req.arrival)
                         );
                     }
-                    (defer_all(&job.recipients, &why), Vec::new())
+                    (defer_all(&job.recipients, &why), Vec::new(), None)
                 }
             };
             let _ = tx.send(Event::Delivered(Done {
@@ -578,6 +675,7 @@ impl Qmgr {
                 route: job.route,
                 results,
                 delivered,
+                site_failure,
             }));
         });
     }
@@ -590,6 +688,29 @@ impl Qmgr {
         let key = (done.route.transport.clone(), done.route.nexthop.clone());
         if let Some(n) = self.busy_destination.get_mut(&key) {
             *n = n.saturating_sub(1);
+        }
+        if done.route.transport != self.router.local_transport() {
+            let w = self
+                .window
+                .entry(key.clone())
+                .or_insert(self.settings.initial_concurrency);
+            match &done.site_failure {
+                Some(why) => {
+                    // Nobody answered: the destination is dead for a
+                    // while, and comes back one delivery at a time.
+                    *w = 1;
+                    let until = std::time::Instant::now() + self.settings.min_backoff;
+                    if !self.dead.contains_key(&key) {
+                        info!(
+                            "{}: destination suspended for {}s: {why}",
+                            key.1,
+                            self.settings.min_backoff.as_secs()
+                        );
+                    }
+                    self.dead.insert(key.clone(), (until, why.clone()));
+                }
+                None => *w = (*w + 1).min(self.settings.destination_limit.max(1)),
+            }
         }
         let Some(active) = self.active.get_mut(&done.id) else {
             return;
@@ -903,7 +1024,7 @@ async fn deliver(
     file: &std::fs::File,
     connect_timeout: Duration,
     timeout: Duration,
-) -> Result<(Vec<(usize, DeliveryStatus)>, Vec<String>), String> {
+) -> Result<Delivery, String> {
     let mut ch = tokio::time::timeout(connect_timeout, Channel::connect(socket))
         .await
         .map_err(|_| format!("connect to {}: timed out", socket.display()))?
@@ -914,6 +1035,7 @@ async fn deliver(
     let wanted: HashSet<u32> = req.recipients.iter().map(|r| r.index).collect();
     let mut results = Vec::new();
     let mut delivered = Vec::new();
+    let mut site_failure = None;
     let mut seen = HashSet::new();
     let work = async {
         loop {
@@ -927,6 +1049,7 @@ async fn deliver(
                     results.push((index as usize, status));
                 }
                 Ok(Some(DeliveryReply::Delivered { keys })) => delivered = keys,
+                Ok(Some(DeliveryReply::SiteFailure { reason })) => site_failure = Some(reason),
                 Ok(Some(DeliveryReply::Finished)) => return Ok(()),
                 Ok(None) => return Err("agent closed the connection early".to_string()),
                 Err(e) => return Err(format!("bad reply from agent: {e}")),
@@ -957,8 +1080,12 @@ async fn deliver(
             ));
         }
     }
-    Ok((results, delivered))
+    Ok((results, delivered, site_failure))
 }
+
+/// An agent's answers: the statuses, the `Delivered` keys, the
+/// `SiteFailure` reason.
+type Delivery = (Vec<(usize, DeliveryStatus)>, Vec<String>, Option<String>);
 
 /// The scheduler loop.
 pub async fn run(

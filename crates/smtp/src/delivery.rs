@@ -45,11 +45,31 @@ pub struct TargetName<'a> {
     pub nexthop: &'a str,
 }
 
-/// Delivers the request and returns (index, status) for every recipient.
-pub async fn deliver(
+/// What became of a request: (index, status) for every recipient, and
+/// whether the destination itself failed (no server could be used).
+pub struct Delivered {
+    /// One status per recipient of the request.
+    pub results: Vec<(u32, DeliveryStatus)>,
+    /// Some(reason) when no server of the next hop got as far as a mail
+    /// transaction: qmgr suspends the destination for a while.
+    pub site_failure: Option<String>,
+}
+
+/// Delivers the request.
+pub async fn deliver(settings: &Settings, req: &DeliveryRequest, file: &File) -> Delivered {
+    let mut site_failure = None;
+    let results = deliver_to(settings, req, file, &mut site_failure).await;
+    Delivered {
+        results,
+        site_failure,
+    }
+}
+
+async fn deliver_to(
     settings: &Settings,
     req: &DeliveryRequest,
     file: &File,
+    site_failure: &mut Option<String>,
 ) -> Vec<(u32, DeliveryStatus)> {
     let started = Instant::now();
     let queued_for = SystemTime::now()
@@ -89,6 +109,7 @@ pub async fn deliver(
         last_status: None,
     };
     let mut sessions = 0;
+    let mut transactions = 0;
     // A session this process keeps from its last delivery to the same next
     // hop (smtp_connection_cache_time_limit): no DNS, no connect, no EHLO.
     if let Some(mut cached) = settings.cache.take(&nexthop) {
@@ -184,6 +205,7 @@ pub async fn deliver(
         match hello {
             Ok(caps) => {
                 log.setup = setup_start.elapsed();
+                transactions += 1;
                 let outcome = conn
                     .deliver(
                         settings,
@@ -211,6 +233,9 @@ pub async fn deliver(
         .last_status
         .take()
         .unwrap_or_else(|| DeliveryStatus::temporary(4, 1, state.last_error.clone()));
+    if transactions == 0 && !targets.is_empty() && !state.pending.is_empty() {
+        *site_failure = Some(status.text().to_string());
+    }
     log.finish_all(&state.pending, "none", status);
     log.results
 }

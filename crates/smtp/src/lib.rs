@@ -361,23 +361,26 @@ async fn serve(settings: &Settings, mut ch: Channel) {
             return;
         }
     };
-    let results = match ch.take_fd() {
+    let (results, site_failure) = match ch.take_fd() {
         Some(fd) => {
             let file = std::fs::File::from(fd);
-            delivery::deliver(settings, &req, &file).await
+            let d = delivery::deliver(settings, &req, &file).await;
+            (d.results, d.site_failure)
         }
         None => {
             warn!(
                 "{}: delivery request without queue file descriptor",
                 req.queue_id
             );
-            req.recipients
+            let results = req
+                .recipients
                 .iter()
                 .map(|r| {
                     let s = DeliveryStatus::temporary(3, 0, "internal error: no queue file");
                     (r.index, s)
                 })
-                .collect()
+                .collect();
+            (results, None)
         }
     };
     for (index, status) in results {
@@ -388,6 +391,14 @@ async fn serve(settings: &Settings, mut ch: Channel) {
         {
             return;
         }
+    }
+    if let Some(reason) = site_failure
+        && ch
+            .send(&DeliveryReply::SiteFailure { reason })
+            .await
+            .is_err()
+    {
+        return;
     }
     let _ = ch.send(&DeliveryReply::Finished).await;
 }
