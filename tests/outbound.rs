@@ -734,3 +734,117 @@ fn a_destination_nobody_answers_for_is_suspended_not_retried_per_message() {
         assert!(line.contains("postern/qmgr"), "no delivery attempt: {line}");
     }
 }
+
+/// A scripted LMTP server on a Unix socket: accepts every recipient but
+/// `bob@...` (his mailbox is full), who gets 452 after the data (RFC 2033's per-recipient
+/// replies). Returns what each session sent.
+fn lmtp_server(path: &std::path::Path) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut w) = conn else { return };
+            let mut r = BufReader::new(w.try_clone().unwrap());
+            let mut seen = String::new();
+            let mut rcpts: Vec<String> = Vec::new();
+            let _ = w.write_all(b"220 lmtp.test LMTP ready\r\n");
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                seen.push_str(&line);
+                let upper = line.to_ascii_uppercase();
+                let reply: String = if upper.starts_with("LHLO") {
+                    "250-lmtp.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n".into()
+                } else if upper.starts_with("MAIL") {
+                    "250 2.1.0 Ok\r\n".into()
+                } else if upper.starts_with("RCPT") {
+                    rcpts.push(line.trim().to_string());
+                    "250 2.1.5 Ok\r\n".into()
+                } else if upper.starts_with("DATA") {
+                    let _ = w.write_all(b"354 go ahead\r\n");
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
+                            break;
+                        }
+                        seen.push_str(&line);
+                    }
+                    rcpts
+                        .drain(..)
+                        .map(|rc| {
+                            if rc.contains("bob@") {
+                                "452 4.2.2 Mailbox full\r\n".to_string()
+                            } else {
+                                "250 2.0.0 Saved\r\n".to_string()
+                            }
+                        })
+                        .collect()
+                } else if upper.starts_with("QUIT") {
+                    let _ = w.write_all(b"221 2.0.0 Bye\r\n");
+                    break;
+                } else if upper.starts_with("RSET") {
+                    "250 2.0.0 Ok\r\n".into()
+                } else {
+                    "502 5.5.2 What?\r\n".into()
+                };
+                let _ = w.write_all(reply.as_bytes());
+            }
+            let _ = tx.send(seen);
+        }
+    });
+    rx
+}
+
+#[test]
+fn local_mail_can_go_to_an_lmtp_server_with_one_answer_per_recipient() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = scratch.path().join("lmtp.sock");
+    let sessions = lmtp_server(&sock);
+    let mut a = Instance::new(Options {
+        main_extra: format!("local_transport = lmtp:unix:{}\n", sock.display()),
+        master_extra: "lmtp unix - - n - - smtp\n".into(),
+        ..Options::default()
+    });
+    a.start();
+    let r = a.smtp().send(
+        "someone@remote.example",
+        &["alice@example.test", "bob@example.test"],
+        b"Subject: to the store\r\n\r\nhello lmtp\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    let seen = sessions.recv_timeout(T).expect("an LMTP session");
+    assert!(seen.starts_with("LHLO mail.example.test\r\n"), "{seen}");
+    assert!(seen.contains("RCPT TO:<alice@example.test>"), "{seen}");
+    assert!(seen.contains("hello lmtp"), "{seen}");
+    let relay = format!("relay=mail.example.test[{}]", sock.display());
+    assert!(
+        log_has(&a, &format!("to=<alice@example.test>, {relay}, ")),
+        "{}",
+        a.log()
+    );
+    let log = a.log();
+    let line = |who: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("to=<{who}>")) && l.contains("postern/smtp"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("alice@example.test").contains("status=sent (250 2.0.0 Saved)"),
+        "{log}"
+    );
+    assert!(
+        line("bob@example.test").contains("dsn=4.2.2, status=deferred (host mail.example.test[")
+            && line("bob@example.test")
+                .contains("said: 452 4.2.2 Mailbox full (in reply to end of DATA command))"),
+        "{log}"
+    );
+}

@@ -28,6 +28,8 @@ pub struct Router {
     /// mydestination, parsed (tables opened) once.
     local_domains: std::sync::Arc<postern_maps::LocalDomains>,
     local_transport: String,
+    /// local_transport's own next hop (`lmtp:unix:/run/dovecot/lmtp`), if any.
+    local_nexthop: Option<String>,
     default_transport: String,
     default_nexthop: Option<String>,
     relayhost: String,
@@ -47,7 +49,7 @@ fn split_transport(spec: &str) -> (String, Option<String>) {
 impl Router {
     /// Reads local_transport, default_transport and relayhost.
     pub fn from_config(main: &MainCf) -> Result<Router, String> {
-        let (local_transport, _) = split_transport(&main.str("local_transport"));
+        let (local_transport, local_nexthop) = split_transport(&main.str("local_transport"));
         let (default_transport, default_nexthop) = split_transport(&main.str("default_transport"));
         if local_transport.is_empty() || default_transport.is_empty() {
             return Err("local_transport and default_transport must name a transport".into());
@@ -57,6 +59,7 @@ impl Router {
         Ok(Router {
             local_domains: std::sync::Arc::new(local_domains),
             local_transport,
+            local_nexthop,
             default_transport,
             default_nexthop,
             relayhost: main.str("relayhost"),
@@ -97,7 +100,12 @@ impl Router {
         if is_local {
             return Ok(Route {
                 transport: self.local_transport.clone(),
-                nexthop: address.local_part.to_ascii_lowercase(),
+                // The recipient for local (per-user concurrency); the named
+                // server for an LMTP local_transport.
+                nexthop: self
+                    .local_nexthop
+                    .clone()
+                    .unwrap_or_else(|| address.local_part.to_ascii_lowercase()),
             });
         }
         Ok(Route {

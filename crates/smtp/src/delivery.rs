@@ -23,16 +23,25 @@ use tracing::info;
 struct Target {
     name: String,
     addr: SocketAddr,
+    /// An LMTP server's Unix socket (then `addr` is unused).
+    unix: Option<std::path::PathBuf>,
 }
 
 impl Target {
-    /// `mx.example[192.0.2.1]`, as Postfix names a server in texts.
+    /// `mx.example[192.0.2.1]`, as Postfix names a server in texts
+    /// (`host[/path/to/socket]` for a Unix socket).
     fn server(&self) -> String {
-        format!("{}[{}]", self.name, self.addr.ip())
+        match &self.unix {
+            Some(p) => format!("{}[{}]", self.name, p.display()),
+            None => format!("{}[{}]", self.name, self.addr.ip()),
+        }
     }
     /// `mx.example[192.0.2.1]:25`, the relay= of the logs.
     fn relay(&self) -> String {
-        format!("{}:{}", self.server(), self.addr.port())
+        match &self.unix {
+            Some(_) => self.server(),
+            None => format!("{}:{}", self.server(), self.addr.port()),
+        }
     }
 }
 
@@ -261,6 +270,13 @@ async fn resolved(settings: &Settings, nexthop: &str) -> Result<Vec<Target>, Del
 /// The servers to try, in order: MX hosts (or the `[host]`'s addresses)
 /// as postern-dns orders them; a DNS failure is the status for everyone.
 async fn targets(settings: &Settings, nh: &Nexthop) -> Result<Vec<Target>, DeliveryStatus> {
+    if let Some(path) = &nh.unix {
+        return Ok(vec![Target {
+            name: settings.myhostname.clone(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            unix: Some(path.clone()),
+        }]);
+    }
     let dns_status = |e: DnsError| match e {
         DnsError::Temporary(m) => DeliveryStatus::temporary(4, 3, m),
         DnsError::NotFound(m) => DeliveryStatus::permanent(4, 4, m),
@@ -287,6 +303,7 @@ async fn targets(settings: &Settings, nh: &Nexthop) -> Result<Vec<Target>, Deliv
                 out.push(Target {
                     name: h.name.clone(),
                     addr: SocketAddr::new(*ip, nh.port),
+                    unix: None,
                 });
             }
         }
@@ -307,6 +324,7 @@ async fn targets(settings: &Settings, nh: &Nexthop) -> Result<Vec<Target>, Deliv
             out.push(Target {
                 name: nh.host.clone(),
                 addr: SocketAddr::new(ip, nh.port),
+                unix: None,
             });
         }
     }
@@ -366,6 +384,7 @@ impl ContentFacts {
 /// The connection, before and after STARTTLS.
 enum Stream {
     Plain(TcpStream),
+    Unix(tokio::net::UnixStream),
     Tls(Box<postern_tls::ClientTlsStream<TcpStream>>),
     /// Between taking the plain stream and getting the TLS one back.
     Gone,
@@ -375,6 +394,7 @@ impl Stream {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf).await,
+            Stream::Unix(s) => s.read(buf).await,
             Stream::Tls(s) => s.read(buf).await,
             Stream::Gone => Ok(0),
         }
@@ -383,6 +403,7 @@ impl Stream {
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Unix(s) => s.write_all(bytes).await,
             Stream::Tls(s) => {
                 s.write_all(bytes).await?;
                 s.flush().await
@@ -394,6 +415,7 @@ impl Stream {
     async fn shutdown(&mut self) {
         let _ = match self {
             Stream::Plain(s) => s.shutdown().await,
+            Stream::Unix(s) => s.shutdown().await,
             Stream::Tls(s) => s.shutdown().await,
             Stream::Gone => Ok(()),
         };
@@ -430,14 +452,25 @@ struct Conn {
 impl Conn {
     async fn connect(target: &Target, nexthop: &str, timeout: Duration) -> Result<Conn, String> {
         let what = format!("connect to {}", target.relay());
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(target.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("{what}: {}", io_words(&e))),
-            Err(_) => return Err(format!("{what}: Connection timed out")),
+        let stream = match &target.unix {
+            Some(path) => {
+                match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
+                    Ok(Ok(s)) => Stream::Unix(s),
+                    Ok(Err(e)) => return Err(format!("{what}: {}", io_words(&e))),
+                    Err(_) => return Err(format!("{what}: Connection timed out")),
+                }
+            }
+            None => match tokio::time::timeout(timeout, TcpStream::connect(target.addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    Stream::Plain(s)
+                }
+                Ok(Err(e)) => return Err(format!("{what}: {}", io_words(&e))),
+                Err(_) => return Err(format!("{what}: Connection timed out")),
+            },
         };
-        let _ = stream.set_nodelay(true);
         Ok(Conn {
-            stream: Stream::Plain(stream),
+            stream,
             parser: ReplyParser::new(),
             buf: vec![0u8; 16 * 1024],
             nexthop: nexthop.to_string(),
@@ -500,7 +533,7 @@ impl Conn {
             .ehlo(settings, target)
             .await
             .map_err(HelloError::defer)?;
-        if tls == TlsLevel::None {
+        if tls == TlsLevel::None || target.unix.is_some() {
             return Ok(caps);
         }
         if !caps.starttls {
@@ -700,11 +733,16 @@ impl Conn {
         settings: &Settings,
         target: &Target,
     ) -> Result<client::Capabilities, String> {
-        let mut stage = Stage::Ehlo;
+        let mut stage = if settings.lmtp {
+            Stage::Lhlo
+        } else {
+            Stage::Ehlo
+        };
         loop {
             let mut out = Vec::new();
             let encoded = match stage {
                 Stage::Ehlo => client::encode::ehlo(&settings.helo_name, &mut out),
+                Stage::Lhlo => client::encode::lhlo(&settings.helo_name, &mut out),
                 _ => client::encode::helo(&settings.helo_name, &mut out),
             };
             encoded.map_err(|e| format!("bad smtp_helo_name: {e}"))?;
@@ -814,6 +852,11 @@ impl Conn {
         };
         let options = TransactionOptions {
             server: target.server(),
+            protocol: if settings.lmtp {
+                client::transaction::Protocol::Lmtp
+            } else {
+                client::transaction::Protocol::Smtp
+            },
             ..TransactionOptions::default()
         };
         let mut tx = Transaction::new(caps, envelope, options);

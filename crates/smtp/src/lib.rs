@@ -40,7 +40,11 @@
 //! next delivery to the same next hop uses it (RSET first, no DNS lookup,
 //! no new connection), as Postfix's connection cache does.
 //!
-//! Not yet here (issue 9): LMTP.
+//! LMTP (RFC 2033): the same program run under the master.cf service name
+//! `lmtp` speaks LHLO and reads one reply per recipient after the data; its
+//! next hops may be `unix:/path` (e.g. `local_transport =
+//! lmtp:unix:/run/dovecot/lmtp`) or `inet:host:port`, default port 24,
+//! with the smtp_* timeouts.
 //!
 //! SECURITY: runs as `postern-smtp` (group postern-smtp, postern-ipc), may
 //! be chrooted: the resolver configuration is read at start-up, before the
@@ -87,8 +91,11 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// The timeout of each stage, by its parameter name.
     timeouts: Vec<(&'static str, Duration)>,
-    /// The port when the next hop names none.
+    /// The port when the next hop names none (25; 24 for LMTP).
     pub default_port: u16,
+    /// Running as `lmtp` (master.cf service name): LHLO, one reply per
+    /// recipient after the data, `unix:/path` next hops.
+    pub lmtp: bool,
     /// smtp_tls_security_level.
     pub tls_level: TlsLevel,
     /// smtp_tls_policy_maps: a level per next-hop domain.
@@ -163,7 +170,11 @@ const TIMEOUTS: &[&str] = &[
 
 impl Settings {
     /// Reads the settings; Err names the parameter that is wrong.
-    pub fn from_config(main: &MainCf) -> Result<Settings, String> {
+    /// `service` is the master.cf service name: `lmtp` (or `lmtp-...`)
+    /// makes this process an LMTP client, as Postfix's smtp(8) binary is
+    /// lmtp(8) under that name.
+    pub fn from_config(main: &MainCf, service: &str) -> Result<Settings, String> {
+        let lmtp = service == "lmtp" || service.starts_with("lmtp-");
         let e = |err: postern_config::ConfigError| err.to_string();
         let families = IpFamilies::from_inet_protocols(&main.str("inet_protocols"))
             .ok_or("inet_protocols: expected all, ipv4 or ipv6")?;
@@ -197,7 +208,8 @@ impl Settings {
             },
             connect_timeout: main.time("smtp_connect_timeout").map_err(e)?,
             timeouts,
-            default_port: 25,
+            default_port: if lmtp { 24 } else { 25 },
+            lmtp,
             tls_level: TlsLevel::parse(&main.str("smtp_tls_security_level"))
                 .ok_or("smtp_tls_security_level: expected none, may, encrypt, verify or secure")?,
             tls_policy: postern_maps::split_map_list(&main.str("smtp_tls_policy_maps"))
@@ -408,7 +420,7 @@ async fn serve(settings: &Settings, mut ch: Channel) {
 pub fn main() -> ! {
     postern_service::single_server(
         "smtp",
-        |ctx| Settings::from_config(&ctx.config),
+        |ctx| Settings::from_config(&ctx.config, &ctx.service_name),
         |settings: std::rc::Rc<Settings>, conn| async move {
             match conn {
                 postern_service::Connection::Unix { stream } => {

@@ -11,6 +11,8 @@ pub struct Nexthop {
     pub mx: bool,
     /// The TCP port.
     pub port: u16,
+    /// LMTP over a Unix socket: `unix:/path` (then `host` is the path).
+    pub unix: Option<std::path::PathBuf>,
 }
 
 /// Why a next hop cannot be used (a configuration error: the mail is
@@ -28,6 +30,17 @@ pub fn parse(text: &str, default_port: u16) -> Result<Nexthop, BadNexthop> {
         .strip_prefix("smtp:")
         .or_else(|| t.strip_prefix("lmtp:"))
         .unwrap_or(t);
+    if let Some(path) = t.strip_prefix("unix:") {
+        if path.is_empty() || path.contains('\0') {
+            return Err(bad());
+        }
+        return Ok(Nexthop {
+            host: path.to_string(),
+            mx: false,
+            port: 0,
+            unix: Some(std::path::PathBuf::from(path)),
+        });
+    }
     let t = t.strip_prefix("inet:").unwrap_or(t);
     if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad());
@@ -57,6 +70,7 @@ pub fn parse(text: &str, default_port: u16) -> Result<Nexthop, BadNexthop> {
         host: host.trim_end_matches('.').to_ascii_lowercase(),
         mx,
         port,
+        unix: None,
     })
 }
 
@@ -69,6 +83,7 @@ mod tests {
             host: host.into(),
             mx,
             port,
+            unix: None,
         }
     }
 
@@ -101,6 +116,12 @@ mod tests {
             Ok(nh("localhost", true, 24))
         );
         assert_eq!(parse("example.com.", 25), Ok(nh("example.com", true, 25)));
+        let unix = parse("lmtp:unix:/run/dovecot/lmtp", 24).unwrap();
+        assert_eq!(
+            unix.unix.as_deref(),
+            Some(std::path::Path::new("/run/dovecot/lmtp"))
+        );
+        assert!(!unix.mx);
     }
 
     #[test]
