@@ -848,3 +848,66 @@ fn local_mail_can_go_to_an_lmtp_server_with_one_answer_per_recipient() {
         "{log}"
     );
 }
+
+#[test]
+fn error_retry_and_discard_transports_need_no_agent() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scratch.path().join("transport"),
+        "refused.test error:5.7.1 we do not take mail for refused.test\n\
+         later.test retry:4.3.0 down for maintenance\n\
+         void.test discard:\n",
+    )
+    .unwrap();
+    let mut a = Instance::new(Options {
+        mynetworks: "127.0.0.0/8".into(),
+        main_extra: format!(
+            "transport_maps = hash:{}/transport\n",
+            scratch.path().display()
+        ),
+        ..Options::default()
+    });
+    a.start();
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["x@refused.test", "y@later.test", "z@void.test"],
+        b"Subject: builtin\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    for want in [
+        "to=<x@refused.test>, relay=none, delay=",
+        "to=<y@later.test>, relay=none, delay=",
+        "to=<z@void.test>, relay=none, delay=",
+    ] {
+        assert!(log_has(&a, want), "{want}: {}", a.log());
+    }
+    let log = a.log();
+    let line = |who: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("to=<{who}>")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("x@refused.test")
+            .contains("dsn=5.7.1, status=bounced (we do not take mail for refused.test)"),
+        "{log}"
+    );
+    assert!(
+        line("y@later.test").contains("dsn=4.3.0, status=deferred (down for maintenance)"),
+        "{log}"
+    );
+    assert!(
+        line("z@void.test").contains("dsn=2.0.0, status=sent (discarded: void.test)"),
+        "{log}"
+    );
+    // The bounce reaches the sender, with the error transport's words.
+    let got = a.wait_mail("bob", 1, T);
+    assert_eq!(got.len(), 1, "{}", a.log());
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(
+        text.contains("we do not take mail for refused.test"),
+        "{text}"
+    );
+    assert!(!text.contains("z@void.test>:"), "{text}");
+}

@@ -594,6 +594,16 @@ impl Qmgr {
         let Some(active) = self.active.get(&job.id) else {
             return;
         };
+        if let Some(results) = builtin_transport(&job, active) {
+            let _ = self.done_tx.send(Event::Delivered(Done {
+                id: job.id,
+                route: job.route,
+                results,
+                delivered: Vec::new(),
+                site_failure: None,
+            }));
+            return;
+        }
         let env = active.file.envelope();
         let req = DeliveryRequest {
             queue_id: job.id.to_string(),
@@ -1001,6 +1011,75 @@ fn raise_fd_limit() -> u64 {
         }
         Err(_) => 1024,
     }
+}
+
+/// The transports qmgr runs itself, as Postfix's error(8), discard(8)
+/// and retry: `error:5.1.1 text` bounces with that code and text,
+/// `retry:4.3.0 text` defers, `discard:text` throws the mail away as
+/// delivered. None for a real delivery agent.
+fn builtin_transport(job: &Job, active: &Active) -> Option<Vec<(usize, DeliveryStatus)>> {
+    let kind = job.route.transport.as_str();
+    if !matches!(kind, "error" | "retry" | "discard") {
+        return None;
+    }
+    let text = job.route.nexthop.trim();
+    let (code, words) = match text.split_once(' ') {
+        Some((c, w)) if postern_ipc::EnhancedCode::parse(c).is_some() => (c, w.trim()),
+        _ if postern_ipc::EnhancedCode::parse(text).is_some() => (text, ""),
+        _ => ("", text),
+    };
+    let parsed = postern_ipc::EnhancedCode::parse(code);
+    let status = match kind {
+        "discard" => DeliveryStatus::sent(if text.is_empty() {
+            "discarded".to_string()
+        } else {
+            format!("discarded: {text}")
+        }),
+        "retry" => {
+            let (subject, detail) = parsed.map_or((0, 0), |c| (c.1, c.2));
+            let words = if words.is_empty() {
+                "delivery deferred"
+            } else {
+                words
+            };
+            DeliveryStatus::temporary(subject, detail, words)
+        }
+        _ => {
+            let (subject, detail) = parsed.map_or((0, 0), |c| (c.1, c.2));
+            let words = if words.is_empty() {
+                "mail delivery refused"
+            } else {
+                words
+            };
+            DeliveryStatus::permanent(subject, detail, words)
+        }
+    };
+    let env = active.file.envelope();
+    let word = match status.class() {
+        StatusClass::Success => "sent",
+        StatusClass::Temporary => "deferred",
+        StatusClass::Permanent => "bounced",
+    };
+    for &i in &job.recipients {
+        info!(
+            "{}: to=<{}>, relay=none, delay={}, delays=0/0/0/0, dsn={}, status={word} ({})",
+            job.id,
+            env.recipients[i].address,
+            postern_mailtime::log_delay(
+                SystemTime::now()
+                    .duration_since(env.arrival)
+                    .unwrap_or_default()
+            ),
+            status.code(),
+            status.text()
+        );
+    }
+    Some(
+        job.recipients
+            .iter()
+            .map(|&i| (i, status.clone()))
+            .collect(),
+    )
 }
 
 fn delay_secs(arrival: SystemTime) -> String {
