@@ -911,3 +911,55 @@ fn error_retry_and_discard_transports_need_no_agent() {
     );
     assert!(!text.contains("z@void.test>:"), "{text}");
 }
+
+#[test]
+fn a_sender_is_warned_once_then_gets_the_bounce_when_the_message_expires() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(10, zones()) else { return };
+    let b = receiver();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    reconfigure(
+        &mut a,
+        "delay_warning_time = 2s\nmaximal_queue_lifetime = 7s\n",
+    );
+    let r = a.smtp().send(
+        "bob@example.test",
+        &["u@down.test"],
+        b"Subject: patience\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text());
+    let got = a.wait_mail("bob", 2, Duration::from_secs(40));
+    assert_eq!(got.len(), 2, "{}", a.log());
+    let texts: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    let warning = texts
+        .iter()
+        .find(|t| t.contains("Subject: Delayed Mail (still being retried)"))
+        .expect("a delay warning");
+    assert!(warning.contains("THIS IS A WARNING ONLY"), "{warning}");
+    assert!(warning.contains("Action: delayed"), "{warning}");
+    assert!(warning.contains("Will-Retry-Until:"), "{warning}");
+    let bounce = texts
+        .iter()
+        .find(|t| t.contains("Subject: Undelivered Mail Returned to Sender"))
+        .expect("the bounce at expiry");
+    assert!(bounce.contains("Status: 5.4.7"), "{bounce}");
+    assert!(
+        log_has(&a, "status=expired, returned to sender"),
+        "{}",
+        a.log()
+    );
+    // Warned once, whatever the number of retries in between.
+    assert_eq!(
+        a.log().matches("sender delay notification").count(),
+        1,
+        "{}",
+        a.log()
+    );
+}

@@ -235,6 +235,7 @@ pub static PARAMETERS: &[ParamDef] = &[
     p!("default_privs", "nobody", Str, "User that local runs commands and writes files as for mail to an alias with no owner."),
     p!("default_process_limit", "100", Int, "Default number of processes of a service (master.cf maxproc `-`)."),
     p!("default_transport", "smtp", Str, "Transport for mail to domains that are not local."),
+    p!("delay_warning_time", "0h", Time(H), "After how long in the queue a sender is told (once) that a message is still being retried; 0 = never, as Postfix."),
     p!("disable_vrfy_command", "yes", Bool, "Whether smtpd refuses the VRFY command (stops address harvesting)."),
     p!("dns_resolv_conf", "/etc/resolv.conf", Str, "Postern: the resolver configuration smtp reads at start-up (before any chroot) for MX and address lookups."),
     p!("duplicate_filter_limit", "1000", Int, "Most destinations (mailboxes, files, commands) remembered per message so that recipients resolving to the same one get one copy; 0 = no duplicate filter across recipients."),

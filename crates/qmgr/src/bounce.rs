@@ -86,6 +86,12 @@ fn report(
         now,
     );
     report.mail_name = main.str("mail_name");
+    if let Ok(t) = main.time("delay_warning_time") {
+        report.delay_warning_time = t;
+    }
+    if let Ok(t) = main.time("maximal_queue_lifetime") {
+        report.maximal_queue_lifetime = t;
+    }
     report.postmaster_copy = postmaster.map(|m| m.to_string());
     report.envid = env.attribute("dsn_envid").map(str::to_string);
     report.ret = match env.attribute("dsn_ret") {

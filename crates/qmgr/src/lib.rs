@@ -24,7 +24,8 @@
 //! local_destination_concurrency_limit, local_destination_recipient_limit,
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
 //! duplicate_filter_limit, default_destination_recipient_limit, transport_maps,
-//! bounce_size_limit, 2bounce_notice_recipient, myorigin, initial_destination_concurrency.
+//! bounce_size_limit, 2bounce_notice_recipient, myorigin, initial_destination_concurrency,
+//! delay_warning_time.
 #![forbid(unsafe_code)]
 
 pub mod bounce;
@@ -65,6 +66,8 @@ pub struct Settings {
     delivery_timeout: Duration,
     duplicate_filter_limit: usize,
     initial_concurrency: usize,
+    /// delay_warning_time (zero: no delay warnings).
+    delay_warning_time: Duration,
     /// 2bounce_notice_recipient, qualified with myorigin.
     double_bounce_to: Mailbox,
 }
@@ -103,6 +106,7 @@ impl Settings {
             delivery_timeout: main.time("daemon_timeout").map_err(e)?,
             duplicate_filter_limit: main.bounded("duplicate_filter_limit").map_err(e)?,
             initial_concurrency: main.bounded("initial_destination_concurrency").map_err(e)?,
+            delay_warning_time: main.time("delay_warning_time").map_err(e)?,
             double_bounce_to: {
                 let to = main.str("2bounce_notice_recipient");
                 let to = if to.contains('@') {
@@ -127,6 +131,9 @@ struct Active {
     /// Recipients that bounced this round: (address, status). An expired
     /// recipient's status is the temporary 4.4.7 (the bounce reports 5.4.7).
     bounced: Vec<(Mailbox, DeliveryStatus)>,
+    /// The latest temporary status of each recipient deferred this round
+    /// (for the delay warning).
+    deferred_reasons: BTreeMap<usize, DeliveryStatus>,
     /// Recipients delivered this round whose NOTIFY asked for SUCCESS
     /// (local deliveries; smtp passes NOTIFY on to the next server).
     succeeded: Vec<(Mailbox, DeliveryStatus)>,
@@ -268,6 +275,15 @@ impl Qmgr {
                 {
                     let _ = std::fs::remove_file(e.path());
                 }
+                // A delay-warning record outlives deferred/ visits, not its
+                // message.
+                if let Some(id) = name.strip_prefix(".warned-")
+                    && !QUEUE_HOLDERS
+                        .iter()
+                        .any(|q| self.dirs.dir(*q).join(id).exists())
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         match self.dirs.remove_stale_temp(Duration::from_secs(86400)) {
@@ -389,6 +405,7 @@ impl Qmgr {
             deferred: false,
             bounced: Vec::new(),
             succeeded: Vec::new(),
+            deferred_reasons: BTreeMap::new(),
             delivered: HashSet::new(),
             local_busy: false,
         };
@@ -762,7 +779,10 @@ impl Qmgr {
                         None => {}
                     }
                 }
-                StatusClass::Temporary => active.deferred = true,
+                StatusClass::Temporary => {
+                    active.deferred = true;
+                    active.deferred_reasons.insert(i, status);
+                }
             }
         }
         // The last job of a message that is now completely delivered: the
@@ -957,6 +977,7 @@ impl Qmgr {
     /// while recipients are left, else removed.
     fn settle(&mut self, id: &QueueId, active: Active) {
         if active.deferred || !active.file.all_done() {
+            self.delay_warning(id, &active);
             let age = SystemTime::now()
                 .duration_since(active.file.envelope().arrival)
                 .unwrap_or_default();
@@ -984,6 +1005,70 @@ impl Qmgr {
             Ok(()) => info!("{id}: removed"),
             Err(e) => warn!("{id}: cannot remove queue file: {e}"),
         }
+        let _ = std::fs::remove_file(self.warned_marker(id));
+    }
+
+    /// `deferred/.warned-ID`: this message's sender got its delay warning.
+    fn warned_marker(&self, id: &QueueId) -> PathBuf {
+        self.dirs.dir(Queue::Deferred).join(format!(".warned-{id}"))
+    }
+
+    /// Postfix's delay warning: once a message has waited
+    /// delay_warning_time (0 = never, the default), its sender hears which
+    /// recipients are still being retried, and until when: once per
+    /// message, for the recipients whose NOTIFY asks for DELAY (the default).
+    fn delay_warning(&self, id: &QueueId, active: &Active) {
+        let limit = self.settings.delay_warning_time;
+        let env = active.file.envelope();
+        let Some(to) = env.sender.mailbox().cloned() else {
+            return;
+        };
+        let age = SystemTime::now()
+            .duration_since(env.arrival)
+            .unwrap_or_default();
+        if limit.is_zero() || age < limit {
+            return;
+        }
+        let marker = self.warned_marker(id);
+        if marker.exists() {
+            return;
+        }
+        let delayed: Vec<(Mailbox, DeliveryStatus)> = active
+            .deferred_reasons
+            .iter()
+            .filter_map(|(&i, status)| {
+                let r = env.recipients.get(i)?;
+                bounce::wanted(r.notify, postern_dsn::Kind::Delay)
+                    .then(|| (r.address.clone(), status.clone()))
+            })
+            .collect();
+        if delayed.is_empty() {
+            return;
+        }
+        let text = match bounce::build_report(
+            &self.main,
+            id,
+            &active.file,
+            postern_dsn::Kind::Delay,
+            &delayed,
+            SystemTime::now(),
+        ) {
+            Ok(t) => t,
+            Err(e) => return warn!("{id}: cannot send delay warning: {e}"),
+        };
+        if let Err(e) = std::fs::write(&marker, b"") {
+            // Without the marker the sender would be warned on every retry.
+            return warn!("{id}: cannot record the delay warning ({e}): not sending it");
+        }
+        let socket = self.settings.queue_dir.join("private").join("cleanup");
+        let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
+        let id = id.clone();
+        tokio::task::spawn_local(async move {
+            match bounce::send(&socket, text, &to, timeout, false).await {
+                Ok(nid) => info!("{id}: sender delay notification: {nid}"),
+                Err(e) => warn!("{id}: cannot send delay warning: {e}"),
+            }
+        });
     }
 
     fn idle(&self) -> bool {
@@ -1165,6 +1250,9 @@ async fn deliver(
 /// An agent's answers: the statuses, the `Delivered` keys, the
 /// `SiteFailure` reason.
 type Delivery = (Vec<(usize, DeliveryStatus)>, Vec<String>, Option<String>);
+
+/// The queues a message can be in while qmgr may still meet it again.
+const QUEUE_HOLDERS: [Queue; 4] = [Queue::Incoming, Queue::Active, Queue::Deferred, Queue::Hold];
 
 /// The scheduler loop.
 pub async fn run(
