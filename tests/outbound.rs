@@ -59,7 +59,7 @@ fn sender(scratch: &std::path::Path, dns: &TestDns, receiver_port: u16) -> Insta
             "dns_resolv_conf = {d}/resolv.conf\ntransport_maps = hash:{d}/transport\nsmtp_connect_timeout = 5s\n",
             d = scratch.display()
         ),
-        master_extra: "smtp unix - - n - - smtp\n".into(),
+        master_extra: "smtp unix - - y - - smtp\n".into(),
     });
     a.start();
     a
@@ -129,6 +129,19 @@ fn mail_goes_to_the_working_mx_and_each_recipient_gets_its_own_answer() {
             && l.contains("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as ")),
         "{log}"
     );
+    // The agent ran chrooted in the queue directory, as its own user.
+    let pids = a.pids_of("smtp");
+    assert!(!pids.is_empty(), "an idle smtp process stays for a while");
+    for pid in pids {
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+        assert_eq!(root, a.dir.join("queue"), "smtp {pid} is not chrooted");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = nix::unistd::User::from_name("postern-smtp").unwrap().unwrap().uid;
+        assert!(
+            status.lines().any(|l| l.starts_with("Uid:") && l.contains(&uid.to_string())),
+            "{status}"
+        );
+    }
     // The unknown user bounced at RCPT, and only that recipient.
     assert!(
         log.lines().any(|l| l.contains("to=<nosuch@dest.test>")
