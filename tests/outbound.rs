@@ -136,9 +136,14 @@ fn mail_goes_to_the_working_mx_and_each_recipient_gets_its_own_answer() {
         let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
         assert_eq!(root, a.dir.join("queue"), "smtp {pid} is not chrooted");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let uid = nix::unistd::User::from_name("postern-smtp").unwrap().unwrap().uid;
+        let uid = nix::unistd::User::from_name("postern-smtp")
+            .unwrap()
+            .unwrap()
+            .uid;
         assert!(
-            status.lines().any(|l| l.starts_with("Uid:") && l.contains(&uid.to_string())),
+            status
+                .lines()
+                .any(|l| l.starts_with("Uid:") && l.contains(&uid.to_string())),
             "{status}"
         );
     }
@@ -875,7 +880,7 @@ fn error_retry_and_discard_transports_need_no_agent() {
     let mut a = Instance::new(Options {
         mynetworks: "127.0.0.0/8".into(),
         main_extra: format!(
-            "transport_maps = hash:{}/transport\n",
+            "transport_maps = hash:{}/transport\nnotify_classes = bounce\n",
             scratch.path().display()
         ),
         ..Options::default()
@@ -923,6 +928,16 @@ fn error_retry_and_discard_transports_need_no_agent() {
         "{text}"
     );
     assert!(!text.contains("z@void.test>:"), "{text}");
+    // notify_classes = bounce: the postmaster (alice, by the test aliases)
+    // gets a copy, headers only.
+    let copies = a.wait_mail("alice", 1, T);
+    assert_eq!(copies.len(), 1, "{}", a.log());
+    let copy = String::from_utf8_lossy(&copies[0]);
+    assert!(
+        copy.contains("Subject: Postmaster Copy: Undelivered Mail"),
+        "{copy}"
+    );
+    assert!(copy.contains("text/rfc822-headers"), "{copy}");
 }
 
 #[test]

@@ -25,7 +25,7 @@
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
 //! duplicate_filter_limit, default_destination_recipient_limit, transport_maps,
 //! bounce_size_limit, 2bounce_notice_recipient, myorigin, initial_destination_concurrency,
-//! delay_warning_time.
+//! delay_warning_time, notify_classes, bounce_notice_recipient.
 #![forbid(unsafe_code)]
 
 pub mod bounce;
@@ -66,6 +66,10 @@ pub struct Settings {
     delivery_timeout: Duration,
     duplicate_filter_limit: usize,
     initial_concurrency: usize,
+    /// notify_classes has `bounce`: copies of bounces to the postmaster.
+    bounce_copies: bool,
+    /// bounce_notice_recipient, qualified with myorigin.
+    bounce_copy_to: Mailbox,
     /// delay_warning_time (zero: no delay warnings).
     delay_warning_time: Duration,
     /// 2bounce_notice_recipient, qualified with myorigin.
@@ -107,18 +111,26 @@ impl Settings {
             duplicate_filter_limit: main.bounded("duplicate_filter_limit").map_err(e)?,
             initial_concurrency: main.bounded("initial_destination_concurrency").map_err(e)?,
             delay_warning_time: main.time("delay_warning_time").map_err(e)?,
-            double_bounce_to: {
-                let to = main.str("2bounce_notice_recipient");
-                let to = if to.contains('@') {
-                    to
-                } else {
-                    format!("{to}@{}", main.str("myorigin"))
-                };
-                Mailbox::parse(&to)
-                    .map_err(|err| format!("2bounce_notice_recipient: <{to}>: {err}"))?
-            },
+            double_bounce_to: notice_recipient(main, "2bounce_notice_recipient")?,
+            bounce_copies: main
+                .list("notify_classes")
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case("bounce")),
+            bounce_copy_to: notice_recipient(main, "bounce_notice_recipient")?,
         })
     }
+}
+
+/// A *_notice_recipient parameter as a mailbox: a bare name gets
+/// @myorigin.
+fn notice_recipient(main: &MainCf, name: &str) -> Result<Mailbox, String> {
+    let to = main.str(name);
+    let to = if to.contains('@') {
+        to
+    } else {
+        format!("{to}@{}", main.str("myorigin"))
+    };
+    Mailbox::parse(&to).map_err(|err| format!("{name}: <{to}>: {err}"))
 }
 
 /// One message in the active queue.
@@ -888,16 +900,21 @@ impl Qmgr {
                         to,
                     ))
                 }
-                (false, Some(sender)) => Some((
-                    bounce::build(
-                        &self.main,
-                        id,
-                        &active.file,
-                        &active.bounced,
-                        SystemTime::now(),
-                    ),
-                    sender.clone(),
-                )),
+                (false, Some(sender)) => {
+                    if self.settings.bounce_copies {
+                        self.postmaster_copy(id, &active);
+                    }
+                    Some((
+                        bounce::build(
+                            &self.main,
+                            id,
+                            &active.file,
+                            &active.bounced,
+                            SystemTime::now(),
+                        ),
+                        sender.clone(),
+                    ))
+                }
                 (false, None) => None,
             };
             match built {
@@ -926,6 +943,35 @@ impl Qmgr {
             }
         }
         self.settle(id, active);
+    }
+
+    /// notify_classes = bounce: the postmaster (bounce_notice_recipient)
+    /// gets a copy of each non-delivery notification, headers only.
+    /// Best effort, like the success report.
+    fn postmaster_copy(&self, id: &QueueId, active: &Active) {
+        let to = self.settings.bounce_copy_to.clone();
+        let text = match bounce::build_double(
+            &self.main,
+            id,
+            &active.file,
+            &active.bounced,
+            &to,
+            SystemTime::now(),
+        ) {
+            Ok(t) => t,
+            Err(e) => return warn!("{id}: cannot send postmaster copy: {e}"),
+        };
+        let socket = self.settings.queue_dir.join("private").join("cleanup");
+        let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
+        let id = id.clone();
+        tokio::task::spawn_local(async move {
+            // Marked like a double bounce: if it cannot be delivered it is
+            // dropped, never reported again.
+            match bounce::send(&socket, text, &to, timeout, true).await {
+                Ok(nid) => info!("{id}: postmaster non-delivery notification: {nid}"),
+                Err(e) => warn!("{id}: cannot send postmaster copy: {e}"),
+            }
+        });
     }
 
     /// Sends the NOTIFY=SUCCESS report for a message's delivered
