@@ -991,3 +991,46 @@ fn a_sender_is_warned_once_then_gets_the_bounce_when_the_message_expires() {
         a.log()
     );
 }
+
+#[test]
+fn smtp_destination_recipient_limit_splits_the_transactions() {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return;
+    }
+    let Some(dns) = dns(11, zones()) else { return };
+    let b = receiver();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    reconfigure(&mut a, "smtp_destination_recipient_limit = 2\n");
+    let rcpts = [
+        "alice@dest.test",
+        "bob@dest.test",
+        "carol@dest.test",
+        "postmaster@dest.test",
+        "team@dest.test",
+    ];
+    let r = a
+        .smtp()
+        .send("bob@example.test", &rcpts, b"Subject: split\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{}", r.text());
+    let arrivals = |log: &str| -> Vec<usize> {
+        log.lines()
+            .filter(|l| l.contains("postern/qmgr") && l.contains("from=<bob@example.test>"))
+            .filter_map(|l| l.split("nrcpt=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect()
+    };
+    assert!(
+        wait_until(T, || arrivals(&b.log()).iter().sum::<usize>() >= 5),
+        "{}",
+        b.log()
+    );
+    let mut n = arrivals(&b.log());
+    n.sort();
+    assert_eq!(
+        n,
+        [1, 2, 2],
+        "transactions of at most 2 recipients:\n{}",
+        b.log()
+    );
+}

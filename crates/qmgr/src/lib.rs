@@ -25,7 +25,9 @@
 //! ipc_timeout, myhostname, mail_name, daemon_timeout, default_process_limit,
 //! duplicate_filter_limit, default_destination_recipient_limit, transport_maps,
 //! bounce_size_limit, 2bounce_notice_recipient, myorigin, initial_destination_concurrency,
-//! delay_warning_time, notify_classes, bounce_notice_recipient.
+//! delay_warning_time, notify_classes, bounce_notice_recipient,
+//! smtp_destination_concurrency_limit, smtp_destination_recipient_limit,
+//! lmtp_destination_concurrency_limit, lmtp_destination_recipient_limit.
 #![forbid(unsafe_code)]
 
 pub mod bounce;
@@ -216,6 +218,8 @@ pub struct Qmgr {
     dead: HashMap<(String, String), (std::time::Instant, String)>,
     /// Where the next dispatch round starts (round-robin over destinations).
     rotation: usize,
+    /// (concurrency, recipients) per transport name, read once.
+    limits: RefCell<HashMap<String, (usize, usize)>>,
     done_tx: mpsc::UnboundedSender<Event>,
     /// incoming/ may hold more than the active limit let us take.
     incoming_left: bool,
@@ -254,6 +258,7 @@ impl Qmgr {
             window: HashMap::new(),
             dead: HashMap::new(),
             rotation: 0,
+            limits: RefCell::new(HashMap::new()),
             done_tx,
             incoming_left: false,
             marks_in_flight: 0,
@@ -478,7 +483,7 @@ impl Qmgr {
             let limit = if route.transport == self.router.local_transport() {
                 self.settings.local_recipient_limit
             } else {
-                self.settings.default_recipient_limit
+                self.transport_limits(&route.transport).1
             };
             for chunk in rcpts.chunks(limit) {
                 active.outstanding += 1;
@@ -513,6 +518,10 @@ impl Qmgr {
         if keys.is_empty() {
             return;
         }
+        let limits: HashMap<String, (usize, usize)> = keys
+            .iter()
+            .map(|(t, _)| (t.clone(), self.transport_limits(t)))
+            .collect();
         let start = self.rotation % keys.len();
         keys.rotate_left(start);
         self.rotation = self.rotation.wrapping_add(1);
@@ -553,7 +562,7 @@ impl Qmgr {
                         .get(key)
                         .copied()
                         .unwrap_or(self.settings.initial_concurrency);
-                    w.clamp(1, self.settings.destination_limit.max(1))
+                    w.clamp(1, limits.get(transport).map_or(1, |l| l.0).max(1))
                 };
                 let busy_t = self.busy_transport.entry(transport.clone()).or_insert(0);
                 let busy_d = self.busy_destination.entry(key.clone()).or_insert(0);
@@ -616,6 +625,39 @@ impl Qmgr {
                 site_failure: None,
             });
         }
+    }
+
+    /// A transport's per-destination concurrency and recipient limits:
+    /// TRANSPORT_destination_concurrency_limit and
+    /// TRANSPORT_destination_recipient_limit when main.cf (or the table)
+    /// has them, else the default_ ones (Postfix's per-transport names).
+    fn transport_limits(&self, transport: &str) -> (usize, usize) {
+        if let Some(l) = self.limits.borrow().get(transport) {
+            return *l;
+        }
+        let read = |what: &str, default: usize| -> usize {
+            let name = format!("{transport}_destination_{what}_limit");
+            if postern_config::param_def(&name).is_none() && !self.main.is_set(&name) {
+                return default;
+            }
+            match self.main.int(&name) {
+                Ok(n) if n >= 1 => usize::try_from(n).unwrap_or(default),
+                Ok(n) => {
+                    warn!("{name} = {n}: must be at least 1; using {default}");
+                    default
+                }
+                Err(e) => {
+                    warn!("{e}; using {default}");
+                    default
+                }
+            }
+        };
+        let l = (
+            read("concurrency", self.settings.destination_limit),
+            read("recipient", self.settings.default_recipient_limit),
+        );
+        self.limits.borrow_mut().insert(transport.to_string(), l);
+        l
     }
 
     /// Hands one job to its delivery agent in a task of its own.
@@ -729,6 +771,7 @@ impl Qmgr {
             *n = n.saturating_sub(1);
         }
         if done.route.transport != self.router.local_transport() {
+            let max_concurrency = self.transport_limits(&done.route.transport).0;
             let w = self
                 .window
                 .entry(key.clone())
@@ -748,7 +791,7 @@ impl Qmgr {
                     }
                     self.dead.insert(key.clone(), (until, why.clone()));
                 }
-                None => *w = (*w + 1).min(self.settings.destination_limit.max(1)),
+                None => *w = (*w + 1).min(max_concurrency.max(1)),
             }
         }
         let Some(active) = self.active.get_mut(&done.id) else {
