@@ -1034,3 +1034,96 @@ fn smtp_destination_recipient_limit_splits_the_transactions() {
         b.log()
     );
 }
+
+/// Debian's smtp-sink: installed, or unpacked by .ci/run (with the
+/// libraries beside it). None when neither is there.
+fn smtp_sink() -> Option<(std::path::PathBuf, Option<std::path::PathBuf>)> {
+    let unpacked = std::path::Path::new("/opt/postern-ci/postfix");
+    for (bin, libs) in [
+        (std::path::PathBuf::from("/usr/sbin/smtp-sink"), None),
+        (
+            unpacked.join("usr/sbin/smtp-sink"),
+            Some(unpacked.join("usr/lib/postfix")),
+        ),
+    ] {
+        if bin.exists() {
+            return Some((bin, libs));
+        }
+    }
+    None
+}
+
+#[test]
+fn mail_relays_to_debian_smtp_sink() {
+    let Some((sink, libs)) = smtp_sink() else {
+        eprintln!("skipped: no smtp-sink (Debian's postfix package; .ci/run unpacks it)");
+        return;
+    };
+    let port = free_port();
+    // "-d": one file per received message in this directory (smtp-sink
+    // runs as nobody when we are root).
+    let dump = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dump.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut cmd = std::process::Command::new(&sink);
+    if let Some(l) = &libs {
+        cmd.env("LD_LIBRARY_PATH", l);
+    }
+    if is_root() {
+        cmd.args(["-u", "nobody"]);
+    }
+    let mut child = cmd
+        .arg("-d")
+        .arg(dump.path().join("msg."))
+        .args([&format!("127.0.0.1:{port}"), "100"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start smtp-sink");
+    let count = || {
+        std::fs::read_dir(dump.path())
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(T, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "smtp-sink did not start"
+    );
+    let mut a = Instance::new(Options {
+        mynetworks: "127.0.0.0/8".into(),
+        main_extra: format!("relayhost = [127.0.0.1]:{port}\n"),
+        master_extra: "smtp unix - - n - - smtp\n".into(),
+    });
+    a.start();
+    const N: usize = 20;
+    let mut c = a.smtp();
+    for i in 0..N {
+        let body = format!("Subject: sink {i}\r\n\r\nto the sink\r\n");
+        let r = c.send("bob@example.test", &["anyone@far.example"], body.as_bytes());
+        assert_eq!(r.code, 250, "{}", r.text());
+    }
+    let done = wait_until(T, || count() >= N);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done, "smtp-sink received {} of {N}:\n{}", count(), a.log());
+    // What it got is the message (smtp-sink dumps the envelope and data).
+    let one = std::fs::read_dir(dump.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(one.path()).unwrap();
+    assert!(text.contains("to the sink"), "{text}");
+    let sent = a
+        .log()
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("relay=127.0.0.1[127.0.0.1]:{port}, "))
+                && l.contains("status=sent (250")
+        })
+        .count();
+    assert_eq!(sent, N, "{}", a.log());
+}
