@@ -337,13 +337,13 @@ fn a_message_over_the_servers_size_limit_bounces_without_data() {
     assert!(srv.received().is_empty());
 }
 
-/// Case 4: The server never answers the end of data: the recipient is
-/// deferred with the timeout's text and the retry delivers it.
-#[test]
-fn a_timeout_after_the_end_of_data_defers_and_the_retry_delivers() {
-    let Some(dns) = dns(4, vec![zone("t4.test")]) else {
-        return;
-    };
+/// The end-of-data timeout scenario (case 4): the first session gets the
+/// whole message and never answers, the retry's session answers 250.
+/// Returns the sender's log lines for the recipient and the server port.
+fn end_of_data_timeout(test: u8) -> Option<(Vec<String>, u16)> {
+    let domain = format!("t{test}.test");
+    let rcpt = format!("slow@{domain}");
+    let dns = dns(test, vec![zone(&domain)])?;
     let srv = server(vec![
         Session {
             data_done: Answer::stall(),
@@ -352,11 +352,11 @@ fn a_timeout_after_the_end_of_data_defers_and_the_retry_delivers() {
         Session::default(),
     ]);
     let scratch = tempfile::tempdir().unwrap();
-    let a = sender(scratch.path(), &dns, &[("t4.test", srv.port())], &[]);
+    let a = sender(scratch.path(), &dns, &[(&domain, srv.port())], &[]);
     let msg = message("stall-at-dot", "no answer the first time\r\n");
-    submit(&a, &["slow@t4.test"], &msg);
+    submit(&a, &[&rcpt], &msg);
 
-    let got = wait_accepted(&srv, &a, &["slow@t4.test"]);
+    let got = wait_accepted(&srv, &a, &[&rcpt]);
     wait_queue_empty(&a);
     srv.release();
     assert!(got.iter().all(|m| m.content.ends_with(&msg)), "{got:#?}");
@@ -366,15 +366,46 @@ fn a_timeout_after_the_end_of_data_defers_and_the_retry_delivers() {
     assert_eq!(all[0].reply, None, "{all:#?}");
     assert!(all[0].content.ends_with(&msg));
     let log = a.log();
-    let l = lines_for(&log, "slow@t4.test");
+    let l = lines_for(&log, &rcpt);
     assert_eq!(l.len(), 2, "{log}");
+    assert!(l[1].contains("status=sent (250 "), "{log}");
+    Some((l, srv.port()))
+}
+
+/// Case 4: The server never answers the end of data: the recipient is
+/// deferred with the timeout's text and the retry delivers it.
+#[test]
+fn a_timeout_after_the_end_of_data_defers_and_the_retry_delivers() {
+    let Some((l, _)) = end_of_data_timeout(4) else {
+        return;
+    };
     assert!(
         l[0].contains("status=deferred (")
             && l[0].contains("timed out")
             && l[0].contains("sending end of data -- message may be sent more than once"),
-        "{log}"
+        "{l:#?}"
     );
-    assert!(l[1].contains("status=sent (250 "), "{log}");
+}
+
+/// Case 4b: the deferral after that timeout is logged as Postfix logs it:
+/// the relay that timed out, 4.4.2, and "conversation with HOST timed out
+/// while sending end of data".
+#[test]
+#[ignore = "agent bug: a deferral after a session failure logs relay=none, dsn=4.4.1 and \
+            \"conversation timed out sending end of data -- ... with HOST\" instead of \
+            relay=HOST:PORT, dsn=4.4.2, \"conversation with HOST timed out while sending ...\""]
+fn a_timeout_deferral_is_logged_as_postfix_logs_it() {
+    let Some((l, port)) = end_of_data_timeout(10) else {
+        return;
+    };
+    let want = format!("relay=mx.t10.test[127.0.0.1]:{port}, delay=");
+    assert!(l[0].contains(&want), "{l:#?}");
+    assert!(
+        l[0].contains(
+            "dsn=4.4.2, status=deferred (conversation with mx.t10.test[127.0.0.1] timed out while sending end of data -- message may be sent more than once)"
+        ),
+        "{l:#?}"
+    );
 }
 
 /// Case 5: CHUNKING offered: the content goes in BDAT chunks (never DATA),
