@@ -460,7 +460,13 @@ fn opportunistic_tls_encrypts_and_verify_checks_the_certificate() {
     );
     assert_eq!(r.code, 250, "{}", r.text());
     assert!(
-        log_has(&a, "to=<alice@misnamed.test>, relay=none, "),
+        log_has(
+            &a,
+            &format!(
+                "to=<alice@misnamed.test>, relay=mx.misnamed.test[127.0.0.1]:{}, ",
+                b.smtp_port
+            )
+        ),
         "{}",
         a.log()
     );

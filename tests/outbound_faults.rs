@@ -391,9 +391,6 @@ fn a_timeout_after_the_end_of_data_defers_and_the_retry_delivers() {
 /// the relay that timed out, 4.4.2, and "conversation with HOST timed out
 /// while sending end of data".
 #[test]
-#[ignore = "agent bug: a deferral after a session failure logs relay=none, dsn=4.4.1 and \
-            \"conversation timed out sending end of data -- ... with HOST\" instead of \
-            relay=HOST:PORT, dsn=4.4.2, \"conversation with HOST timed out while sending ...\""]
 fn a_timeout_deferral_is_logged_as_postfix_logs_it() {
     let Some((l, port)) = end_of_data_timeout(10) else {
         return;

@@ -116,6 +116,7 @@ async fn deliver_to(
         pending: (0..req.recipients.len()).collect(),
         last_error: String::from("no server reachable"),
         last_status: None,
+        last_relay: None,
     };
     let mut sessions = 0;
     let mut transactions = 0;
@@ -174,6 +175,7 @@ async fn deliver_to(
             Err(why) => {
                 state.last_error = why;
                 state.last_status = None;
+                state.last_relay = None;
                 continue;
             }
         };
@@ -234,6 +236,7 @@ async fn deliver_to(
             }
             Err(e) => {
                 state.last_status = Some(e.status);
+                state.last_relay = Some(target.relay());
                 conn.quit(settings).await;
             }
         }
@@ -245,7 +248,11 @@ async fn deliver_to(
     if transactions == 0 && !targets.is_empty() && !state.pending.is_empty() {
         *site_failure = Some(status.text().to_string());
     }
-    log.finish_all(&state.pending, "none", status);
+    let relay = state
+        .last_relay
+        .clone()
+        .unwrap_or_else(|| "none".to_string());
+    log.finish_all(&state.pending, &relay, status);
     log.results
 }
 
@@ -255,8 +262,12 @@ struct Attempt {
     pending: Vec<usize>,
     /// Why they were not delivered yet, for their deferral.
     last_error: String,
-    /// Or a status of its own (TLS required but missing, ...), which wins.
+    /// Or a status of its own (TLS required but missing, a broken
+    /// conversation with its 4.4.2, ...), which wins.
     last_status: Option<DeliveryStatus>,
+    /// The server that last failed after a connection was made (the
+    /// relay= of the deferral; none when nothing connected).
+    last_relay: Option<String>,
 }
 
 /// The next hop's servers, or the status every recipient gets.
@@ -447,6 +458,8 @@ struct Conn {
     buf: Vec<u8>,
     /// The next-hop domain this connection serves.
     nexthop: String,
+    /// `host[addr]`, for the texts of broken conversations.
+    server: String,
 }
 
 impl Conn {
@@ -474,6 +487,7 @@ impl Conn {
             parser: ReplyParser::new(),
             buf: vec![0u8; 16 * 1024],
             nexthop: nexthop.to_string(),
+            server: target.server(),
         })
     }
 
@@ -484,20 +498,20 @@ impl Conn {
             match self.parser.next_reply() {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
-                Err(e) => return Err(format!("{e} {}", stage.while_doing())),
+                Err(e) => {
+                    return Err(format!(
+                        "bad reply from {} while {}: {e}",
+                        self.server,
+                        stage.while_doing()
+                    ));
+                }
             }
             let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf)).await;
             match read {
-                Ok(Ok(0)) => return Err(format!("lost connection {}", stage.while_doing())),
+                Ok(Ok(0)) => return Err(self.lost(stage, None)),
                 Ok(Ok(n)) => self.parser.push(&self.buf[..n]),
-                Ok(Err(e)) => {
-                    return Err(format!(
-                        "lost connection {}: {}",
-                        stage.while_doing(),
-                        io_words(&e)
-                    ));
-                }
-                Err(_) => return Err(format!("conversation timed out {}", stage.while_doing())),
+                Ok(Err(e)) => return Err(self.lost(stage, Some(&e))),
+                Err(_) => return Err(self.timed_out(stage)),
             }
         }
     }
@@ -505,13 +519,31 @@ impl Conn {
     async fn send(&mut self, bytes: &[u8], stage: Stage, timeout: Duration) -> Result<(), String> {
         match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!(
-                "lost connection {}: {}",
-                stage.while_doing(),
-                io_words(&e)
-            )),
-            Err(_) => Err(format!("conversation timed out {}", stage.while_doing())),
+            Ok(Err(e)) => Err(self.lost(stage, Some(&e))),
+            Err(_) => Err(self.timed_out(stage)),
         }
+    }
+
+    /// "lost connection with HOST while sending RCPT TO", Postfix's words.
+    fn lost(&self, stage: Stage, e: Option<&std::io::Error>) -> String {
+        let mut s = format!(
+            "lost connection with {} while {}",
+            self.server,
+            stage.while_doing()
+        );
+        if let Some(e) = e {
+            s.push_str(&format!(": {}", io_words(e)));
+        }
+        s
+    }
+
+    /// "conversation with HOST timed out while sending ...", Postfix's words.
+    fn timed_out(&self, stage: Stage) -> String {
+        format!(
+            "conversation with {} timed out while {}",
+            self.server,
+            stage.while_doing()
+        )
     }
 
     /// Greeting, EHLO (HELO when EHLO is refused) and STARTTLS as `tls`
@@ -525,7 +557,7 @@ impl Conn {
         let greeting = self
             .reply(Stage::Greeting, settings.timeout(Stage::Greeting))
             .await
-            .map_err(|e| HelloError::defer(format!("{e} with {}", target.server())))?;
+            .map_err(HelloError::defer)?;
         if let GreetingVerdict::Refused { reply, .. } = client::greeting_verdict(&greeting) {
             return Err(HelloError::defer(refused(target, &reply)));
         }
@@ -781,7 +813,8 @@ impl Conn {
                 && result.disposition == Disposition::Deferred;
             if retry_elsewhere {
                 state.last_error = result_text(target, &result);
-                state.last_status = None;
+                state.last_status = Some(status_of(target, &result));
+                state.last_relay = Some(target.relay());
                 state.pending.push(slot);
             } else {
                 log.finish(slot, &target.relay(), status_of(target, &result));
@@ -895,7 +928,7 @@ impl Conn {
                 }
             };
             if let Err(why) = step {
-                tx.abort(format!("{why} with {}", target.server()));
+                tx.abort(why);
             }
             results.extend(tx.take_results());
         };
@@ -1102,6 +1135,15 @@ impl SessionCache {
             Outcome::Completed { needs_rset } => {
                 self.time_limit > Duration::ZERO
                     && (!needs_rset || conn.rset(settings).await.is_ok())
+            }
+            // A broken or closing conversation: no QUIT (Postfix sends none
+            // after a timeout or a lost connection, or after 421).
+            Outcome::TryNextHost(
+                client::transaction::NextHostReason::Aborted
+                | client::transaction::NextHostReason::ServiceClosing,
+            ) => {
+                conn.stream.shutdown().await;
+                return;
             }
             Outcome::TryNextHost(_) => false,
         };
