@@ -303,6 +303,15 @@ impl Qmgr {
                 }
             }
         }
+        // Defer logs whose message left the queue during a crash.
+        for id in postern_queue::defer_log::list(&self.dirs).unwrap_or_default() {
+            if !QUEUE_HOLDERS
+                .iter()
+                .any(|q| self.dirs.file(*q, &id).exists())
+            {
+                postern_queue::defer_log::remove(&self.dirs, &id);
+            }
+        }
         match self.dirs.remove_stale_temp(Duration::from_secs(86400)) {
             Ok(0) => {}
             Ok(n) => info!("removed {n} stale temporary queue files"),
@@ -471,6 +480,9 @@ impl Qmgr {
                         delay_secs(active.file.envelope().arrival)
                     );
                     active.deferred = true;
+                    active
+                        .deferred_reasons
+                        .insert(i, DeliveryStatus::temporary(3, 0, why));
                 }
             }
         }
@@ -1004,15 +1016,22 @@ impl Qmgr {
             Ok(t) => t,
             Err(e) => return warn!("{id}: cannot send postmaster copy: {e}"),
         };
+        // Marked like a double bounce: if it cannot be delivered it is
+        // dropped, never reported again.
+        self.notify(id, text, to, true, "postmaster non-delivery notification");
+    }
+
+    /// Hands a best-effort notification (a copy, a report, a warning) to
+    /// cleanup in a task of its own and logs `ID: WHAT: NEWID`; the
+    /// message's own fate does not wait for it.
+    fn notify(&self, id: &QueueId, text: Vec<u8>, to: Mailbox, double: bool, what: &'static str) {
         let socket = self.settings.queue_dir.join("private").join("cleanup");
         let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
         let id = id.clone();
         tokio::task::spawn_local(async move {
-            // Marked like a double bounce: if it cannot be delivered it is
-            // dropped, never reported again.
-            match bounce::send(&socket, text, &to, timeout, true).await {
-                Ok(nid) => info!("{id}: postmaster non-delivery notification: {nid}"),
-                Err(e) => warn!("{id}: cannot send postmaster copy: {e}"),
+            match bounce::send(&socket, text, &to, timeout, double).await {
+                Ok(nid) => info!("{id}: {what}: {nid}"),
+                Err(e) => warn!("{id}: cannot send {what}: {e}"),
             }
         });
     }
@@ -1035,15 +1054,7 @@ impl Qmgr {
             Ok(t) => t,
             Err(e) => return warn!("{id}: cannot send delivery status notification: {e}"),
         };
-        let socket = self.settings.queue_dir.join("private").join("cleanup");
-        let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
-        let id = id.clone();
-        tokio::task::spawn_local(async move {
-            match bounce::send(&socket, text, &to, timeout, false).await {
-                Ok(nid) => info!("{id}: sender delivery status notification: {nid}"),
-                Err(e) => warn!("{id}: cannot send delivery status notification: {e}"),
-            }
-        });
+        self.notify(id, text, to, false, "sender delivery status notification");
     }
 
     /// cleanup answered for a message's non-delivery notification.
@@ -1074,6 +1085,7 @@ impl Qmgr {
                 self.settings.min_backoff,
                 self.settings.max_backoff.max(self.settings.min_backoff),
             );
+            self.write_defer_log(id, &active);
             drop(active);
             if let Err(e) = self.rename(id, Queue::Active, Queue::Deferred) {
                 warn!("{id}: cannot move to deferred: {e}");
@@ -1095,6 +1107,26 @@ impl Qmgr {
             Err(e) => warn!("{id}: cannot remove queue file: {e}"),
         }
         let _ = std::fs::remove_file(self.warned_marker(id));
+        postern_queue::defer_log::remove(&self.dirs, id);
+    }
+
+    /// `defer/ID`: why each recipient deferred this round waits, for mailq.
+    fn write_defer_log(&self, id: &QueueId, active: &Active) {
+        let env = active.file.envelope();
+        let entries: Vec<postern_queue::defer_log::DeferEntry> = active
+            .deferred_reasons
+            .iter()
+            .filter_map(|(&i, status)| {
+                let r = env.recipients.get(i).filter(|r| !r.done)?;
+                Some(postern_queue::defer_log::DeferEntry {
+                    address: r.address.to_string(),
+                    reason: status.text().to_string(),
+                })
+            })
+            .collect();
+        if let Err(e) = postern_queue::defer_log::write(&self.dirs, id, &entries) {
+            warn!("{id}: cannot write defer log: {e}");
+        }
     }
 
     /// `deferred/.warned-ID`: this message's sender got its delay warning.
@@ -1149,15 +1181,7 @@ impl Qmgr {
             // Without the marker the sender would be warned on every retry.
             return warn!("{id}: cannot record the delay warning ({e}): not sending it");
         }
-        let socket = self.settings.queue_dir.join("private").join("cleanup");
-        let timeout = self.settings.ipc_timeout.min(Duration::from_secs(60));
-        let id = id.clone();
-        tokio::task::spawn_local(async move {
-            match bounce::send(&socket, text, &to, timeout, false).await {
-                Ok(nid) => info!("{id}: sender delay notification: {nid}"),
-                Err(e) => warn!("{id}: cannot send delay warning: {e}"),
-            }
-        });
+        self.notify(id, text, to, false, "sender delay notification");
     }
 
     fn idle(&self) -> bool {
@@ -1385,7 +1409,9 @@ pub async fn run(
                     match t {
                         Trigger::ScanIncoming => q.scan_incoming(),
                         Trigger::Wakeup => { q.scan_incoming(); q.scan_deferred(false); }
-                        Trigger::Flush => { q.scan_incoming(); q.scan_deferred(true); }
+                        // As Postfix's postqueue -f: dead destinations are
+                        // forgotten too, so their mail is really tried.
+                        Trigger::Flush => { q.dead.clear(); q.scan_incoming(); q.scan_deferred(true); }
                     }
                     q.dispatch();
                 }
