@@ -65,6 +65,31 @@ fn sender(scratch: &std::path::Path, dns: &TestDns, receiver_port: u16) -> Insta
     a
 }
 
+/// A sending site and a receiving site with a DNS server that knows
+/// them, as most tests here need; None (skipped) unless root.
+struct Sites {
+    /// The sender (relays for 127.0.0.0/8; dest.test goes to `b`).
+    a: Instance,
+    /// The receiver, dest.test.
+    b: Instance,
+    /// Kept alive for the test's duration.
+    dns: TestDns,
+    /// The sender's resolv.conf and transport table.
+    scratch: tempfile::TempDir,
+}
+
+fn sites(test: u8) -> Option<Sites> {
+    if !is_root() {
+        eprintln!("skipped: needs root (DNS on port 53)");
+        return None;
+    }
+    let dns = dns(test, zones())?;
+    let scratch = tempfile::tempdir().unwrap();
+    let b = receiver();
+    let a = sender(scratch.path(), &dns, b.smtp_port);
+    Some(Sites { a, b, dns, scratch })
+}
+
 fn zones() -> Vec<Zone> {
     vec![
         // The best MX refuses connections (nothing listens on 127.0.0.2).
@@ -94,14 +119,15 @@ fn log_has(inst: &Instance, want: &str) -> bool {
 
 #[test]
 fn mail_goes_to_the_working_mx_and_each_recipient_gets_its_own_answer() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        a,
+        b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(1)
+    else {
         return;
-    }
-    let Some(dns) = dns(1, zones()) else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let b = receiver();
-    let a = sender(scratch.path(), &dns, b.smtp_port);
+    };
 
     let msg = b"From: bob@example.test\r\nTo: alice@dest.test\r\nSubject: outbound\r\n\r\nover the wire\r\n";
     let r = a.smtp().send(
@@ -173,14 +199,15 @@ fn mail_goes_to_the_working_mx_and_each_recipient_gets_its_own_answer() {
 
 #[test]
 fn dns_answers_decide_bounce_or_retry() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        a,
+        b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(2)
+    else {
         return;
-    }
-    let Some(dns) = dns(2, zones()) else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let b = receiver();
-    let a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     let msg = b"Subject: nowhere\r\n\r\nx\r\n";
     let r = a.smtp().send(
         "bob@example.test",
@@ -264,14 +291,15 @@ for block in parts[1].get_payload():
 
 #[test]
 fn dsn_parameters_travel_and_decide_the_notifications() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        a,
+        b: _b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(3)
+    else {
         return;
-    }
-    let Some(dns) = dns(3, zones()) else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let b = receiver();
-    let a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     let mut c = a.smtp();
     assert!(c.cmd("EHLO client.example").text().contains("DSN"));
     let r = c.cmd("MAIL FROM:<bob@example.test> RET=FULL ENVID=trip+2B1");
@@ -488,14 +516,15 @@ fn opportunistic_tls_encrypts_and_verify_checks_the_certificate() {
 
 #[test]
 fn tls_required_but_not_offered_defers() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        mut a,
+        b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(5)
+    else {
         return;
-    }
-    let Some(dns) = dns(5, zones()) else { return };
-    let b = receiver();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     a.stop();
     let main = a.dir.join("main.cf");
     let text = std::fs::read_to_string(&main).unwrap() + "smtp_tls_security_level = encrypt\n";
@@ -604,14 +633,15 @@ fn a_smart_host_gets_auth_plain_inside_tls() {
 
 #[test]
 fn a_bounce_that_bounces_goes_to_the_postmaster_once() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        mut a,
+        b: _b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(7)
+    else {
         return;
-    }
-    let Some(dns) = dns(7, zones()) else { return };
-    let b = receiver();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     // A notification (null sender) the remote server refuses: it cannot be
     // returned, so the postmaster (alice, by the test aliases) hears of it.
     let r = a
@@ -653,14 +683,15 @@ fn a_bounce_that_bounces_goes_to_the_postmaster_once() {
 
 #[test]
 fn sessions_are_reused_for_the_next_message_to_the_same_destination() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        a,
+        b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(8)
+    else {
         return;
-    }
-    let Some(dns) = dns(8, zones()) else { return };
-    let b = receiver();
-    let scratch = tempfile::tempdir().unwrap();
-    let a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     const N: usize = 30;
     let mut c = a.smtp();
     assert_eq!(c.cmd("EHLO client.example").code, 250);
@@ -706,14 +737,15 @@ fn sessions_are_reused_for_the_next_message_to_the_same_destination() {
 
 #[test]
 fn a_destination_nobody_answers_for_is_suspended_not_retried_per_message() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        mut a,
+        b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(9)
+    else {
         return;
-    }
-    let Some(dns) = dns(9, zones()) else { return };
-    let b = receiver();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     // Suspended long enough for the test to see it.
     reconfigure(
         &mut a,
@@ -951,14 +983,15 @@ fn error_retry_and_discard_transports_need_no_agent() {
 
 #[test]
 fn a_sender_is_warned_once_then_gets_the_bounce_when_the_message_expires() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        mut a,
+        b: _b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(10)
+    else {
         return;
-    }
-    let Some(dns) = dns(10, zones()) else { return };
-    let b = receiver();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     reconfigure(
         &mut a,
         "delay_warning_time = 2s\nmaximal_queue_lifetime = 7s\n",
@@ -1003,14 +1036,15 @@ fn a_sender_is_warned_once_then_gets_the_bounce_when_the_message_expires() {
 
 #[test]
 fn smtp_destination_recipient_limit_splits_the_transactions() {
-    if !is_root() {
-        eprintln!("skipped: needs root (DNS on port 53)");
+    let Some(Sites {
+        mut a,
+        b,
+        dns: _dns,
+        scratch: _scratch,
+    }) = sites(11)
+    else {
         return;
-    }
-    let Some(dns) = dns(11, zones()) else { return };
-    let b = receiver();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut a = sender(scratch.path(), &dns, b.smtp_port);
+    };
     reconfigure(&mut a, "smtp_destination_recipient_limit = 2\n");
     let rcpts = [
         "alice@dest.test",
