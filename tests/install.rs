@@ -38,6 +38,7 @@ const DIRS: &[(&str, &str, &str, u32)] = &[
     ("deferred", "postern-qmgr", "postern", 0o700),
     ("hold", "postern-qmgr", "postern", 0o700),
     ("corrupt", "postern-qmgr", "postern", 0o700),
+    ("defer", "postern-qmgr", "postern", 0o700),
     ("maildrop", "postern-pickup", "postdrop", 0o1730),
     ("private", "root", "postern-ipc", 0o710),
     ("public", "root", "postdrop", 0o710),

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod install;
 pub mod man;
 pub mod passwd;
+pub mod queue;
 pub mod sendmail;
 pub mod tls;
 
@@ -40,6 +41,19 @@ commands:
                      certificate for NAME (default: myhostname) for smtpd
   passwd USER        set USER's password in users_file (argon2id; from stdin
                      if it is not a terminal, else prompted for twice)
+  queue list [-j]    list the queue as mailq does, with why each recipient is
+                     deferred (-j: one JSON object per message, as postqueue -j)
+  queue show ID      print a message's envelope and content (postcat -q)
+  queue flush        ask qmgr to retry all deferred mail now (postqueue -f;
+                     root or group postern-ipc); also `postern flush`
+  queue delete ID...|ALL|- [QUEUE]
+                     remove messages (postsuper -d; root); QUEUE: one of
+                     incoming active deferred hold, or maildrop, corrupt
+  queue hold ID...|ALL|-     put messages on hold (postsuper -h; root)
+  queue release ID...|ALL|-  release held messages for delivery now (postsuper -H; root)
+  queue requeue ID...|ALL|-  give messages back to qmgr at once through incoming/
+                     (postsuper -r; root); a message qmgr is delivering (active/)
+                     is left alone while the mail system runs
   demo [DIR]         create (or reuse) a complete instance in DIR (default
                      ./postern-demo) on 127.0.0.1 high ports and run it in the
                      foreground
@@ -139,6 +153,11 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         "install" => install::command(&config_dir, rest),
         "passwd" => passwd::command(&config_dir, rest).map_err(fail),
         "tls" => tls::command(&config_dir, rest),
+        "queue" => queue::command(&config_dir, rest),
+        "flush" => {
+            no_args(command, rest)?;
+            queue::flush(&config_dir)
+        }
         "demo" => {
             if rest.len() > 1 {
                 return Err(usage("postern: demo takes at most one directory"));

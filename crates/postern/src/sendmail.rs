@@ -41,7 +41,7 @@
 use postern_config::MainCf;
 use postern_ipc::Message;
 use postern_ipc::messages::{SubmitContent, SubmitRequest, SubmitSender};
-use postern_queue::{Queue, QueueDirs, QueueFile};
+use postern_queue::QueueDirs;
 use postern_smtp_proto::server::{self, End, RcptTo, Session};
 use postern_smtp_proto::{Reply, ReversePath};
 use std::io::{self, BufRead, BufWriter, Read, Write};
@@ -868,106 +868,13 @@ pub fn mailq_time(t: std::time::SystemTime) -> String {
     )
 }
 
-/// Lists the queue in Postfix's mailq format. Err = (exit status,
-/// message): 77 when the caller may not read the queue.
+/// Lists the queue in Postfix's mailq format, with each deferred
+/// recipient's reason (the one reader is `postern queue list`'s, in
+/// src/queue.rs). Err = (exit status, message): 77 when the caller may not
+/// read the queue.
 pub fn mailq(dirs: &QueueDirs, out: &mut impl Write) -> Result<(), (i32, String)> {
-    let mut entries = Vec::new();
-    for q in [
-        Queue::Maildrop,
-        Queue::Incoming,
-        Queue::Active,
-        Queue::Deferred,
-        Queue::Hold,
-    ] {
-        match dirs.list(q) {
-            Ok(ids) => entries.extend(ids.into_iter().map(|id| (id, q))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err((EX_NOPERM, "permission denied: run mailq as root".into()));
-            }
-            Err(e) => {
-                return Err((
-                    EX_TEMPFAIL,
-                    format!("cannot read {}: {e}", dirs.dir(q).display()),
-                ));
-            }
-        }
-    }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let w = |e: io::Error| (EX_TEMPFAIL, format!("write: {e}"));
-    if entries.is_empty() {
-        writeln!(out, "Mail queue is empty").map_err(w)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
-    )
-    .map_err(w)?;
-    let (mut total, mut count) = (0u64, 0usize);
-    for (id, q) in entries {
-        let path = dirs.file(q, &id);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err((EX_NOPERM, "permission denied: run mailq as root".into()));
-            }
-            Err(e) => {
-                writeln!(out, "{id:<11} (cannot read: {e})\n").map_err(w)?;
-                continue;
-            }
-        };
-        let qf = match QueueFile::from_file(file, id.clone()) {
-            Ok(qf) => qf,
-            Err(e) => {
-                writeln!(out, "{id:<11} ({e})\n").map_err(w)?;
-                continue;
-            }
-        };
-        let env = qf.envelope();
-        let status = match q {
-            Queue::Active => '*',
-            Queue::Hold => '!',
-            _ => ' ',
-        };
-        let sender = match &env.sender {
-            // A version 1 maildrop file's empty sender was the submitter.
-            ReversePath::Null if q == Queue::Maildrop && qf.version() == 1 => {
-                env.attribute("local_user").unwrap_or("").to_string()
-            }
-            ReversePath::Null => "MAILER-DAEMON".to_string(),
-            ReversePath::Mailbox(m) => m.to_string(),
-        };
-        let size = qf.content_len();
-        total += size;
-        count += 1;
-        writeln!(
-            out,
-            "{:<11} {:>7} {:>20.20} {}",
-            format!("{id}{status}"),
-            size,
-            mailq_time(env.arrival),
-            sender
-        )
-        .map_err(w)?;
-        if q == Queue::Maildrop {
-            writeln!(out, "{:41}(waiting for pickup)", "").map_err(w)?;
-        }
-        for r in env.recipients.iter().filter(|r| !r.done) {
-            writeln!(out, "{:41}{}", "", r.address).map_err(w)?;
-        }
-        writeln!(out).map_err(w)?;
-    }
-    writeln!(
-        out,
-        "-- {} Kbytes in {} Request{}.",
-        total.div_ceil(1024),
-        count,
-        if count == 1 { "" } else { "s" }
-    )
-    .map_err(w)?;
-    Ok(())
+    let items = crate::queue::read_queue(dirs)?;
+    crate::queue::format_mailq(&items, out).map_err(|e| (EX_TEMPFAIL, format!("write: {e}")))
 }
 
 /// Table types whose source is a text file (read as aliases(5) for alias_maps).
@@ -1189,7 +1096,10 @@ mod tests {
         assert_eq!(got.len(), 1);
         let (req, content) = &got[0];
         assert_eq!(req.sender, SubmitSender::Given("a@x.test".into()));
-        assert_eq!(req.recipients, ["bob@example.test", "postmaster@example.test"]);
+        assert_eq!(
+            req.recipients,
+            ["bob@example.test", "postmaster@example.test"]
+        );
         assert!(
             req.attributes
                 .contains(&("protocol".into(), "ESMTP".into()))
@@ -1274,6 +1184,7 @@ mod tests {
 
     #[test]
     fn mailq_formats_and_counts() {
+        use postern_queue::Queue;
         let t = tempfile::tempdir().unwrap();
         let dirs = QueueDirs::new(t.path().join("q"));
         let mut out = Vec::new();

@@ -170,6 +170,12 @@ pub static QUEUE_DIRS: &[DirSpec] = &[
         doc: "queue files that could not be parsed, kept for inspection",
     },
     DirSpec {
+        name: "defer",
+        mode: 0o700,
+        owner: DirOwner::QMGR,
+        doc: "defer logs: why each recipient of a deferred message waits (qmgr writes, mailq reads)",
+    },
+    DirSpec {
         name: "private",
         mode: 0o710,
         owner: DirOwner::IPC,

@@ -6,7 +6,8 @@
 //! - queue IDs ([`QueueId`]), unique on the host and sortable by time;
 //! - queue file format v2 (v1 still read): [`QueueFileWriter`] writes a new file durably
 //!   (tmp → fsync → rename without replace → fsync dir), [`QueueFile`] reads
-//!   one strictly and marks recipients done in place.
+//!   one strictly and marks recipients done in place;
+//! - the defer log ([`defer_log`]): why each deferred recipient waits.
 //!
 //! The state machine, crash recovery rules and the byte layout are in
 //! `docs/queue.md`.
@@ -18,6 +19,7 @@
 //! file to corrupt/. All code is blocking; callers choose the thread.
 #![forbid(unsafe_code)]
 
+pub mod defer_log;
 mod dirs;
 mod file;
 mod format;
