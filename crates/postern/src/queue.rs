@@ -796,3 +796,91 @@ mod tests {
         )));
     }
 }
+
+#[cfg(test)]
+mod operate_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn message(dirs: &QueueDirs, q: Queue) -> QueueId {
+        let mut w = postern_queue::QueueFileWriter::create_in(dirs, Queue::Incoming).unwrap();
+        w.write_envelope(&postern_queue::Envelope {
+            arrival: SystemTime::now(),
+            sender: "a@x.test".parse().unwrap(),
+            recipients: vec![postern_queue::Recipient::new(
+                "b@y.test".parse().unwrap(),
+                "",
+            )],
+            attributes: vec![],
+        })
+        .unwrap();
+        w.write_content(b"x\n").unwrap();
+        let id = w.commit().unwrap();
+        if q != Queue::Incoming {
+            dirs.move_file(&id, Queue::Incoming, q).unwrap();
+        }
+        id
+    }
+
+    #[test]
+    fn active_mail_is_left_to_a_running_qmgr() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = QueueDirs::new(t.path());
+        dirs.create_all().unwrap();
+        let id = message(&dirs, Queue::Active);
+        let (all, _) = Op::Delete.queues();
+        assert!(matches!(
+            operate(&dirs, Op::Delete, &id, all, true).unwrap(),
+            Outcome::Busy
+        ));
+        assert!(matches!(
+            operate(&dirs, Op::Hold, &id, all, true).unwrap(),
+            Outcome::Busy
+        ));
+        assert_eq!(dirs.locate(&id), Some(Queue::Active));
+        // Stopped: a leftover, handled like the others.
+        assert!(matches!(
+            operate(&dirs, Op::Hold, &id, all, false).unwrap(),
+            Outcome::Done
+        ));
+        assert_eq!(dirs.locate(&id), Some(Queue::Hold));
+    }
+
+    #[test]
+    fn hold_release_requeue_delete_move_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = QueueDirs::new(t.path());
+        dirs.create_all().unwrap();
+        let id = message(&dirs, Queue::Deferred);
+        let deferred = dirs.file(Queue::Deferred, &id);
+        postern_queue::set_next_attempt(&deferred, SystemTime::now() + Duration::from_secs(3600))
+            .unwrap();
+        let run = |op: Op| operate(&dirs, op, &id, op.queues().0, true).unwrap();
+        assert!(matches!(run(Op::Hold), Outcome::Done));
+        assert_eq!(dirs.locate(&id), Some(Queue::Hold));
+        assert!(
+            matches!(run(Op::Hold), Outcome::NotFound),
+            "hold/ is not looked in"
+        );
+        assert!(matches!(run(Op::Release), Outcome::Done));
+        assert_eq!(dirs.locate(&id), Some(Queue::Deferred));
+        // Due now.
+        assert!(postern_queue::next_attempt(&deferred).unwrap() <= SystemTime::now());
+        assert!(matches!(run(Op::Release), Outcome::NotFound));
+        assert!(matches!(run(Op::Requeue), Outcome::Done));
+        assert_eq!(dirs.locate(&id), Some(Queue::Incoming));
+        defer_log::write(
+            &dirs,
+            &id,
+            &[DeferEntry {
+                address: "b@y.test".into(),
+                reason: "x".into(),
+            }],
+        )
+        .unwrap();
+        assert!(matches!(run(Op::Delete), Outcome::Done));
+        assert_eq!(dirs.locate(&id), None);
+        assert!(!defer_log::path(&dirs, &id).exists());
+        assert!(matches!(run(Op::Delete), Outcome::NotFound));
+    }
+}
