@@ -22,7 +22,9 @@
 //! always removed. Input lines end with LF (a CR before it is dropped).
 //!
 //! `mailq` reads the queue directories directly and prints them in
-//! Postfix's format; it works for root and the mail system's own users.
+//! Postfix's format, with each deferred recipient's reason from qmgr's
+//! defer log (the reader is `postern queue list`'s, src/queue.rs); it works
+//! for root and the mail system's own users.
 //! Others get "permission denied: run mailq as root" (77): a showq service
 //! that answers over `public/` is future work. `newaliases` parses every
 //! hash-like map in alias_maps and reports each file's alias count or the
