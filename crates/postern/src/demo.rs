@@ -130,7 +130,8 @@ mydomain = example.test
 myorigin = $mydomain
 # Mail for these domains is delivered here.
 mydestination = $mydomain, $myhostname, localhost
-# Clients allowed to relay to other domains (none leave: no smtp client yet).
+# Clients allowed to relay to other domains (smtp delivers that mail: MX
+# lookup, STARTTLS when offered).
 mynetworks = 127.0.0.0/8 [::1]/128
 # Listen on the loopback interface only.
 inet_interfaces = loopback-only
@@ -192,6 +193,8 @@ cleanup   unix  -       -       n       -       0       cleanup
 qmgr      unix  -       -       n       300     1       qmgr
 # Delivers to the mailboxes.
 local     unix  -       n       n       -       -       local
+# Delivers to other servers.
+smtp      unix  -       -       n       -       -       smtp
 # Local submission (sendmail, postdrop): feeds maildrop/ to cleanup.
 pickup    unix  n       -       n       60      1       pickup
 # Checks passwords and answers user lookups (private/auth).
