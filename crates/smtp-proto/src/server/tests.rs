@@ -235,7 +235,10 @@ fn dsn_parameters_arrive_typed() {
         })
     );
     let orcpt = m.rcpts[0].orcpt.as_ref().expect("ORCPT");
-    assert_eq!((orcpt.addr_type.as_str(), orcpt.address.as_str()), ("rfc822", "B@example.test"));
+    assert_eq!(
+        (orcpt.addr_type.as_str(), orcpt.address.as_str()),
+        ("rfc822", "B@example.test")
+    );
     assert_eq!(m.rcpts[1].notify, Some(crate::Notify::Never));
     assert_eq!(m.mail_params.len(), 1);
     assert_eq!(m.mail_params[0].ret, Some(crate::Ret::Hdrs));
