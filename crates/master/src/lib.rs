@@ -113,10 +113,7 @@ pub fn syslog_unavailable(socket: &Path) -> Option<String> {
 
 /// An I/O error's reason without Rust's " (os error N)".
 fn reason(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
-        None => e.to_string(),
-    }
+    postern_service::log::io_reason(e)
 }
 
 /// True when this process's stderr goes somewhere (a terminal, a pipe, the

@@ -347,6 +347,15 @@ impl Visit for LineVisitor {
     }
 }
 
+/// An I/O error's reason as mail logs word it ("Connection refused", "No
+/// such file or directory"), without Rust's " (os error N)".
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

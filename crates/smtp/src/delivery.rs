@@ -1021,14 +1021,8 @@ impl<'a> Content<'a> {
     }
 }
 
-/// An I/O error in the words Postfix's logs use ("Connection refused").
 fn io_words(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    // "Connection refused (os error 111)" → "Connection refused".
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
+    postern_service::log::io_reason(e)
 }
 
 /// The results of a request and their log lines.
