@@ -284,6 +284,12 @@ impl Class {
             Class::Include => "include",
         }
     }
+
+    /// Whether an allow_mail_to_* list (alias, forward, include) names
+    /// this class.
+    fn allowed_by(self, list: &[String]) -> bool {
+        list.iter().any(|c| c == self.name())
+    }
 }
 
 /// The recipient whose alias/.forward is being expanded.
@@ -1097,20 +1103,8 @@ impl LocalDelivery {
         cmd: &str,
         class: Class,
     ) {
-        if !self
-            .config
-            .allow_mail_to_commands
-            .iter()
-            .any(|c| c == class.name())
-        {
-            return self.record(
-                run,
-                &r.address,
-                Err(DeliveryError::perm(
-                    EnhancedCode(5, 7, 1),
-                    "mail to command is restricted",
-                )),
-            );
+        if !class.allowed_by(&self.config.allow_mail_to_commands) {
+            return self.restricted(run, r, "command");
         }
         if !run.done.insert(format!("command:{cmd}")) {
             return;
@@ -1119,6 +1113,19 @@ impl LocalDelivery {
             .command(run, r, run_as, cmd)
             .map(|_| format!("delivered to command: {cmd}"));
         self.record(run, &r.address, result);
+    }
+
+    /// allow_mail_to_commands / allow_mail_to_files said no: 5.7.1, as
+    /// Postfix ("mail to command is restricted").
+    fn restricted(&self, run: &mut Run<'_, '_>, r: &Rcpt, what: &str) {
+        self.record(
+            run,
+            &r.address,
+            Err(DeliveryError::perm(
+                EnhancedCode(5, 7, 1),
+                format!("mail to {what} is restricted"),
+            )),
+        )
     }
 
     /// A `/file` (mbox) or `/dir/` (Maildir) target, where
@@ -1131,20 +1138,8 @@ impl LocalDelivery {
         path: &Path,
         class: Class,
     ) {
-        if !self
-            .config
-            .allow_mail_to_files
-            .iter()
-            .any(|c| c == class.name())
-        {
-            return self.record(
-                run,
-                &r.address,
-                Err(DeliveryError::perm(
-                    EnhancedCode(5, 7, 1),
-                    "mail to file is restricted",
-                )),
-            );
+        if !class.allowed_by(&self.config.allow_mail_to_files) {
+            return self.restricted(run, r, "file");
         }
         if !run.done.insert(format!("file:{}", path.display())) {
             return;
