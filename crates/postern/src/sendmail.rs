@@ -78,6 +78,8 @@ pub enum Mode {
     Mailq,
     /// Check the alias files (`-bi`, `-I`, `newaliases`).
     Newaliases,
+    /// Retry all deferred mail now (`-q`, as `postern queue flush`).
+    Flush,
 }
 
 /// The parsed command line.
@@ -131,6 +133,14 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         let mut j = 0;
         while j < letters.len() {
             let c = letters[j];
+            if c == 'q' {
+                // -q: flush the queue (Postfix runs postqueue -f); -qINTERVAL
+                // (a daemon's queue run interval) is accepted and ignored.
+                if j + 1 == letters.len() {
+                    o.mode = Mode::Flush;
+                }
+                break;
+            }
             if WITH_ARG.contains(c) {
                 let attached: String = letters[j + 1..].iter().collect();
                 let value = if !attached.is_empty() {
@@ -185,11 +195,6 @@ fn apply_with_arg(o: &mut Options, c: char, value: &str) -> Result<(), String> {
             });
         }
         'o' if value == "i" => o.ignore_dots = true,
-        'q' => {
-            return Err(
-                "-q: queue runs are qmgr's job (it retries deferred mail by itself)".into(),
-            );
-        }
         // -B -L -N -O -R -V -X -e -h -p: accepted and ignored, as Postfix does.
         _ => {}
     }
@@ -197,7 +202,7 @@ fn apply_with_arg(o: &mut Options, c: char, value: &str) -> Result<(), String> {
 }
 
 /// The usage text printed with a usage error.
-pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F full name] [-bm|-bs|-bp|-bi] [-C dir] [recipient ...]";
+pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F full name] [-bm|-bs|-bp|-bi|-q] [-C dir] [recipient ...]";
 
 /// Entry point for the `postern` binary: if it was called as sendmail,
 /// mailq or newaliases (argv\[0\]), or as `postern [-c DIR] sendmail|mailq|newaliases ...`,
@@ -274,6 +279,13 @@ pub fn main(name: &str, args: &[String], config_dir: Option<PathBuf>) -> i32 {
         Mode::Newaliases => {
             newaliases(&main_cf, &mut io::stdout().lock(), &mut io::stderr().lock())
         }
+        Mode::Flush => match crate::queue::flush(main_cf.config_dir()) {
+            Ok(()) => 0,
+            Err(f) => {
+                eprintln!("{}", f.message);
+                EX_TEMPFAIL
+            }
+        },
         Mode::Smtp => {
             let mut submit = |req: SubmitRequest, content: &[u8]| {
                 let mut p = Postdrop::start(&ctx)?;
@@ -985,7 +997,8 @@ mod tests {
         );
         assert!(parse_args(&args(&["-bd"])).is_err());
         assert!(parse_args(&args(&["-bx"])).is_err());
-        assert!(parse_args(&args(&["-q"])).is_err());
+        assert_eq!(parse_args(&args(&["-q"])).unwrap().mode, Mode::Flush);
+        assert_eq!(parse_args(&args(&["-q30m"])).unwrap().mode, Mode::Deliver);
         assert_eq!(main("sendmail", &args(&["-z"]), None), EX_USAGE);
     }
 
