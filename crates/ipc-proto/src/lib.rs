@@ -39,7 +39,7 @@ pub use auth::{AuthReply, AuthRequest};
 pub use cleanup::{CleanupReply, CleanupRequest, cleanup_flags};
 pub use codec::{CHUNK_SIZE, DecodeError, FrameTooLarge, MAX_FRAME, Message, VERSION};
 pub use delivery::{DeliveryRecipient, DeliveryReply, DeliveryRequest};
-pub use postern_smtp_proto::{Mailbox, Notify, Orcpt, ReversePath};
+pub use postern_smtp_proto::{Mailbox, Notify, Orcpt, Ret, ReversePath};
 pub use postern_status::{DeliveryStatus, EnhancedCode, StatusClass};
 pub use submit::{SubmitContent, SubmitRequest, SubmitSender};
 pub use trigger::Trigger;

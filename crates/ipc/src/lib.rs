@@ -17,7 +17,7 @@ pub use postern_ipc_proto::codec;
 pub use postern_ipc_proto::{
     AuthReply, AuthRequest, CHUNK_SIZE, CleanupReply, CleanupRequest, DecodeError,
     DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus, EnhancedCode, FrameTooLarge,
-    MAX_FRAME, Mailbox, Message, Notify, Orcpt, ReversePath, StatusClass, SubmitContent,
+    MAX_FRAME, Mailbox, Message, Notify, Orcpt, Ret, ReversePath, StatusClass, SubmitContent,
     SubmitRequest, SubmitSender, Trigger, VERSION, cleanup_flags,
 };
 

@@ -160,6 +160,18 @@ impl Table {
         }
     }
 
+    /// Every table a list parameter of `main` names (e.g. transport_maps),
+    /// each as [`Table::open_or_unavailable`] opens it, relative to the
+    /// configuration directory. Err = a bad spec, prefixed with the
+    /// parameter's name.
+    pub fn open_list(main: &postern_config::MainCf, name: &str) -> Result<Vec<Table>, String> {
+        crate::split_map_list(&main.str(name))
+            .iter()
+            .map(|spec| Table::open_or_unavailable(spec, main.config_dir()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{name}: {e}"))
+    }
+
     /// Opens (reads and parses) the table named by `spec`.
     pub fn open(spec: &str, base_dir: &Path) -> Result<Table, MapError> {
         let (kind, name) = split_spec(spec)?;

@@ -94,11 +94,13 @@ fn report(
     }
     report.postmaster_copy = postmaster.map(|m| m.to_string());
     report.envid = env.attribute("dsn_envid").map(str::to_string);
-    report.ret = match env.attribute("dsn_ret") {
-        Some("FULL") => Some(Ret::Full),
-        Some("HDRS") => Some(Ret::Headers),
-        _ => None,
-    };
+    report.ret = env
+        .attribute("dsn_ret")
+        .and_then(postern_ipc::Ret::parse)
+        .map(|r| match r {
+            postern_ipc::Ret::Full => Ret::Full,
+            postern_ipc::Ret::Hdrs => Ret::Headers,
+        });
     report.original_size = Some(original.content_len());
     report.bounce_size_limit = main.size("bounce_size_limit").ok().filter(|&l| l > 0);
     for (addr, status) in failed {

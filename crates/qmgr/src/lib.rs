@@ -1280,10 +1280,6 @@ fn builtin_transport(job: &Job, active: &Active) -> Option<Vec<(usize, DeliveryS
     )
 }
 
-fn io_words(e: &std::io::Error) -> String {
-    postern_service::log::io_reason(e)
-}
-
 fn delay_secs(arrival: SystemTime) -> String {
     let d = SystemTime::now()
         .duration_since(arrival)
@@ -1309,7 +1305,13 @@ async fn deliver(
     let mut ch = tokio::time::timeout(connect_timeout, Channel::connect(socket))
         .await
         .map_err(|_| format!("connect to {}: timed out", socket.display()))?
-        .map_err(|e| format!("connect to {}: {}", socket.display(), io_words(&e)))?;
+        .map_err(|e| {
+            format!(
+                "connect to {}: {}",
+                socket.display(),
+                postern_service::log::io_reason(&e)
+            )
+        })?;
     ch.send_with_fd(req, file.as_fd())
         .await
         .map_err(|e| format!("send request: {e}"))?;

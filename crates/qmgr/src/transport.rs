@@ -63,11 +63,7 @@ impl Router {
             default_transport,
             default_nexthop,
             relayhost: main.str("relayhost"),
-            transport_maps: postern_maps::split_map_list(&main.str("transport_maps"))
-                .iter()
-                .map(|spec| postern_maps::Table::open_or_unavailable(spec, main.config_dir()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("transport_maps: {e}"))?,
+            transport_maps: postern_maps::Table::open_list(main, "transport_maps")?,
         })
     }
 

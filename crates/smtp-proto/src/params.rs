@@ -134,6 +134,28 @@ pub enum Notify {
     },
 }
 
+impl Ret {
+    /// Parses a RET= value (any case): `FULL` or `HDRS`; also how the
+    /// queue file's `dsn_ret` attribute is read back.
+    pub fn parse(value: &str) -> Option<Ret> {
+        match value.to_ascii_uppercase().as_str() {
+            "FULL" => Some(Ret::Full),
+            "HDRS" => Some(Ret::Hdrs),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Ret {
+    /// The RET= keyword, `FULL` or `HDRS`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        })
+    }
+}
+
 impl Notify {
     /// Parses a NOTIFY= value (any case): `NEVER`, or SUCCESS, FAILURE and
     /// DELAY each at most once, comma-separated. None when invalid.
@@ -338,11 +360,7 @@ impl MailParams {
                     m.smtputf8 = true;
                 }
                 "RET" => {
-                    let r = match v.map(str::to_ascii_uppercase).as_deref() {
-                        Some("FULL") => Ret::Full,
-                        Some("HDRS") => Ret::Hdrs,
-                        _ => return Err(bad(kw)),
-                    };
+                    let r = v.and_then(Ret::parse).ok_or_else(|| bad(kw))?;
                     set_once(&mut m.ret, r, kw)?;
                 }
                 "ENVID" => {

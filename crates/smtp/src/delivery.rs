@@ -180,7 +180,7 @@ async fn deliver_to(
             }
         };
         sessions += 1;
-        let mut tls = settings.tls_level_for(&[nexthop.trim(), &nexthop_host]);
+        let tls = settings.tls_level_for(&[nexthop.trim(), &nexthop_host]);
         let mut hello = conn.hello(settings, target, tls).await;
         if let Err(HelloError {
             retry_plain: true,
@@ -189,11 +189,10 @@ async fn deliver_to(
         {
             // Opportunistic TLS failed: once more in plaintext, as Postfix.
             info!("{}; trying again without TLS", status.text());
-            tls = TlsLevel::None;
             hello = match Conn::connect(target, &nexthop_host, settings.connect_timeout).await {
                 Ok(c) => {
                     conn = c;
-                    conn.hello(settings, target, tls).await
+                    conn.hello(settings, target, TlsLevel::None).await
                 }
                 Err(why) => Err(HelloError::defer(why)),
             };
@@ -469,7 +468,9 @@ impl Conn {
             Some(path) => {
                 match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
                     Ok(Ok(s)) => Stream::Unix(s),
-                    Ok(Err(e)) => return Err(format!("{what}: {}", io_words(&e))),
+                    Ok(Err(e)) => {
+                        return Err(format!("{what}: {}", postern_service::log::io_reason(&e)));
+                    }
                     Err(_) => return Err(format!("{what}: Connection timed out")),
                 }
             }
@@ -478,7 +479,9 @@ impl Conn {
                     let _ = s.set_nodelay(true);
                     Stream::Plain(s)
                 }
-                Ok(Err(e)) => return Err(format!("{what}: {}", io_words(&e))),
+                Ok(Err(e)) => {
+                    return Err(format!("{what}: {}", postern_service::log::io_reason(&e)));
+                }
                 Err(_) => return Err(format!("{what}: Connection timed out")),
             },
         };
@@ -532,7 +535,7 @@ impl Conn {
             stage.while_doing()
         );
         if let Some(e) = e {
-            s.push_str(&format!(": {}", io_words(e)));
+            s.push_str(&format!(": {}", postern_service::log::io_reason(e)));
         }
         s
     }
@@ -737,7 +740,7 @@ impl Conn {
                 let why = format!(
                     "TLS handshake with {} failed: {}",
                     target.relay(),
-                    io_words(&e)
+                    postern_service::log::io_reason(&e)
                 );
                 Err(HelloError {
                     retry_plain: !tls.mandatory(),
@@ -873,11 +876,7 @@ impl Conn {
         let envelope = client::transaction::Envelope {
             sender: req.sender.clone(),
             recipients,
-            ret: match attr("dsn_ret") {
-                Some("FULL") => Some(postern_smtp_proto::Ret::Full),
-                Some("HDRS") => Some(postern_smtp_proto::Ret::Hdrs),
-                _ => None,
-            },
+            ret: attr("dsn_ret").and_then(postern_smtp_proto::Ret::parse),
             envid: attr("dsn_envid").map(str::to_string),
             size: facts.size,
             eight_bit: facts.eight_bit,
@@ -1019,10 +1018,6 @@ impl<'a> Content<'a> {
             }
         }
     }
-}
-
-fn io_words(e: &std::io::Error) -> String {
-    postern_service::log::io_reason(e)
 }
 
 /// The results of a request and their log lines.

@@ -212,11 +212,7 @@ impl Settings {
             lmtp,
             tls_level: TlsLevel::parse(&main.str("smtp_tls_security_level"))
                 .ok_or("smtp_tls_security_level: expected none, may, encrypt, verify or secure")?,
-            tls_policy: postern_maps::split_map_list(&main.str("smtp_tls_policy_maps"))
-                .iter()
-                .map(|spec| postern_maps::Table::open_or_unavailable(spec, main.config_dir()))
-                .collect::<Result<_, _>>()
-                .map_err(|err| format!("smtp_tls_policy_maps: {err}"))?,
+            tls_policy: postern_maps::Table::open_list(main, "smtp_tls_policy_maps")?,
             tls_any: postern_tls::client_config(&postern_tls::ClientTrust::Unauthenticated)
                 .map_err(|err| err.to_string())?,
             sasl: main.bool("smtp_sasl_auth_enable").map_err(e)?,
@@ -224,11 +220,7 @@ impl Settings {
                 main.time("smtp_connection_cache_time_limit").map_err(e)?,
                 main.time("smtp_quit_timeout").map_err(e)?,
             ),
-            sasl_passwords: postern_maps::split_map_list(&main.str("smtp_sasl_password_maps"))
-                .iter()
-                .map(|spec| postern_maps::Table::open_or_unavailable(spec, main.config_dir()))
-                .collect::<Result<_, _>>()
-                .map_err(|err| format!("smtp_sasl_password_maps: {err}"))?,
+            sasl_passwords: postern_maps::Table::open_list(main, "smtp_sasl_password_maps")?,
             sasl_plain_cleartext: !main
                 .list("smtp_sasl_security_options")
                 .iter()

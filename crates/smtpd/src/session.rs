@@ -21,7 +21,7 @@ use postern_ipc::messages::{AuthReply, AuthRequest};
 use postern_ipc::{Channel, CleanupClient, CleanupError};
 use postern_sasl::{Exchange, Mechanism, SaslError, Step};
 use postern_smtp_proto::server::{self, AuthStep, End, Notice, RcptTo, SaslLogin, Session, reply};
-use postern_smtp_proto::{Reply, Ret, ReversePath};
+use postern_smtp_proto::{Reply, ReversePath};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -353,10 +353,6 @@ impl Driver<'_> {
         // RFC 3461's message-level parameters, under Postfix's queue file
         // attribute names.
         if let Some(ret) = params.ret {
-            let ret = match ret {
-                Ret::Full => "FULL",
-                Ret::Hdrs => "HDRS",
-            };
             attributes.push(("dsn_ret".to_string(), ret.to_string()));
         }
         if let Some(envid) = &params.envid {

@@ -26,7 +26,7 @@ use super::caps::Capabilities;
 use super::reply::ServerReply;
 use super::transaction::{Envelope, Recipient};
 use crate::address::Mailbox;
-use crate::params::{Body, Notify, Ret};
+use crate::params::{Body, Notify};
 
 /// Why a command could not be encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,10 +131,8 @@ pub fn mail_from(
         line.push_str(" SMTPUTF8");
     }
     if caps.dsn {
-        match env.ret {
-            Some(Ret::Full) => line.push_str(" RET=FULL"),
-            Some(Ret::Hdrs) => line.push_str(" RET=HDRS"),
-            None => {}
+        if let Some(ret) = env.ret {
+            line.push_str(&format!(" RET={ret}"));
         }
         if let Some(id) = &env.envid {
             line.push_str(" ENVID=");
@@ -342,7 +340,7 @@ impl AuthClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::Orcpt;
+    use crate::params::{Orcpt, Ret};
     use crate::{Mailbox, ReversePath};
 
     fn mb(s: &str) -> Mailbox {
